@@ -1,0 +1,44 @@
+# dhian — two commands on a fresh machine:
+#   make demo   installs into .venv and runs the main job (the quickstart)
+#   make test   installs into .venv and runs lint, format check, mypy and the fast tests
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0*cp311*.whl))
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-slow lint format clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch 2.13.0 first (the CPU wheel on disk where it exists), then the package.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@if [ -n "$(TORCH_WHEEL)" ]; then $(BIN)/pip install -q "torch==2.13.0"; \
+	 else $(BIN)/pip install -q "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.4"; fi
+	$(BIN)/pip install -q -e ".[dev,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/dhian selfcheck
+
+
+test: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
