@@ -1,0 +1,302 @@
+"""Scaled dot-product attention and multi-head attention with a KV cache.
+
+Owns :func:`scaled_dot_product` (one SDPA call on the fast path, an eager path that returns the
+weights), :class:`MultiHeadAttention` — the only place heads are split and merged — and
+:class:`KVCache` for incremental decoding. Re-exported by :mod:`dhian.nn.attention`.
+
+Notation: B batch, H heads, Tq/Tk query/key lengths, D head dim, E model dim.
+Masks follow :mod:`dhian.nn.masks`: bool, True = may attend, broadcastable to (B, H, Tq, Tk);
+a fully masked query row gives zero weights and a zero output (never NaN).
+Imports: torch, :mod:`dhian.nn.masks`, :mod:`dhian.nn.positional`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dhian.nn.masks import causal_mask, combine
+from dhian.nn.positional import RotaryEmbedding
+
+__all__ = ["KVCache", "MultiHeadAttention", "kv_caches", "scaled_dot_product"]
+
+
+def _check_mask(mask: Tensor, b: int, h: int, tq: int, tk: int) -> None:
+    if mask.dtype != torch.bool:
+        raise ValueError(f"attention mask must be torch.bool (True = may attend), got {mask.dtype}")
+    ok = mask.dim() == 4 and all(
+        m in (1, n) for m, n in zip(mask.shape, (b, h, tq, tk), strict=True)
+    )
+    if not ok:
+        raise ValueError(
+            f"attention mask: expected a 4-D bool mask broadcastable to (B, H, Tq, Tk) = "
+            f"{(b, h, tq, tk)}, received shape {tuple(mask.shape)} "
+            "(see dhian.nn.masks.padding_mask / as_key_mask / causal_mask)"
+        )
+
+
+def scaled_dot_product(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    dropout: float = 0.0,
+    need_weights: bool = False,
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """softmax(q kᵀ / √D + mask) v.
+
+    q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv); ``mask`` bool broadcastable to
+    (B, H, Tq, Tk), True = may attend. ``is_causal`` adds the square causal mask (Tq == Tk).
+    ``dropout`` is the attention dropout probability (pass 0.0 in eval mode).
+    Returns out (B, H, Tq, Dv) and, when ``need_weights``, the probabilities (B, H, Tq, Tk)
+    *before* dropout (rows sum to 1; fully masked rows are all zero); otherwise ``None``.
+    Without ``need_weights`` this is one ``torch.nn.functional.scaled_dot_product_attention``
+    call; with it, an eager computation that agrees with the fast path to float rounding.
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            "scaled_dot_product: expected q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv); "
+            f"received q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    b, h, tq, d = q.shape
+    tk = k.size(2)
+    if k.shape != (b, h, tk, d) or v.shape[:3] != (b, h, tk):
+        raise ValueError(
+            f"scaled_dot_product: expected k (B, H, Tk, D) = {(b, h, tk, d)} and v (B, H, Tk, Dv) "
+            f"with (B, H, Tk) = {(b, h, tk)}; received k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if is_causal:
+        if tq != tk:
+            raise ValueError(
+                f"scaled_dot_product: is_causal needs Tq == Tk, received Tq={tq}, Tk={tk}; "
+                "pass masks.causal_mask(tq, tk=tk) instead"
+            )
+        if need_weights or mask is not None:
+            mask = combine(mask, causal_mask(tq, q.device))
+            is_causal = False
+    keep: Tensor | None = None  # (B|1, H|1, Tq|1, 1): the row has at least one allowed key
+    if mask is not None:
+        _check_mask(mask, b, h, tq, tk)
+        keep = mask.any(dim=-1, keepdim=True)
+        # A row with no allowed key attends everywhere (finite, clean gradients) and is
+        # zeroed afterwards; rows with an allowed key are unchanged.
+        mask = mask | ~keep
+    scale_ = 1.0 / math.sqrt(d) if scale is None else scale
+    if not need_weights:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, scale=scale_
+        )
+        if keep is not None:
+            out = out.masked_fill(~keep, 0.0)
+        return out, None
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale_  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # (B, H, Tq, Tk)
+    if keep is not None:
+        weights = weights.masked_fill(~keep, 0.0)
+    dropped = F.dropout(weights, p=dropout) if dropout > 0.0 else weights
+    out = torch.matmul(dropped, v)  # (B, H, Tq, Dv)
+    return out, weights
+
+
+@dataclasses.dataclass
+class KVCache:
+    """Keys and values of one attention layer kept across decoding steps.
+
+    ``k``, ``v``: (B, H, T, D) or ``None`` (empty). ``static=False`` (self attention): each
+    call appends this step's k/v. ``static=True`` (cross attention): k/v are computed from the
+    memory on the first call and reused afterwards. Mutated in place by
+    :class:`MultiHeadAttention`.
+    """
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+    static: bool = False
+
+    @classmethod
+    def empty(cls, static: bool = False) -> KVCache:
+        """A cache holding nothing yet."""
+        return cls(None, None, static)
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions T (0 when empty)."""
+        return 0 if self.k is None else self.k.size(2)
+
+    def reorder(self, index: Tensor) -> KVCache:
+        """Keep rows ``index`` (B',) of the batch, in place (beam search); returns ``self``."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)  # (B', H, T, D)
+        if self.v is not None:
+            self.v = self.v.index_select(0, index)  # (B', H, T, D)
+        return self
+
+
+def kv_caches(num_layers: int, static: bool = False) -> list[KVCache]:
+    """One empty :class:`KVCache` per layer."""
+    return [KVCache.empty(static) for _ in range(num_layers)]
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention laid out like :class:`torch.nn.MultiheadAttention`.
+
+    Parameters: ``in_proj_weight`` (3E, E) = [W_q; W_k; W_v], ``in_proj_bias`` (3E) (``None``
+    when ``bias=False``), ``out_proj`` (Linear E→E), so weights copy across. ``rotary``: an
+    optional :class:`~dhian.nn.positional.RotaryEmbedding` applied to q and k in self attention
+    (offset = the cache length) before caching.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        rotary: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(
+                f"MultiHeadAttention: embed_dim={embed_dim} is not divisible by "
+                f"num_heads={num_heads}"
+            )
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias: nn.Parameter | None
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        if rotary is not None and rotary.dim != self.head_dim:
+            raise ValueError(
+                f"MultiHeadAttention: rotary dim {rotary.dim} != head dim {self.head_dim}"
+            )
+        self.rotary = rotary
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform in-projection, zero biases (as torch.nn.MultiheadAttention)."""
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+        if self.out_proj.bias is not None:
+            nn.init.zeros_(self.out_proj.bias)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        x = x.view(b, t, self.num_heads, self.head_dim)  # (B, T, H, D)
+        return x.transpose(1, 2)  # (B, H, T, D)
+
+    def _proj(self, x: Tensor, part: slice) -> Tensor:
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[part]
+        return F.linear(x, self.in_proj_weight[part], bias)
+
+    def _check_3d(self, name: str, x: Tensor, batch: int | None) -> None:
+        if (
+            x.dim() != 3
+            or x.size(-1) != self.embed_dim
+            or (batch is not None and x.size(0) != batch)
+        ):
+            b = "B" if batch is None else batch
+            raise ValueError(
+                f"MultiHeadAttention: expected {name} of shape ({b}, T, {self.embed_dim}), "
+                f"received {tuple(x.shape)}"
+            )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+        causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` (B, Tq, E) to ``key``/``value`` (B, Tk, E).
+
+        ``key is None`` = self attention (``value`` defaults to ``key``). ``mask``: bool,
+        True = may attend, broadcastable to (B, H, Tq, Tk) where Tk counts cached positions.
+        ``causal=True`` adds the causal mask (offset by the cache length; skipped for Tq = 1).
+        ``cache``: non-static → self attention appending k/v; static → cross attention that
+        projects ``key`` on the first call and reuses the cached k/v afterwards (``key`` may
+        then be ``None``). Returns out (B, Tq, E) and per-head weights (B, H, Tq, Tk) when
+        ``need_weights`` else ``None``.
+        """
+        self._check_3d("query", query, None)
+        b, tq, e = query.shape
+        static = cache is not None and cache.static
+        if key is None and not static:  # self attention
+            q, k, v = self._proj(query, slice(None)).split(e, dim=-1)  # 3 x (B, Tq, E)
+            q, k, v = self._split(q), self._split(k), self._split(v)  # (B, H, Tq, D)
+            offset = 0 if cache is None else cache.length
+            if self.rotary is not None:
+                q, k = self.rotary(q, k, offset)
+            if cache is not None:
+                if cache.k is not None and cache.v is not None:
+                    k = torch.cat([cache.k, k], dim=2)  # (B, H, T + Tq, D)
+                    v = torch.cat([cache.v, v], dim=2)  # (B, H, T + Tq, D)
+                cache.k, cache.v = k, v
+        else:  # cross attention
+            if cache is not None and not cache.static:
+                raise ValueError(
+                    "MultiHeadAttention: a non-static cache means self attention; pass key=None "
+                    "(or use KVCache.empty(static=True) for cross attention)"
+                )
+            q = self._split(self._proj(query, slice(0, e)))  # (B, H, Tq, D)
+            if cache is not None and cache.k is not None and cache.v is not None:
+                k, v = cache.k, cache.v
+            else:
+                if key is None:
+                    raise ValueError(
+                        "MultiHeadAttention: cross attention with an empty static cache needs key"
+                    )
+                self._check_3d("key", key, b)
+                if value is None or value is key:
+                    k, v = self._proj(key, slice(e, 3 * e)).split(e, dim=-1)  # (B, Tk, E)
+                else:
+                    self._check_3d("value", value, b)
+                    if value.size(1) != key.size(1):
+                        raise ValueError(
+                            f"MultiHeadAttention: key {tuple(key.shape)} and value "
+                            f"{tuple(value.shape)} must have the same length Tk"
+                        )
+                    k = self._proj(key, slice(e, 2 * e))  # (B, Tk, E)
+                    v = self._proj(value, slice(2 * e, 3 * e))  # (B, Tk, E)
+                k, v = self._split(k), self._split(v)  # (B, H, Tk, D)
+                if cache is not None:
+                    cache.k, cache.v = k, v
+            if k.size(0) != b:
+                raise ValueError(
+                    f"MultiHeadAttention: cached keys have batch {k.size(0)}, query has {b}"
+                )
+        tk = k.size(2)
+        is_causal = False
+        if causal and tq > 1:
+            if tq == tk and mask is None and not need_weights:
+                is_causal = True
+            else:
+                mask = combine(mask, causal_mask(tq, query.device, tk=tk))
+        out, weights = scaled_dot_product(
+            q,
+            k,
+            v,
+            mask=mask,
+            dropout=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+            is_causal=is_causal,
+        )  # (B, H, Tq, D)
+        out = out.transpose(1, 2).reshape(b, tq, e)  # (B, Tq, H, D) -> (B, Tq, E)
+        return self.out_proj(out), weights
