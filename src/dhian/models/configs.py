@@ -29,3 +29,90 @@ class RNNSeq2SeqConfig:
     input_feeding: bool = False
     tie_embeddings: bool = False  # tie target embedding and output projection
     dropout: float = 0.2
+
+
+@register_model_config("bert")
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """BERT encoder (Devlin et al., 2019): post-norm stack, gelu, learned positions, segments.
+
+    ``task``: ``backbone`` (hidden states + pooled [CLS]) | ``mlm`` (masked-LM head tied to the
+    word embeddings) | ``classification`` (pooled output → ``num_labels`` logits; ``labels``
+    names them). Sizes mirror HF ``BertConfig`` (hidden_size → embed_dim, num_hidden_layers →
+    layers, num_attention_heads → heads, intermediate_size → ff_dim,
+    max_position_embeddings → max_positions). ``too_long``: ``truncate`` (with a warning) or
+    ``error`` for inputs longer than ``max_positions``.
+    """
+
+    type: str = "bert"
+    task: str = "mlm"  # backbone | mlm | classification
+    vocab_size: int = 30522
+    embed_dim: int = 768
+    layers: int = 12
+    heads: int = 12
+    ff_dim: int = 3072
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    activation: str = "gelu"  # gelu (exact, erf) | gelu_tanh | relu
+    dropout: float = 0.1  # hidden dropout (embeddings, residual branches)
+    attention_dropout: float = 0.1
+    classifier_dropout: float | None = None  # None = dropout
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    pad_id: int = 0
+    pooler: bool = True  # dense + tanh on [CLS]; MLM-only checkpoints may have none
+    num_labels: int = 2
+    labels: tuple[str, ...] = ()  # names of the classes; () = "0", "1", ...
+    too_long: str = "truncate"  # truncate | error
+
+    def __post_init__(self) -> None:
+        from dhian.errors import ConfigError
+
+        if self.task not in ("backbone", "mlm", "classification"):
+            raise ConfigError(
+                f"model.task must be backbone, mlm or classification, got {self.task!r}"
+            )
+        if self.heads <= 0 or self.embed_dim % self.heads != 0:
+            raise ConfigError(
+                f"model.embed_dim={self.embed_dim} must be divisible by model.heads={self.heads}"
+            )
+        if self.labels and len(self.labels) != self.num_labels:
+            raise ConfigError(
+                f"model.labels has {len(self.labels)} names but model.num_labels={self.num_labels}"
+            )
+        if self.too_long not in ("truncate", "error"):
+            raise ConfigError(f"model.too_long must be truncate or error, got {self.too_long!r}")
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """``labels`` or ``("0", "1", ...)``."""
+        return self.labels or tuple(str(i) for i in range(self.num_labels))
+
+
+@register_model_config("keras_classifier")
+@dataclasses.dataclass(frozen=True)
+class KerasClassifierConfig:
+    """The Keras example "Text classification with Transformer" as a model type.
+
+    Token + position embedding (``embed_dim``), one post-norm transformer block (``heads``,
+    ``ff_dim``, relu), global average pooling over real tokens, dropout, dense relu
+    (``hidden_dim``), dropout, dense → ``num_labels``.
+    """
+
+    type: str = "keras_classifier"
+    vocab_size: int = 20000
+    max_len: int = 200
+    embed_dim: int = 32
+    heads: int = 2
+    ff_dim: int = 32
+    hidden_dim: int = 20
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-6
+    pad_id: int = 0
+    num_labels: int = 2
+    labels: tuple[str, ...] = ()
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """``labels`` or ``("0", "1", ...)``."""
+        return self.labels or tuple(str(i) for i in range(self.num_labels))
