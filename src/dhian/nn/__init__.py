@@ -16,6 +16,7 @@ from dhian.nn.attention import (
     masked_softmax,
     scaled_dot_product,
 )
+from dhian.nn.blocks import DecoderBlock, EncoderBlock, FeedForward, get_activation
 from dhian.nn.masks import as_key_mask, causal_mask, combine, padding_mask
 from dhian.nn.positional import (
     LearnedPositionalEmbedding,
@@ -26,7 +27,10 @@ from dhian.nn.positional import (
 
 __all__ = [
     "AdditiveAttention",
+    "DecoderBlock",
     "DotAttention",
+    "EncoderBlock",
+    "FeedForward",
     "GeneralAttention",
     "KVCache",
     "LearnedPositionalEmbedding",
@@ -37,6 +41,7 @@ __all__ = [
     "as_key_mask",
     "causal_mask",
     "combine",
+    "get_activation",
     "kv_caches",
     "masked_softmax",
     "padding_mask",
