@@ -1,0 +1,55 @@
+"""The one entry point to every corpus: :func:`load_corpus` and :func:`corpus_info`.
+
+Spec strings (``DataConfig.corpus``): built-ins ``bible:SRC-TGT``, ``bible:LANG``,
+``rotten-tomatoes``, ``news`` (see :mod:`dhian.data.corpora`), and local ``KIND:PATH`` specs
+(see :mod:`dhian.data.local`). Imports: :mod:`dhian.data.corpora`, :mod:`dhian.data.local`,
+:mod:`dhian.data.corpus`, :mod:`dhian.errors`; no torch.
+"""
+
+from __future__ import annotations
+
+from dhian.data import corpora
+from dhian.data.corpus import SPLITS, AnyCorpus, CorpusInfo, check_split, split_tokens
+
+
+def load_corpus(
+    spec: str,
+    split: str,
+    quiet: bool = False,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> AnyCorpus:
+    """One split (``train``/``dev``/``test``) of the corpus named by ``spec``.
+
+    Returns a :class:`~dhian.data.corpus.ParallelCorpus` (pairs),
+    :class:`~dhian.data.corpus.TextClassificationCorpus` ((text, label) examples) or
+    :class:`~dhian.data.corpus.MonolingualCorpus` (documents). ``text_column``/``label_column``
+    name the columns of ``csv:``/``jsonl:`` classification files.
+    """
+    check_split(split)
+    if corpora.is_builtin(spec):
+        return corpora.load_builtin(spec, split, quiet=quiet)
+    from dhian.data import local
+
+    return local.load_local(spec, split, text_column, label_column)
+
+
+def corpus_info(
+    spec: str, quiet: bool = False, text_column: str = "text", label_column: str = "label"
+) -> CorpusInfo:
+    """Sizes and whitespace-token counts per split (and source/license for built-ins)."""
+    if corpora.is_builtin(spec):
+        return corpora.builtin_info(spec, quiet=quiet)
+    from dhian.data import local
+
+    sizes: dict[str, int] = {}
+    tokens: dict[str, dict[str, int]] = {}
+    kind = "?"
+    for split in SPLITS:
+        c = local.load_local(spec, split, text_column, label_column)
+        kind = c.kind
+        sizes[split] = len(c)
+        tokens[split] = split_tokens(c)
+    return CorpusInfo(
+        spec, kind, f"local files ({spec})", "as stated by the files' owner", sizes, tokens
+    )
