@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dhian.data import corpora
 from dhian.data.corpus import SPLITS, AnyCorpus, CorpusInfo, check_split, split_tokens
+from dhian.errors import DataError, nearest
 
 
 def load_corpus(
@@ -27,6 +28,7 @@ def load_corpus(
     name the columns of ``csv:``/``jsonl:`` classification files.
     """
     check_split(split)
+    _check_known(spec)
     if corpora.is_builtin(spec):
         return corpora.load_builtin(spec, split, quiet=quiet)
     from dhian.data import local
@@ -38,6 +40,7 @@ def corpus_info(
     spec: str, quiet: bool = False, text_column: str = "text", label_column: str = "label"
 ) -> CorpusInfo:
     """Sizes and whitespace-token counts per split (and source/license for built-ins)."""
+    _check_known(spec)
     if corpora.is_builtin(spec):
         return corpora.builtin_info(spec, quiet=quiet)
     from dhian.data import local
@@ -52,4 +55,15 @@ def corpus_info(
         tokens[split] = split_tokens(c)
     return CorpusInfo(
         spec, kind, f"local files ({spec})", "as stated by the files' owner", sizes, tokens
+    )
+
+
+def _check_known(spec: str) -> None:
+    """A spec without ``KIND:`` must be a built-in name; suggest the nearest one."""
+    if ":" in spec or corpora.is_builtin(spec):
+        return
+    raise DataError(
+        f"unknown corpus {spec!r}{nearest(spec, corpora.builtin_names())}; run `dhian data list` "
+        "for built-ins, or use a local spec KIND:DIR (tsv, files, jsonl, csv, text, multi30k, "
+        "iwslt, agnews, wikitext, hf)"
     )
