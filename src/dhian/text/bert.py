@@ -14,14 +14,18 @@ from dhian.text.tokenizer import Tokenizer
 
 
 def _truncate_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:
-    """Drop tokens from the end of the longer side until ``len(a) + len(b) <= budget``."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) > budget:
-        if len(a) >= len(b):
-            a.pop()
-        else:
-            b.pop()
-    return a, b
+    """Shorten ``a``/``b`` so ``len(a) + len(b) <= budget``, longest first (HF tokenizers' rule)."""
+    if len(a) + len(b) <= budget:
+        return list(a), list(b)
+    short = min(len(a), len(b))
+    keep_long = short if short > budget else max(short, budget - short)
+    keep_short = short
+    if keep_short + keep_long > budget:
+        keep_short = budget // 2
+        keep_long = keep_short + budget % 2
+    if len(a) > len(b):
+        return list(a[:keep_long]), list(b[:keep_short])
+    return list(a[:keep_short]), list(b[:keep_long])
 
 
 def build_bert_input(

@@ -72,6 +72,7 @@ def train_tokenizer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
             special_tokens=specials,
+            limit_alphabet=vocab_size - len(specials),  # rarest chars → unk if over budget
             show_progress=show_progress,
         )
     elif kind == "bytebpe":
@@ -108,6 +109,7 @@ def train_tokenizer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
             special_tokens=specials,
+            limit_alphabet=vocab_size - len(specials),
             show_progress=show_progress,
         )
     count = 0
