@@ -167,7 +167,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=3e-4)")
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (e.g. train.lr=3e-4)"
+            )
         key, raw = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
@@ -275,7 +277,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return int(value)
         if isinstance(value, str):
             try:
-                return int(float(value)) if float(value).is_integer() else _bad(where, "an integer", value)
+                return (
+                    int(float(value))
+                    if float(value).is_integer()
+                    else _bad(where, "an integer", value)
+                )
             except ValueError:
                 pass
         raise ConfigError(f"{where} must be an integer, got {value!r}")
@@ -306,17 +312,21 @@ def _bad(where: str, what: str, value: Any) -> Any:
 def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` from a nested dict (as read from YAML)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"a config must be a mapping with model/data/train, got {type(data).__name__}")
+        raise ConfigError(
+            f"a config must be a mapping with model/data/train, got {type(data).__name__}"
+        )
     top = {"model", "data", "train"}
     for key in data:
         if key not in top:
-            raise ConfigError(f"unknown config section {key!r}{nearest(str(key), top)}; valid: model, data, train")
+            raise ConfigError(
+                f"unknown config section {key!r}{nearest(str(key), top)}; valid: model, data, train"
+            )
     model_raw = dict(data.get("model") or {})
     mtype = model_raw.get("type")
     if not mtype:
         raise ConfigError(f"model.type is required; valid: {', '.join(model_types())}")
     model_cls = model_config_class(str(mtype))
-    model = from_dict(model_cls, model_raw, "model")
+    model: Any = from_dict(model_cls, model_raw, "model")
     return RunConfig(
         model=model,
         data=from_dict(DataConfig, data.get("data"), "data"),
@@ -337,7 +347,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         raise ConfigError(f"config file {str(path)!r} is empty")
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}"
+        )
     return data
 
 
