@@ -1,0 +1,133 @@
+"""The decoding step protocol, the :class:`Hypothesis` record and helpers shared by searches.
+
+Owns: :class:`StepModel` (what a translation model must offer to be decoded: ``start``, ``step``,
+``reorder`` and the ints ``pad_id``/``bos_id``/``eos_id``), :class:`Hypothesis`, the per-sentence
+length limit, the special-token mask and the end-of-sentence forcing at the limit.
+
+Length convention: a hypothesis holds at most ``limit`` tokens (BOS and EOS excluded). At step
+``t`` (``t`` tokens already generated) a sentence whose limit is ``t`` may only emit EOS, so every
+returned hypothesis ends with a scored EOS and ``log_prob`` always includes ``log p(EOS)``.
+
+Notation: B sentences, N decoder rows (sentences × beams), Ts source length, Tt output length,
+V target vocabulary. Imports: torch only (models are reached through the protocol, never imported).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Hypothesis",
+    "StepModel",
+    "force_eos",
+    "length_limits",
+    "length_penalty",
+    "mask_specials",
+    "validate_inputs",
+]
+
+
+@runtime_checkable
+class StepModel(Protocol):
+    """What decoding needs from a model (see docs/design.md, "Seq2seq models").
+
+    - ``start(src (B, Ts) long, src_lengths (B,) long) -> state``: runs the encoder once.
+    - ``step(prev (N,) long, state, need_weights) -> (logits (N, V), state, attn (N, Ts) | None)``:
+      one decoder step for every row of ``state``.
+    - ``reorder(state, index (N',) long) -> state``: keep/duplicate/permute rows (beam search,
+      dropping finished sentences).
+    """
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def start(self, src: Tensor, src_lengths: Tensor) -> Any:
+        """Encode ``src`` (B, Ts) with lengths (B,); return the decoder state of B rows."""
+        ...
+
+    def step(
+        self, prev: Tensor, state: Any, need_weights: bool = False
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        """Feed ``prev`` (N,); return logits (N, V), the next state, attention (N, Ts) or None."""
+        ...
+
+    def reorder(self, state: Any, index: Tensor) -> Any:
+        """Select rows ``index`` (N',) of ``state``."""
+        ...
+
+
+@dataclasses.dataclass
+class Hypothesis:
+    """One decoded output.
+
+    ``tokens``: generated ids without BOS/EOS. ``log_prob``: sum of the model's log-probabilities
+    of ``tokens`` followed by EOS. ``score``: ``log_prob`` divided by the length penalty (equal to
+    ``log_prob`` for greedy decoding and for ``length_penalty=0``). ``attention``: (Tt, Ts) with
+    ``Tt = len(tokens) + 1`` (one row per token, then EOS) and ``Ts`` the sentence's true source
+    length, or ``None`` when not asked for or the model has no attention.
+    """
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+    attention: Tensor | None = None
+
+
+def length_limits(
+    src_lengths: Tensor, max_len: int | None, max_len_ratio: float, max_len_offset: int
+) -> Tensor:
+    """Per-sentence maximum number of output tokens (B,) long (CPU).
+
+    ``max_len`` (when given) is the same cap for every sentence; otherwise the cap is
+    ``floor(max_len_ratio * src_len + max_len_offset)``.
+    """
+    lengths = src_lengths.detach().to("cpu", torch.long)  # (B,)
+    if max_len is not None:
+        if max_len < 0:
+            raise ValueError(f"max_len must be >= 0, got {max_len}")
+        return torch.full_like(lengths, int(max_len))
+    limits = torch.floor(lengths.double() * float(max_len_ratio) + float(max_len_offset)).long()
+    return limits.clamp_(min=0)
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (Wu et al., 2016)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def mask_specials(log_probs: Tensor, pad_id: int, bos_id: int, eos_id: int) -> Tensor:
+    """Forbid PAD and BOS (unless equal to EOS) in ``log_probs`` (N, V); returns it (in place)."""
+    for special in {pad_id, bos_id} - {eos_id}:
+        if 0 <= special < log_probs.size(-1):
+            log_probs[:, special] = -math.inf
+    return log_probs
+
+
+def force_eos(log_probs: Tensor, rows: Tensor, eos_id: int) -> Tensor:
+    """Make rows ``rows`` (N,) bool of ``log_probs`` (N, V) able to emit only EOS (in place)."""
+    if bool(rows.any()):
+        eos = log_probs[rows, eos_id].clone()  # (n,)
+        log_probs[rows] = -math.inf
+        log_probs[rows, eos_id] = eos
+    return log_probs
+
+
+def validate_inputs(model: Any, src: Tensor, src_lengths: Tensor) -> None:
+    """Check the shapes of ``src`` (B, Ts) and ``src_lengths`` (B,) and the model's special ids."""
+    for name in ("pad_id", "bos_id", "eos_id", "start", "step", "reorder"):
+        if not hasattr(model, name):
+            raise TypeError(
+                f"decoding needs a model with start/step/reorder and pad_id/bos_id/eos_id; "
+                f"{type(model).__name__} has no {name!r}"
+            )
+    if src.dim() != 2 or src_lengths.dim() != 1 or src_lengths.numel() != src.size(0):
+        raise ValueError(
+            f"expected src (B, Ts) and src_lengths (B,), got {tuple(src.shape)} and "
+            f"{tuple(src_lengths.shape)}"
+        )
