@@ -1,0 +1,501 @@
+"""The model-agnostic training loop: steps, logging, validation, early stopping, checkpoints,
+exact resume, clean stops.
+
+Owns :class:`Trainer` / :func:`train`. A :class:`~dhian.train.tasks.Task` supplies data, loss and
+metrics; the engine owns everything else: seeding, AdamW + LR schedule, gradient accumulation
+(the loss of a group of ``grad_accum`` batches is normalised by the group's total target count,
+so accumulation equals one big batch), clipping, bf16 autocast, non-finite-loss skipping,
+``metrics.jsonl`` events (``train`` / ``eval`` / ``skip`` / ``stop``, each with step, epoch and
+``wall`` seconds), best/last checkpoints, stop conditions (max_steps, max_epochs, max_minutes —
+per invocation —, early stopping, SIGINT/SIGTERM) and the learning-curve PNG.
+Resume restores weights, optimizer, scheduler, RNG states, data position, loop counters and cuts
+``metrics.jsonl`` back to the checkpoint, so an interrupted + resumed run equals a straight one.
+Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`, :mod:`dhian.metrics`,
+:mod:`dhian.models.io`, :mod:`dhian.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dhian.config import RunConfig
+from dhian.errors import ConfigError, DhianError, nearest
+from dhian.metrics import higher_is_better
+from dhian.models import io as model_io
+from dhian.train import checkpoint as ckpt
+from dhian.train.curves import plot_curves
+from dhian.train.optim import apply_freeze, autocast, build_optimizer, resolve_device
+from dhian.train.progress import Progress
+from dhian.train.schedules import build_scheduler, check_schedule
+from dhian.train.tasks import Task, task_for
+
+Callback = Callable[["Trainer"], None]
+
+
+class TrainingDiverged(DhianError):
+    """The loss stayed non-finite for ``train.max_bad_steps`` steps in a row."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """How a run ended. ``status``: max_steps | max_epochs | time_limit | early_stop |
+    SIGINT | SIGTERM | stopped; ``best``: ``{"metric", "value", "step"}`` or None."""
+
+    status: str
+    step: int
+    epoch: float
+    out_dir: Path
+    best: dict[str, Any] | None
+    last_eval: dict[str, float]
+    curves: Path | None
+
+
+class Trainer:
+    """Train ``config.model`` on ``task`` (default: the task registered for the model type)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        task: Task | None = None,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        callbacks: Sequence[Callback] = (),
+        curves: bool = True,
+    ) -> None:
+        self.config = config
+        self.draw_curves = curves
+        self.cfg = config.train
+        self.out = Path(self.cfg.out_dir)
+        self.resume = resume
+        self.callbacks = list(callbacks)
+        self._log_fn = log
+        self.progress = Progress(None, enabled=False, log=log)
+        self._progress_enabled = progress
+        self.task = task or task_for(config, self.log)
+        self.step = 0
+        self.bad_steps = 0
+        self.tokens_seen = 0
+        self.best: dict[str, Any] = {"value": None, "step": 0, "bad_evals": 0}
+        self.last_eval: dict[str, float] = {}
+        self.last_eval_step = -1
+        self.last_saved_step = -1
+        self.stop_reason: str | None = None
+        self._window = {"loss": 0.0, "count": 0, "steps": 0, "time": 0.0}
+        self._elapsed_before = 0.0
+        self._t0 = time.monotonic()
+        self._session_t0 = time.monotonic()
+        self._metrics_fh: Any = None
+        self._signatures_shown = False
+        self._rng_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def log(self, message: str) -> None:
+        """One console line (above the progress bar)."""
+        self.progress.write(message)
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Stop after the current step, save a checkpoint and return (signal-safe)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds, summed over resumed invocations."""
+        return self._elapsed_before + (time.monotonic() - self._t0)
+
+    @property
+    def epoch(self) -> float:
+        """Epochs consumed so far (fractional)."""
+        return round(float(self.stream.epochs_done), 6)
+
+    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
+        row = {
+            "event": event,
+            "step": self.step,
+            "epoch": self.epoch,
+            "wall": round(self.elapsed, 3),
+        }
+        row.update(fields)
+        self._metrics_fh.write(json.dumps(row, sort_keys=False) + "\n")
+        self._metrics_fh.flush()
+        return row
+
+    # ------------------------------------------------------------------ setup
+    def _validate(self) -> None:
+        """Cheap checks of the train knobs, before any data is read."""
+        cfg = self.cfg
+        for name in ("grad_accum", "max_bad_steps"):
+            if getattr(cfg, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
+        for name in ("max_steps", "max_epochs", "eval_every", "save_every", "log_every"):
+            if getattr(cfg, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
+        if cfg.max_steps == 0 and cfg.max_epochs == 0 and cfg.max_minutes <= 0:
+            raise ConfigError("set train.max_steps, train.max_epochs or train.max_minutes > 0")
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+        check_schedule(cfg.schedule, cfg.max_steps, cfg.min_lr_ratio)
+        if cfg.optimizer.lower() != "adamw":
+            raise ConfigError(
+                f"train.optimizer {cfg.optimizer!r} is not supported"
+                f"{nearest(cfg.optimizer, ['adamw'])}; valid: adamw"
+            )
+        metric = cfg.early_stop_metric
+        if metric not in self.task.metrics:
+            raise ConfigError(
+                f"train.early_stop_metric {metric!r}{nearest(metric, self.task.metrics)} is not "
+                f"reported by the {self.task.name} task; valid: {', '.join(self.task.metrics)}"
+            )
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        self._validate()
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        last = ckpt.resumable_checkpoint(self.out)
+        state: dict[str, Any] | None = None
+        tokenizer_dir: Path | None = None
+        if self.resume:
+            if last is None:
+                raise DhianError(f"nothing to resume in {self.out}: no last/{ckpt.TRAINER_STATE}")
+            ckpt.check_resumable_config(model_io.read_run_config(last), self.config)
+            state = ckpt.load_trainer_state(last)
+            tokenizer_dir = last / model_io.TOKENIZER
+        else:
+            if last is not None:
+                raise DhianError(
+                    f"{self.out} already holds a run ({last}); pass --resume to continue it or "
+                    "--out to start a new one"
+                )
+            if cfg.init_from:
+                model_io.read_metadata(cfg.init_from)  # a clear error before any work
+                tokenizer_dir = Path(cfg.init_from) / model_io.TOKENIZER
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.config.save(self.out / "config.yaml")
+        ckpt.seed_everything(cfg.seed)
+        self.task.setup(tokenizer_dir)
+        if not self.resume:
+            model_io.save_tokenizers(self.out / model_io.TOKENIZER, self.task.tokenizers)
+        ckpt.seed_everything(cfg.seed)
+        self.model = self.task.build_model()
+        if cfg.init_from and not self.resume:
+            missing, _ = model_io.load_weights(cfg.init_from, self.model, strict=False)
+            self.log(f"init_from {cfg.init_from}: {len(missing)} parameters left as initialised")
+        if last is not None and self.resume:
+            model_io.load_weights(last, self.model, strict=True)
+        self.model.to(self.device)
+        frozen = apply_freeze(self.model, cfg.freeze)
+        if frozen:
+            self.log(f"frozen: {len(frozen)} parameter tensors (prefix {cfg.freeze!r})")
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio
+        )
+        self.stream = self.task.train_stream(cfg.seed)
+        metrics_path = self.out / "metrics.jsonl"
+        if state is not None:
+            self._load_state(state, metrics_path)
+        else:
+            metrics_path.write_text("")
+        self._metrics_fh = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        n_all = sum(p.numel() for p in self.model.parameters())
+        n_train = sum(p.numel() for p in self.params)
+        self.log(
+            f"{'resumed at step ' + str(self.step) if self.resume else 'training'} "
+            f"{getattr(self.config.model, 'type', '?')} on {self.device}: {n_all:,} parameters "
+            f"({n_train:,} trainable) -> {self.out}"
+        )
+
+    def _load_state(self, state: dict[str, Any], metrics_path: Path) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        sched = dict(state["scheduler"])
+        sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)  # keep this run's schedule
+        self.scheduler.load_state_dict(sched)
+        self.stream.load_state_dict(state["data"])
+        self.step = int(state["step"])
+        self.bad_steps = int(state["bad_steps"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.best = dict(state["best"])
+        self.last_eval = {k: float(v) for k, v in state["last_eval"].items()}
+        self.last_eval_step = int(state["last_eval_step"])
+        self.last_saved_step = self.step
+        self._window = dict(state["window"])
+        self._elapsed_before = float(state["elapsed"])
+        offset = int(state["metrics_offset"])
+        with open(metrics_path, "a+b") as fh:
+            fh.truncate(offset)
+        self._rng_state = state["rng"]
+
+    def _trainer_state(self) -> dict[str, Any]:
+        self._metrics_fh.flush()
+        os.fsync(self._metrics_fh.fileno())
+        return {
+            "version": ckpt.STATE_VERSION,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.capture_rng(),
+            "data": self.stream.state_dict(),
+            "bad_steps": self.bad_steps,
+            "tokens_seen": self.tokens_seen,
+            "best": dict(self.best),
+            "last_eval": dict(self.last_eval),
+            "last_eval_step": self.last_eval_step,
+            "window": dict(self._window),
+            "elapsed": self.elapsed,
+            "metrics_offset": self._metrics_fh.tell(),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_last(self) -> Path:
+        """Write ``OUT/last`` (resumable) atomically."""
+        ckpt.rotate_last(self.out, self.cfg.keep_last)
+        path = ckpt.save_checkpoint(
+            self.out / "last",
+            self.model,
+            self.config,
+            self.task.tokenizers,
+            self._trainer_state(),
+            kind=self.task.kind,
+            build_kwargs=self.task.build_kwargs(),
+            info={"step": self.step, "epoch": self.epoch},
+        )
+        self.last_saved_step = self.step
+        return path
+
+    def _save_best(self, metric: str, value: float) -> None:
+        ckpt.save_checkpoint(
+            self.out / "best",
+            self.model,
+            self.config,
+            self.task.tokenizers,
+            None,
+            kind=self.task.kind,
+            build_kwargs=self.task.build_kwargs(),
+            info={"step": self.step, "epoch": self.epoch, "metric": metric, "value": value},
+        )
+
+    # ------------------------------------------------------------------ one step
+    def _train_step(self, group: list[Any]) -> tuple[float, int, float] | None:
+        """Forward/backward over ``group`` and one optimizer update; None when skipped."""
+        self.model.train()
+        total = sum(self.task.count(b) for b in group)
+        norm = max(total, 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for batch in group:
+            batch = batch.to(self.device) if hasattr(batch, "to") else batch
+            with autocast(self.device, self.cfg.bf16):
+                terms = self.task.loss(self.model, batch, self.cfg.label_smoothing)
+            value = float(terms.loss.detach())
+            if not math.isfinite(value):
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            (terms.loss.float() / norm).backward()
+            loss_sum += value
+        clip = self.cfg.clip_norm if self.cfg.clip_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss_sum, total, grad_norm
+
+    # ------------------------------------------------------------------ validation
+    def evaluate(self) -> dict[str, float]:
+        """Run the task's validation, log it, track the best model and early stopping."""
+        cfg = self.cfg
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            self.model.eval()
+            with autocast(self.device, cfg.bf16):
+                res = self.task.evaluate(
+                    self.model, self.device, cfg.eval_beam, cfg.eval_max_examples
+                )
+            self.model.train()
+        self.last_eval = dict(res.metrics)
+        self.last_eval_step = self.step
+        fields = {f"dev_{k}": v for k, v in res.metrics.items()}
+        self._event("eval", **fields, **res.info)
+        metric = cfg.early_stop_metric
+        value = res.metrics.get(metric, math.nan)
+        best = self.best["value"]
+        improved = math.isfinite(value) and (
+            best is None or (value > best if higher_is_better(metric) else value < best)
+        )
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
+        self.log(f"step {self.step}  dev: {shown}{'  (best)' if improved else ''}")
+        if not self._signatures_shown:
+            for name, sig in res.info.items():
+                self.log(f"  {name}: {sig}")
+            self._signatures_shown = True
+        for src, ref, hyp in res.samples[:1]:
+            self.log(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}")
+        if improved:
+            self.best = {"value": value, "step": self.step, "bad_evals": 0}
+            self._save_best(metric, value)
+        else:
+            self.best["bad_evals"] = int(self.best["bad_evals"]) + 1
+            patience = cfg.early_stop_patience
+            if patience > 0 and self.best["bad_evals"] >= patience:
+                self.log(
+                    f"early stop: dev {metric} did not improve for {patience} evaluations "
+                    f"(best {self.best['value']:.4g} at step {self.best['step']})"
+                )
+                self.request_stop("early_stop")
+        return self.last_eval
+
+    # ------------------------------------------------------------------ the loop
+    def _limit_reached(self) -> str | None:
+        cfg = self.cfg
+        if cfg.max_steps > 0 and self.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.max_epochs > 0 and self.stream.epochs_done >= cfg.max_epochs - 1e-9:
+            return "max_epochs"
+        if cfg.max_minutes > 0 and time.monotonic() - self._session_t0 >= cfg.max_minutes * 60:
+            return "time_limit"
+        return None
+
+    def _after_step(self, loss_sum: float, count: int, grad_norm: float, t_step: float) -> None:
+        cfg = self.cfg
+        self.step += 1
+        self.bad_steps = 0
+        self.tokens_seen += count
+        w = self._window
+        w["loss"] += loss_sum
+        w["count"] += count
+        w["steps"] += 1
+        w["time"] += t_step
+        lr = float(self.scheduler.get_last_lr()[0])
+        tps = w["count"] / w["time"] if w["time"] > 0 else 0.0
+        self.progress.update(self.step, loss=w["loss"] / max(w["count"], 1), tok_s=tps, lr=lr)
+        if cfg.log_every > 0 and self.step % cfg.log_every == 0:
+            self._event(
+                "train",
+                loss=w["loss"] / max(w["count"], 1),
+                lr=lr,
+                grad_norm=grad_norm,
+                tokens=self.tokens_seen,
+                tokens_per_s=round(tps, 1),
+            )
+            self._window = {"loss": 0.0, "count": 0, "steps": 0, "time": 0.0}
+        if cfg.eval_every > 0 and self.step % cfg.eval_every == 0:
+            self.evaluate()
+        if cfg.save_every > 0 and self.step % cfg.save_every == 0:
+            self.save_last()
+        for cb in self.callbacks:
+            cb(self)
+
+    def _on_bad_step(self) -> None:
+        self.bad_steps += 1
+        self._event("skip", reason="non-finite loss or gradient", bad_steps=self.bad_steps)
+        self.log(f"step {self.step + 1}: non-finite loss or gradient, update skipped")
+        if self.bad_steps >= self.cfg.max_bad_steps:
+            self._event("stop", reason="diverged")
+            raise TrainingDiverged(
+                f"the loss was not finite for {self.bad_steps} steps in a row after step "
+                f"{self.step}; lower train.lr or raise train.warmup_steps (last checkpoint: "
+                f"{self.out / 'last'})"
+            )
+
+    def fit(self) -> TrainResult:
+        """Run until a stop condition; always leaves a resumable ``OUT/last``."""
+        self._setup()
+        self._t0 = time.monotonic()
+        self._session_t0 = self._t0
+        if self._rng_state is not None:
+            ckpt.restore_rng(self._rng_state)
+        self.progress = Progress(
+            self.cfg.max_steps or None,
+            initial=self.step,
+            enabled=self._progress_enabled,
+            log=self._log_fn,
+        )
+        handlers = self._install_signals()
+        try:
+            reason = self._loop()
+            if reason not in ("SIGINT", "SIGTERM", "stopped") and self.last_eval_step != self.step:
+                self.evaluate()
+            if self.stop_reason == "early_stop":
+                reason = "early_stop"
+            if self.last_saved_step != self.step or reason in ("SIGINT", "SIGTERM", "stopped"):
+                self.save_last()  # before the stop event, so a resume drops that event
+            self._event("stop", reason=reason)
+        finally:
+            self._restore_signals(handlers)
+            self.progress.close()
+            if self._metrics_fh is not None:
+                self._metrics_fh.close()
+            curves = self._write_curves() if self.draw_curves else None
+        best = None
+        if self.best["value"] is not None:
+            best = {"metric": self.cfg.early_stop_metric, **self.best}
+        return TrainResult(reason, self.step, self.epoch, self.out, best, self.last_eval, curves)
+
+    def _loop(self) -> str:
+        while True:
+            if self.stop_reason is not None:
+                return self.stop_reason
+            limit = self._limit_reached()
+            if limit is not None:
+                return limit
+            t = time.monotonic()
+            group = [next(self.stream) for _ in range(self.cfg.grad_accum)]
+            out = self._train_step(group)
+            if out is None:
+                self._on_bad_step()
+                continue
+            self._after_step(*out, time.monotonic() - t)
+
+    def _write_curves(self) -> Path | None:
+        try:
+            return plot_curves(
+                self.out / "metrics.jsonl", self.out / "curves.png", title=str(self.out.name)
+            )
+        except (OSError, ValueError) as exc:  # a picture must never fail a run
+            self.log(f"could not draw curves.png: {exc}")
+            return None
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+
+            def handler(signum: int, frame: Any) -> None:
+                self.request_stop(signal.Signals(signum).name)
+
+            old[sig] = signal.signal(sig, handler)
+        return old
+
+    @staticmethod
+    def _restore_signals(old: dict[int, Any]) -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def train(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train the run described by ``config`` (see :class:`Trainer`)."""
+    return Trainer(config, resume=resume, progress=progress, log=log).fit()

@@ -1,0 +1,98 @@
+"""Optimizer, freezing and device choice for the engine.
+
+Owns :func:`build_optimizer` (AdamW, ``fused``/``foreach`` where the device allows; no weight
+decay on biases, norms and other 1-D parameters), :func:`apply_freeze` (``train.freeze``:
+comma-separated parameter-name prefixes get ``requires_grad=False``), :func:`resolve_device`
+and :func:`autocast` (bf16 on CPU or CUDA when ``train.bf16``).
+Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from dhian.config import TrainConfig
+from dhian.errors import ConfigError, nearest
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"train.device must be auto, cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def apply_freeze(model: torch.nn.Module, freeze: str) -> list[str]:
+    """Set ``requires_grad=False`` on parameters whose name starts with a prefix in ``freeze``.
+
+    ``freeze`` is comma-separated (``"encoder,src_embed"``); returns the frozen names. A prefix
+    that matches nothing is a ConfigError naming the closest parameter prefix.
+    """
+    prefixes = [p.strip() for p in freeze.split(",") if p.strip()]
+    if not prefixes:
+        return []
+    names = [n for n, _ in model.named_parameters()]
+    frozen: list[str] = []
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
+        hits = hits or [n for n in names if n.startswith(prefix)]
+        if not hits:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(
+                f"train.freeze prefix {prefix!r} matches no parameter{nearest(prefix, tops)}; "
+                f"top-level modules: {', '.join(tops)}"
+            )
+        frozen.extend(hits)
+    params = dict(model.named_parameters())
+    for n in frozen:
+        params[n].requires_grad_(False)
+    if all(not p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"train.freeze={freeze!r} freezes every parameter; nothing would train")
+    return sorted(set(frozen))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (weight decay only on tensors with ≥ 2 dims)."""
+    if cfg.optimizer.lower() != "adamw":
+        raise ConfigError(
+            f"train.optimizer {cfg.optimizer!r} is not supported{nearest(cfg.optimizer, ['adamw'])}; "
+            "valid: adamw"
+        )
+    if cfg.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {cfg.lr}")
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    seen: set[int] = set()
+    for _, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": tuple(cfg.betas), "eps": cfg.eps}
+    params = [p for g in groups for p in g["params"]]
+    fused_ok = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if fused_ok:
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on ``device`` when ``enabled``, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
