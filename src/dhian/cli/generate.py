@@ -1,0 +1,111 @@
+"""``dhian generate``: continue a prompt with a trained causal LM, streaming to the terminal.
+
+Wiring only: load the model dir (:func:`dhian.models.io.load_model_dir`), call
+:func:`dhian.decoding.sampling.generate_text`, print decoded increments as they are produced
+(with flush). ``--n`` samples are generated one after another, sample i with seed ``seed + i``
+(the same text a batch of n would give, see :mod:`dhian.decoding.sampling`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from dhian.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    """Add the ``generate`` verb."""
+    p = sub.add_parser(
+        "generate",
+        help="continue a prompt with a trained GPT-style model (streams tokens)",
+        description="Continue --prompt with the causal language model in --model, printing the "
+        "text as it is generated. --temperature 0 is greedy decoding.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model dir (dhian train output)")
+    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
+    p.add_argument("--n", type=int, default=1, help="number of samples (default 1)")
+    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="default 200")
+    p.add_argument(
+        "--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)"
+    )
+    p.add_argument("--top-k", type=int, default=0, metavar="K", help="0 = off (default)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="1 = off (default)")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, metavar="R", help="1 = off (default)"
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="for reproducible samples")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="STR",
+        help="stop a sample when its text contains STR (repeatable)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="recompute the context every step")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.set_defaults(handler=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if args.max_new_tokens < 0:
+        raise ConfigError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ConfigError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
+    if not 0.0 < args.top_p <= 1.0:
+        raise ConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.repetition_penalty <= 0:
+        raise ConfigError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, then generate and stream ``--n`` continuations of ``--prompt``."""
+    _check(args)
+    import torch
+
+    from dhian.decoding.sampling import generate_text
+    from dhian.models.io import load_model_dir
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_model_dir(args.model, map_location=device)
+    if loaded.kind != "lm":
+        raise ConfigError(
+            f"{args.model} holds a {loaded.kind!r} model; dhian generate needs a language model "
+            "(model.type: gpt)"
+        )
+    tokenizer = loaded.tokenizers.get("tgt") or loaded.tokenizers.get("src")
+    out = sys.stdout
+
+    def show(_row: int, text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    for i in range(args.n):
+        if args.n > 1:
+            out.write(f"{'' if i == 0 else chr(10)}--- sample {i + 1} ---\n")
+        out.write(args.prompt)
+        out.flush()
+        generate_text(
+            loaded.model,
+            tokenizer,
+            [args.prompt],
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+            stop=args.stop,
+            seed=None if args.seed is None else args.seed + i,
+            use_cache=not args.no_cache,
+            on_text=show,
+        )
+        out.write("\n")
+        out.flush()
+    return 0

@@ -1,0 +1,414 @@
+"""Text generation from a causal language model: greedy and sampled, batched, KV-cached.
+
+Owns the logits processors (small pure functions on (B, V) scores: :func:`apply_temperature`,
+:func:`top_k_filter`, :func:`top_p_filter`, :func:`apply_repetition_penalty`), the token-level
+loop :func:`generate` and the text-level wrapper :func:`generate_text` (tokenizer in, strings
+out, stop strings, streaming of decoded increments).
+
+The model is any causal LM with the interface of :class:`dhian.models.gpt.GPT`:
+``model(ids (B, T), positions=(B, T)|None, attention_mask=(B, Tk) bool|None, caches=...)``
+returning an object with ``logits`` (B, T, V), plus ``block_size`` (longest context) and
+``init_caches()`` (one empty :class:`~dhian.nn.KVCache` per layer).
+
+Batching: prompts of different lengths are left-padded; the key mask hides the pads and each
+row gets its own position ids (0 at its first real token), so a batch generates exactly what
+each prompt would generate alone (up to float rounding). Context longer than ``block_size`` is
+cropped to the last ``block_size`` tokens (as nanoGPT); from then on every step recomputes that
+window without the cache, because learned absolute positions of the window shift each step.
+
+Randomness: with ``seed`` row r samples from its own ``torch.Generator`` seeded ``seed + r``,
+so a row's sample does not depend on the other rows of the batch.
+
+Notation: B batch (rows still generating), T length, V vocab.
+Imports: torch, :mod:`dhian.nn` (caches, via the model), duck-typed models and tokenizers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "GenerationResult",
+    "apply_repetition_penalty",
+    "apply_temperature",
+    "generate",
+    "generate_text",
+    "top_k_filter",
+    "top_p_filter",
+]
+
+#: Relative slack of :func:`top_p_filter` for float rounding of cumulative probabilities.
+TOP_P_TOLERANCE = 1e-6
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    """One generated continuation.
+
+    ``tokens``: the new ids (a stop token / stop sequence that ended the row is included).
+    ``log_probs``: log p(token | context) of each new token under the model itself (raw logits:
+    before repetition penalty, temperature and filtering). ``finished_reason``: ``length``
+    (max_new_tokens reached), ``stop_token``, ``stop_sequence`` or ``callback`` (``on_token``
+    returned True).
+    """
+
+    tokens: list[int]
+    log_probs: list[float]
+    finished_reason: str
+
+
+class _TextTokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+# ---- logits processors: (B, V) scores in, (B, V) scores out; -inf = never picked -----------------
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """``logits / temperature`` (B, V); temperature must be > 0 (0 means greedy: use argmax)."""
+    if temperature <= 0.0:
+        raise ValueError(f"apply_temperature: temperature must be > 0, got {temperature}")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` highest scores per row (ties with the k-th are kept), others → -inf.
+
+    logits (B, V) → (B, V). ``k <= 0`` or ``k >= V`` keeps everything.
+    """
+    if k <= 0 or k >= logits.size(-1):
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filter: keep the smallest set of highest-probability tokens whose total
+    probability is ≥ ``p`` (at least one token); others → -inf.
+
+    logits (B, V) → (B, V). A token is kept when the probability of the tokens ranked above it
+    is < p (with a relative slack of :data:`TOP_P_TOLERANCE` for float rounding), e.g. probs
+    [0.5, 0.3, 0.15, 0.05] keep 2 tokens for p = 0.8 and 3 for p = 0.81. ``p >= 1`` keeps all.
+    """
+    if not p > 0.0:
+        raise ValueError(f"top_p_filter: p must be in (0, 1], got {p}")
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+    probs = torch.softmax(sorted_logits.double(), dim=-1)  # (B, V)
+    before = torch.cumsum(probs, dim=-1) - probs  # (B, V): mass ranked strictly above
+    keep_sorted = before < p * (1.0 - TOP_P_TOLERANCE)  # (B, V); first column always True
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)  # (B, V)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def apply_repetition_penalty(
+    logits: Tensor, previous: Tensor, penalty: float, mask: Tensor | None = None
+) -> Tensor:
+    """CTRL-style penalty (Keskar et al., 2019) on tokens already seen.
+
+    logits (B, V); ``previous`` (B, T) long ids of the prompt and the tokens generated so far;
+    ``mask`` (B, T) bool, True = a real token (pads of left-padded rows are ignored). For every
+    seen token a positive score is divided by ``penalty`` and a negative one multiplied by it,
+    so ``penalty > 1`` makes repeats less likely. ``penalty == 1`` is the identity.
+    """
+    if penalty <= 0.0:
+        raise ValueError(f"apply_repetition_penalty: penalty must be > 0, got {penalty}")
+    if penalty == 1.0 or previous.numel() == 0:
+        return logits
+    weight = torch.ones_like(previous, dtype=torch.long) if mask is None else mask.long()
+    counts = torch.zeros(logits.shape, dtype=torch.long, device=logits.device)  # (B, V)
+    counts.scatter_add_(-1, previous.long(), weight)  # (B, V)
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)  # (B, V)
+    return torch.where(counts > 0, penalised, logits)
+
+
+# ---- the token loop ------------------------------------------------------------------------------
+def _positions(mask: Tensor) -> Tensor:
+    """Position ids (B, T) of a left-padded key mask (B, T): 0 at each row's first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+
+
+def _check_args(
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    repetition_penalty: float,
+) -> None:
+    if not prompts:
+        raise ValueError("generate: no prompts given")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(
+                f"generate: prompt {i} is empty; start it with at least one token (e.g. BOS)"
+            )
+    if max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0.0:
+        raise ValueError(f"generate: temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"generate: top_k must be >= 0 (0 = off), got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"generate: top_p must be in (0, 1] (1 = off), got {top_p}")
+    if repetition_penalty <= 0.0:
+        raise ValueError(f"generate: repetition_penalty must be > 0, got {repetition_penalty}")
+
+
+def _pick(
+    scores: Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generators: Sequence[torch.Generator | None],
+) -> Tensor:
+    """Next ids (B,) from processed scores (B, V): argmax when temperature == 0, else a sample."""
+    if temperature == 0.0:
+        return scores.argmax(dim=-1)
+    scores = top_p_filter(top_k_filter(apply_temperature(scores, temperature), top_k), top_p)
+    probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
+    picks = [
+        torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(generators)
+    ]  # B x (1,)
+    return torch.cat(picks)  # (B,)
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 50,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop_token_ids: Sequence[int] = (),
+    stop_sequences: Sequence[Sequence[int]] = (),
+    seed: int | None = None,
+    use_cache: bool = True,
+    pad_id: int = 0,
+    on_token: Callable[[int, int], bool | None] | None = None,
+) -> list[GenerationResult]:
+    """Continue each prompt (a list of ids) by up to ``max_new_tokens`` tokens.
+
+    ``temperature == 0`` is greedy (argmax after the repetition penalty); otherwise the scores
+    go through repetition penalty → temperature → top-k (0 = off) → top-p (1 = off) and a token
+    is sampled. A row stops at a token in ``stop_token_ids``, when its new tokens end with one
+    of ``stop_sequences`` (id lists), or when ``on_token(row, token_id)`` (called for every new
+    token, for streaming) returns True. ``use_cache`` prefills each prompt once and then feeds
+    one token per step; without it every step recomputes the whole context (same result).
+    ``pad_id`` only fills the left padding (it is masked out). The model is put in eval mode
+    for the call and restored afterwards. Returns one :class:`GenerationResult` per prompt.
+    """
+    _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    n = len(prompts)
+    results = [GenerationResult([], [], "length") for _ in range(n)]
+    if max_new_tokens == 0:
+        return results
+    device = next(model.parameters()).device
+    block = int(model.block_size)
+    stops = {int(t) for t in stop_token_ids}
+    seqs = [list(map(int, s)) for s in stop_sequences if len(s) > 0]
+    gens: list[torch.Generator | None] = []
+    for r in range(n):
+        g = None
+        if seed is not None:
+            g = torch.Generator(device=device)
+            g.manual_seed(int(seed) + r)
+        gens.append(g)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((n, width), pad_id, dtype=torch.long, device=device)  # (B, T)
+    mask = torch.zeros((n, width), dtype=torch.bool, device=device)  # (B, T)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p) :] = torch.tensor(list(p), dtype=torch.long, device=device)
+        mask[r, width - len(p) :] = True
+    active = list(range(n))  # original row of each batch row
+    caches: list[Any] | None = None
+    cached = 0  # positions held in the caches
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            total = ids.size(1)
+            if use_cache and total <= block and caches is not None and cached > 0:
+                inp = ids[:, cached:]  # (B, T_new): the tokens the caches have not seen
+                key_mask = mask  # (B, total)
+            else:  # first step, no cache, or the context outgrew block_size: recompute a window
+                start = max(0, total - block)
+                inp = ids[:, start:]  # (B, T_win)
+                key_mask = mask[:, start:]  # (B, T_win)
+                caches = model.init_caches() if use_cache and total <= block else None
+            pos = _positions(key_mask)[:, key_mask.size(1) - inp.size(1) :]  # (B, T_in)
+            attn = None if bool(key_mask.all()) else key_mask
+            out = model(inp, positions=pos, attention_mask=attn, caches=caches)
+            cached = total if caches is not None else 0
+            logits = out.logits[:, -1, :].float()  # (B, V)
+            log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
+            scores = apply_repetition_penalty(logits, ids, repetition_penalty, mask)
+            nxt = _pick(scores, temperature, top_k, top_p, gens)  # (B,)
+            chosen = log_probs.gather(-1, nxt[:, None]).squeeze(-1)  # (B,)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)  # (B, T + 1)
+            mask = F.pad(mask, (0, 1), value=True)  # (B, T + 1)
+            keep: list[int] = []
+            for b, row in enumerate(active):
+                tok = int(nxt[b])
+                res = results[row]
+                res.tokens.append(tok)
+                res.log_probs.append(float(chosen[b]))
+                reason = ""
+                if on_token is not None and on_token(row, tok):
+                    reason = "callback"
+                if tok in stops:
+                    reason = "stop_token"
+                elif any(res.tokens[-len(s) :] == s for s in seqs):
+                    reason = "stop_sequence"
+                if reason:
+                    res.finished_reason = reason
+                else:
+                    keep.append(b)
+            if not keep:
+                break
+            if len(keep) < len(active):  # drop finished rows from the batch
+                index = torch.tensor(keep, dtype=torch.long, device=device)  # (B',)
+                ids, mask = ids[index], mask[index]  # (B', T)
+                if caches is not None:
+                    for c in caches:
+                        c.reorder(index)
+                active = [active[b] for b in keep]
+                gens = [gens[b] for b in keep]
+    finally:
+        model.train(was_training)
+    return results
+
+
+# ---- text in, text out ---------------------------------------------------------------------------
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many trailing chars of ``text`` to hold back while streaming: an unfinished UTF-8
+    sequence (decoded as U+FFFD) or a tail that could be the start of a stop string."""
+    hold = len(text) - len(text.rstrip("\ufffd"))
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return hold
+
+
+class _TextStream:
+    """Per-row decoded continuation, stop-string detection and increments for streaming."""
+
+    def __init__(
+        self,
+        tokenizer: _TextTokenizer,
+        prompts: Sequence[Sequence[int]],
+        stop: Sequence[str],
+        on_text: Callable[[int, str], None] | None,
+    ) -> None:
+        self.tok = tokenizer
+        self.prompts = [list(p) for p in prompts]
+        self.prefix = [tokenizer.decode(p) for p in self.prompts]
+        self.stop = [s for s in stop if s]
+        self.on_text = on_text
+        self.new: list[list[int]] = [[] for _ in prompts]
+        self.shown = [0] * len(prompts)
+        self.final: list[str | None] = [None] * len(prompts)
+
+    def text(self, row: int) -> str:
+        """The decoded continuation of ``row`` so far (prompt text removed)."""
+        full = self.tok.decode(self.prompts[row] + self.new[row])
+        if full.startswith(self.prefix[row]):
+            return full[len(self.prefix[row]) :]
+        return self.tok.decode(self.new[row])
+
+    def _emit(self, row: int, upto: str) -> None:
+        if self.on_text is not None and len(upto) > self.shown[row]:
+            self.on_text(row, upto[self.shown[row] :])
+        self.shown[row] = max(self.shown[row], len(upto))
+
+    def on_token(self, row: int, token: int) -> bool:
+        """Record ``token``; stream the safe part of the text; True when a stop string appeared."""
+        self.new[row].append(token)
+        text = self.text(row)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.final[row] = text[:cut]
+            self._emit(row, text[:cut])
+            return True
+        self._emit(row, text[: len(text) - _held_back(text, self.stop)])
+        return False
+
+    def finish(self, row: int) -> str:
+        """The final continuation of ``row``; streams whatever was held back."""
+        final = self.final[row]
+        if final is None:
+            final = self.text(row)
+        self._emit(row, final)
+        return final
+
+
+def generate_text(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    use_cache: bool = True,
+    stop_at_eos: bool = True,
+    new_document: bool = False,
+    on_text: Callable[[int, str], None] | None = None,
+) -> list[str]:
+    """Continue each text prompt; returns the continuations (prompt not included).
+
+    ``tokenizer`` has ``encode(str) -> list[int]`` and ``decode(ids) -> str`` (and ``eos_id``,
+    ``pad_id`` where it has them; see :mod:`dhian.text`). Language-model training data separates
+    documents with EOS (:func:`dhian.data.examples.pack_lm`), so ``new_document`` prepends EOS
+    to every prompt (the text then starts a document), and a prompt that encodes to no token
+    (e.g. ``""``) always starts from EOS. Generation
+    of a row stops at EOS (``stop_at_eos``) or as soon as its decoded text contains one of the
+    ``stop`` strings; the text is cut before the stop string. ``on_text(row, increment)``
+    receives the decoded text as it grows (held back while it could still become a stop string
+    or ends inside a UTF-8 character), so the increments of a row add up to its result. The
+    other arguments are those of :func:`generate`.
+    """
+    eos = getattr(tokenizer, "eos_id", None)
+    encoded: list[list[int]] = []
+    for text in prompts:
+        ids = list(tokenizer.encode(text))
+        if (new_document or not ids) and eos is not None:
+            ids = [int(eos), *ids]
+        if not ids:
+            raise ValueError(
+                f"generate_text: prompt {text!r} encodes to no token and the tokenizer has no "
+                "EOS (document separator) to start from"
+            )
+        encoded.append(ids)
+    stream = _TextStream(tokenizer, encoded, stop, on_text)
+    stop_ids = [int(eos)] if stop_at_eos and eos is not None else []
+    pad = getattr(tokenizer, "pad_id", 0)
+    generate(
+        model,
+        encoded,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        stop_token_ids=stop_ids,
+        seed=seed,
+        use_cache=use_cache,
+        pad_id=int(pad) if pad is not None else 0,
+        on_token=stream.on_token,
+    )
+    return [stream.finish(r) for r in range(len(prompts))]
