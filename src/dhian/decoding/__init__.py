@@ -10,11 +10,15 @@ from __future__ import annotations
 from dhian.decoding.base import Hypothesis, StepModel, length_limits, length_penalty
 from dhian.decoding.beam import beam_search
 from dhian.decoding.greedy import greedy_decode
+from dhian.decoding.sampling import GenerationResult, generate, generate_text
 
 __all__ = [
+    "GenerationResult",
     "Hypothesis",
     "StepModel",
     "beam_search",
+    "generate",
+    "generate_text",
     "greedy_decode",
     "length_limits",
     "length_penalty",
