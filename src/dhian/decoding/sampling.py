@@ -20,7 +20,7 @@ Randomness: with ``seed`` row r samples from its own ``torch.Generator`` seeded 
 so a row's sample does not depend on the other rows of the batch.
 
 Notation: B batch (rows still generating), T length, V vocab.
-Imports: torch, :mod:`dhian.nn` (caches, via the model), duck-typed models and tokenizers.
+Imports: torch only — models and tokenizers are duck-typed, never imported.
 """
 
 from __future__ import annotations
