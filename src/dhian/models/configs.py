@@ -53,14 +53,14 @@ class BertConfig:
     ff_dim: int = 3072
     max_positions: int = 512
     type_vocab_size: int = 2
-    activation: str = "gelu"  # gelu (exact, erf) | gelu_tanh | relu
+    activation: str = "gelu"  # gelu (exact, erf) | gelu_new (tanh approx.) | relu | silu
     dropout: float = 0.1  # hidden dropout (embeddings, residual branches)
     attention_dropout: float = 0.1
     classifier_dropout: float | None = None  # None = dropout
     layer_norm_eps: float = 1e-12
     init_std: float = 0.02
     pad_id: int = 0
-    pooler: bool = True  # dense + tanh on [CLS]; MLM-only checkpoints may have none
+    pooler: bool | None = None  # dense + tanh on [CLS]; None = all tasks but mlm
     num_labels: int = 2
     labels: tuple[str, ...] = ()  # names of the classes; () = "0", "1", ...
     too_long: str = "truncate"  # truncate | error
@@ -82,6 +82,17 @@ class BertConfig:
             )
         if self.too_long not in ("truncate", "error"):
             raise ConfigError(f"model.too_long must be truncate or error, got {self.too_long!r}")
+        if self.activation not in ("gelu", "gelu_new", "relu", "silu"):
+            raise ConfigError(
+                f"model.activation must be gelu, gelu_new, relu or silu, got {self.activation!r}"
+            )
+
+    @property
+    def has_pooler(self) -> bool:
+        """Whether the backbone has a pooler (always for classification)."""
+        if self.task == "classification":
+            return True
+        return self.task != "mlm" if self.pooler is None else self.pooler
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -96,7 +107,8 @@ class KerasClassifierConfig:
 
     Token + position embedding (``embed_dim``), one post-norm transformer block (``heads``,
     ``ff_dim``, relu), global average pooling over real tokens, dropout, dense relu
-    (``hidden_dim``), dropout, dense → ``num_labels``.
+    (``hidden_dim``), dropout, dense → ``num_labels``. Heads split ``embed_dim`` (Keras gives
+    each head ``key_dim=embed_dim``).
     """
 
     type: str = "keras_classifier"

@@ -1,0 +1,68 @@
+"""``dhian classify --model DIR < texts.txt``: one line in, one label and probabilities out.
+
+Wiring only: load the model dir (dhian or HuggingFace BERT classifier, see
+:func:`dhian.interop.registry.load_any_model_dir`), read stdin lines, call
+:func:`dhian.models.bert_heads.classify` ``--batch-size`` lines at a time, print
+``LABEL<TAB>name=prob name=prob ...`` per input line (``--json`` prints one JSON object a line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from dhian.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    """Add the ``classify`` verb."""
+    p = sub.add_parser(
+        "classify",
+        help="label each line of stdin with a trained text classifier",
+        description="Read texts from stdin (one per line) and print the predicted label and "
+        "the class probabilities of each.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF classifier dir")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
+    p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify stdin lines in batches and print one result per line."""
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from dhian.cli.hf import show_interop_logs
+    from dhian.interop.registry import load_any_model_dir
+    from dhian.models.bert_heads import classify
+
+    show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
+    loaded = load_any_model_dir(args.model, task="classification")
+    if loaded.kind != "classification":
+        raise ConfigError(
+            f"{args.model} holds a {loaded.kind!r} model; dhian classify needs a classifier"
+        )
+    tok = loaded.tokenizers["src"]
+    batch: list[str] = []
+
+    def flush() -> None:
+        for text, res in zip(
+            batch, classify(loaded.model, tok, batch, args.batch_size), strict=True
+        ):
+            if args.json:
+                print(json.dumps({"text": text, "label": res.label, "probs": res.probs}))
+            else:
+                probs = " ".join(f"{k}={v:.4f}" for k, v in res.probs.items())
+                print(f"{res.label}\t{probs}")
+        sys.stdout.flush()
+        batch.clear()
+
+    for line in sys.stdin:
+        batch.append(line.rstrip("\n"))
+        if len(batch) >= args.batch_size:
+            flush()
+    if batch:
+        flush()
+    return 0

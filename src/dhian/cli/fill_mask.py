@@ -1,0 +1,46 @@
+"""``dhian fill-mask --model DIR "The [MASK] of France is Paris." [--top-k 5]``.
+
+Wiring only: load the model dir (dhian or HuggingFace BERT, see
+:func:`dhian.interop.registry.load_any_model_dir`), call
+:func:`dhian.models.bert_heads.fill_mask`, print one block per [MASK]: rank, token, probability.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dhian.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    """Add the ``fill-mask`` verb."""
+    p = sub.add_parser(
+        "fill-mask",
+        help="predict the tokens behind [MASK] with a BERT masked-LM",
+        description="Print the --top-k most probable tokens (with probabilities) for every "
+        "[MASK] in TEXT.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF BERT MLM dir")
+    p.add_argument("text", metavar="TEXT", help='e.g. "The [MASK] of France is Paris."')
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="default 5")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model and print the top-k fillers of each mask."""
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    from dhian.cli.hf import show_interop_logs
+    from dhian.interop.registry import load_any_model_dir
+    from dhian.models.bert_heads import fill_mask
+
+    show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
+    loaded = load_any_model_dir(args.model, task="mlm")
+    results = fill_mask(loaded.model, loaded.tokenizers["src"], args.text, args.top_k)
+    for m, top in enumerate(results):
+        if len(results) > 1:
+            print(f"[MASK] #{m + 1}")
+        for rank, (token, prob) in enumerate(top, 1):
+            print(f"{rank:>3}  {token:<20} {prob:.4f}")
+    return 0

@@ -1,0 +1,96 @@
+"""``dhian import-hf DIR OUT`` and ``dhian export-hf MODEL OUT``: HuggingFace conversion.
+
+Wiring only: :func:`dhian.interop.registry.import_hf_dir` / :func:`export_hf_dir` pick the
+family by the HF ``config.json`` ``model_type`` (import) or the dhian ``model.type`` (export).
+Import and export log lines (heads initialised, weights dropped) go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ``import-hf`` and ``export-hf`` verbs."""
+    p = sub.add_parser(
+        "import-hf",
+        help="convert a HuggingFace model dir (BERT, Marian) into a dhian model dir",
+        description="Read DIR (config.json + model.safetensors or pytorch_model.bin + "
+        "tokenizer files) and write a dhian model dir OUT (config.yaml, model.safetensors, "
+        "tokenizer/).",
+    )
+    p.add_argument("dir", metavar="DIR", help="HuggingFace model directory")
+    p.add_argument("out", metavar="OUT", help="dhian model directory to write")
+    p.add_argument(
+        "--task",
+        choices=("backbone", "mlm", "classification"),
+        default=None,
+        help="BERT: which head to build (default: from config.json architectures)",
+    )
+    p.add_argument("--num-labels", type=int, default=None, metavar="C", help="BERT classifier")
+    p.add_argument("--labels", default=None, metavar="A,B,...", help="BERT classifier: class names")
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="initialise missing non-head weights randomly instead of failing",
+    )
+    p.set_defaults(handler=run_import)
+
+    q = sub.add_parser(
+        "export-hf",
+        help="write a dhian model dir as a HuggingFace model dir",
+        description="Write MODEL (a dhian model dir) as a HuggingFace directory OUT that "
+        "transformers' from_pretrained reads (BERT: BertModel / BertForMaskedLM / "
+        "BertForSequenceClassification; transformer: MarianMTModel).",
+    )
+    q.add_argument("model", metavar="MODEL", help="dhian model dir")
+    q.add_argument("out", metavar="OUT", help="HuggingFace directory to write")
+    q.set_defaults(handler=run_export)
+
+
+class _StderrLines(logging.Handler):
+    """Writes each record's message to the *current* ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr)
+
+
+def show_interop_logs() -> None:
+    """Print the INFO lines of :mod:`dhian.interop` (heads initialised, weights dropped) on
+    stderr (installed once per process)."""
+    log = logging.getLogger("dhian.interop")
+    if not any(isinstance(h, _StderrLines) for h in log.handlers):
+        log.addHandler(_StderrLines())
+    log.setLevel(logging.INFO)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Convert ``args.dir`` into a dhian model dir ``args.out``."""
+    from dhian.interop.registry import hf_model_type, import_hf_dir
+
+    show_interop_logs()
+    options: dict[str, Any] = {}
+    if hf_model_type(args.dir) == "bert":
+        labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+        options = {
+            "task": args.task,
+            "num_labels": args.num_labels,
+            "labels": labels,
+            "allow_missing": args.allow_missing,
+        }
+    out = import_hf_dir(args.dir, args.out, **options)
+    print(f"wrote dhian model dir {out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write the model in ``args.model`` as an HF dir ``args.out``."""
+    from dhian.interop.registry import export_hf_dir
+
+    show_interop_logs()
+    out = export_hf_dir(args.model, args.out)
+    print(f"wrote HuggingFace model dir {out}")
+    return 0
