@@ -97,9 +97,12 @@ def test_train_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert key in evals[0]
     assert all(0 <= r["dev_bleu"] <= 100 for r in evals)
 
-    # continue the same run to step 6
-    assert main(["train", str(cfg), "--quiet", "--out", str(out), "--resume"]) == 0
+    # continue the same run to step 6 (evaluation knobs may change on resume: beam search now)
+    args = ["train", str(cfg), "--quiet", "--out", str(out), "--resume"]
+    assert main([*args, "--set", "train.eval_beam=2"]) == 0
     assert "stopped: max_steps at step 6" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["event"] == "eval"] == [3, 4, 6]
     loaded = load_model_dir(out / "last")
     assert loaded.kind == "translation" and loaded.config.train.max_steps == 6
     src_tok = loaded.tokenizers["src"]

@@ -199,3 +199,14 @@ def test_keep_last_rotates(tmp_path: Path) -> None:
     kept = sorted(p.name for p in (tmp_path / "k" / "checkpoints").iterdir())
     assert kept == ["step-00000004", "step-00000006"]
     assert json.loads((tmp_path / "k" / "last" / "checkpoint.json").read_text())["step"] == 8
+
+
+def test_metrics_reader_skips_a_torn_line(tmp_path: Path) -> None:
+    from dhian.train.curves import plot_curves, read_metrics
+
+    p = tmp_path / "metrics.jsonl"
+    rows = [{"event": "train", "step": s, "loss": 3.0 / s} for s in (1, 2, 3)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"event": "tr')
+    assert [r["step"] for r in read_metrics(p)] == [1, 2, 3]
+    assert plot_curves(p, tmp_path / "c.png") == tmp_path / "c.png"
+    assert plot_curves(tmp_path / "none.jsonl", tmp_path / "d.png") is None

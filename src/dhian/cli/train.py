@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if result.curves is not None:
         print(f"learning curves: {result.curves}")
     if result.status in EXIT:
-        print(f"resume with: dhian train {args.config} --resume --out {result.out_dir}")
+        sets = "".join(f" --set {o}" for o in args.overrides)
+        print(f"resume with: dhian train {args.config}{sets} --resume --out {result.out_dir}")
         return EXIT[result.status]
     return 0

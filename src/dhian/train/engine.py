@@ -17,11 +17,7 @@ Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`, :mod:`dhian.me
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,15 +26,17 @@ from typing import Any
 import torch
 
 from dhian.config import RunConfig
-from dhian.errors import ConfigError, DhianError, nearest
-from dhian.metrics import higher_is_better
+from dhian.errors import DhianError
 from dhian.models import io as model_io
 from dhian.train import checkpoint as ckpt
 from dhian.train.curves import plot_curves
+from dhian.train.metricslog import MetricsLog
 from dhian.train.optim import apply_freeze, autocast, build_optimizer, resolve_device
 from dhian.train.progress import Progress
-from dhian.train.schedules import build_scheduler, check_schedule
+from dhian.train.schedules import build_scheduler
+from dhian.train.stopping import catch_signals, check_train_config, is_improvement
 from dhian.train.tasks import Task, task_for
+from dhian.train.warmstart import init_source, load_init_weights
 
 Callback = Callable[["Trainer"], None]
 
@@ -97,7 +95,7 @@ class Trainer:
         self._elapsed_before = 0.0
         self._t0 = time.monotonic()
         self._session_t0 = time.monotonic()
-        self._metrics_fh: Any = None
+        self.metrics: MetricsLog  # opened by _setup
         self._signatures_shown = False
         self._rng_state: dict[str, Any] | None = None
 
@@ -121,48 +119,13 @@ class Trainer:
         """Epochs consumed so far (fractional)."""
         return round(float(self.stream.epochs_done), 6)
 
-    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
-        row = {
-            "event": event,
-            "step": self.step,
-            "epoch": self.epoch,
-            "wall": round(self.elapsed, 3),
-        }
-        row.update(fields)
-        self._metrics_fh.write(json.dumps(row, sort_keys=False) + "\n")
-        self._metrics_fh.flush()
-        return row
+    def _event(self, event: str, **fields: Any) -> None:
+        self.metrics.write(event, self.step, self.epoch, self.elapsed, **fields)
 
     # ------------------------------------------------------------------ setup
-    def _validate(self) -> None:
-        """Cheap checks of the train knobs, before any data is read."""
-        cfg = self.cfg
-        for name in ("grad_accum", "max_bad_steps"):
-            if getattr(cfg, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
-        for name in ("max_steps", "max_epochs", "eval_every", "save_every", "log_every"):
-            if getattr(cfg, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
-        if cfg.max_steps == 0 and cfg.max_epochs == 0 and cfg.max_minutes <= 0:
-            raise ConfigError("set train.max_steps, train.max_epochs or train.max_minutes > 0")
-        if not 0.0 <= cfg.label_smoothing < 1.0:
-            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
-        check_schedule(cfg.schedule, cfg.max_steps, cfg.min_lr_ratio)
-        if cfg.optimizer.lower() != "adamw":
-            raise ConfigError(
-                f"train.optimizer {cfg.optimizer!r} is not supported"
-                f"{nearest(cfg.optimizer, ['adamw'])}; valid: adamw"
-            )
-        metric = cfg.early_stop_metric
-        if metric not in self.task.metrics:
-            raise ConfigError(
-                f"train.early_stop_metric {metric!r}{nearest(metric, self.task.metrics)} is not "
-                f"reported by the {self.task.name} task; valid: {', '.join(self.task.metrics)}"
-            )
-
     def _setup(self) -> None:
         cfg = self.cfg
-        self._validate()
+        check_train_config(cfg, self.task.metrics, self.task.name)
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
@@ -182,8 +145,7 @@ class Trainer:
                     "--out to start a new one"
                 )
             if cfg.init_from:
-                model_io.read_metadata(cfg.init_from)  # a clear error before any work
-                tokenizer_dir = Path(cfg.init_from) / model_io.TOKENIZER
+                tokenizer_dir = init_source(cfg.init_from)
         self.out.mkdir(parents=True, exist_ok=True)
         self.config.save(self.out / "config.yaml")
         ckpt.seed_everything(cfg.seed)
@@ -193,8 +155,7 @@ class Trainer:
         ckpt.seed_everything(cfg.seed)
         self.model = self.task.build_model()
         if cfg.init_from and not self.resume:
-            missing, _ = model_io.load_weights(cfg.init_from, self.model, strict=False)
-            self.log(f"init_from {cfg.init_from}: {len(missing)} parameters left as initialised")
+            load_init_weights(self.model, cfg.init_from, self.log)
         if last is not None and self.resume:
             model_io.load_weights(last, self.model, strict=True)
         self.model.to(self.device)
@@ -207,12 +168,10 @@ class Trainer:
             self.optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio
         )
         self.stream = self.task.train_stream(cfg.seed)
-        metrics_path = self.out / "metrics.jsonl"
         if state is not None:
-            self._load_state(state, metrics_path)
-        else:
-            metrics_path.write_text("")
-        self._metrics_fh = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._load_state(state)
+        offset = None if state is None else int(state["metrics_offset"])
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", truncate_to=offset)
         n_all = sum(p.numel() for p in self.model.parameters())
         n_train = sum(p.numel() for p in self.params)
         self.log(
@@ -221,7 +180,7 @@ class Trainer:
             f"({n_train:,} trainable) -> {self.out}"
         )
 
-    def _load_state(self, state: dict[str, Any], metrics_path: Path) -> None:
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         sched = dict(state["scheduler"])
         sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)  # keep this run's schedule
@@ -236,14 +195,9 @@ class Trainer:
         self.last_saved_step = self.step
         self._window = dict(state["window"])
         self._elapsed_before = float(state["elapsed"])
-        offset = int(state["metrics_offset"])
-        with open(metrics_path, "a+b") as fh:
-            fh.truncate(offset)
         self._rng_state = state["rng"]
 
     def _trainer_state(self) -> dict[str, Any]:
-        self._metrics_fh.flush()
-        os.fsync(self._metrics_fh.fileno())
         return {
             "version": ckpt.STATE_VERSION,
             "step": self.step,
@@ -258,37 +212,28 @@ class Trainer:
             "last_eval_step": self.last_eval_step,
             "window": dict(self._window),
             "elapsed": self.elapsed,
-            "metrics_offset": self._metrics_fh.tell(),
+            "metrics_offset": self.metrics.sync(),
         }
 
     # ------------------------------------------------------------------ checkpoints
+    def _save(self, name: str, state: dict[str, Any] | None, **info: Any) -> Path:
+        return ckpt.save_checkpoint(
+            self.out / name,
+            self.model,
+            self.config,
+            self.task.tokenizers,
+            state,
+            kind=self.task.kind,
+            build_kwargs=self.task.build_kwargs(),
+            info={"step": self.step, "epoch": self.epoch, **info},
+        )
+
     def save_last(self) -> Path:
         """Write ``OUT/last`` (resumable) atomically."""
         ckpt.rotate_last(self.out, self.cfg.keep_last)
-        path = ckpt.save_checkpoint(
-            self.out / "last",
-            self.model,
-            self.config,
-            self.task.tokenizers,
-            self._trainer_state(),
-            kind=self.task.kind,
-            build_kwargs=self.task.build_kwargs(),
-            info={"step": self.step, "epoch": self.epoch},
-        )
+        path = self._save("last", self._trainer_state())
         self.last_saved_step = self.step
         return path
-
-    def _save_best(self, metric: str, value: float) -> None:
-        ckpt.save_checkpoint(
-            self.out / "best",
-            self.model,
-            self.config,
-            self.task.tokenizers,
-            None,
-            kind=self.task.kind,
-            build_kwargs=self.task.build_kwargs(),
-            info={"step": self.step, "epoch": self.epoch, "metric": metric, "value": value},
-        )
 
     # ------------------------------------------------------------------ one step
     def _train_step(self, group: list[Any]) -> tuple[float, int, float] | None:
@@ -335,10 +280,7 @@ class Trainer:
         self._event("eval", **fields, **res.info)
         metric = cfg.early_stop_metric
         value = res.metrics.get(metric, math.nan)
-        best = self.best["value"]
-        improved = math.isfinite(value) and (
-            best is None or (value > best if higher_is_better(metric) else value < best)
-        )
+        improved = is_improvement(metric, value, self.best["value"])
         shown = "  ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
         self.log(f"step {self.step}  dev: {shown}{'  (best)' if improved else ''}")
         if not self._signatures_shown:
@@ -349,7 +291,7 @@ class Trainer:
             self.log(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}")
         if improved:
             self.best = {"value": value, "step": self.step, "bad_evals": 0}
-            self._save_best(metric, value)
+            self._save("best", None, metric=metric, value=value)
         else:
             self.best["bad_evals"] = int(self.best["bad_evals"]) + 1
             patience = cfg.early_stop_patience
@@ -427,7 +369,10 @@ class Trainer:
             enabled=self._progress_enabled,
             log=self._log_fn,
         )
-        handlers = self._install_signals()
+        with catch_signals(self.request_stop):
+            return self._run()
+
+    def _run(self) -> TrainResult:
         try:
             reason = self._loop()
             if reason not in ("SIGINT", "SIGTERM", "stopped") and self.last_eval_step != self.step:
@@ -438,10 +383,8 @@ class Trainer:
                 self.save_last()  # before the stop event, so a resume drops that event
             self._event("stop", reason=reason)
         finally:
-            self._restore_signals(handlers)
             self.progress.close()
-            if self._metrics_fh is not None:
-                self._metrics_fh.close()
+            self.metrics.close()
             curves = self._write_curves() if self.draw_curves else None
         best = None
         if self.best["value"] is not None:
@@ -471,23 +414,6 @@ class Trainer:
         except (OSError, ValueError) as exc:  # a picture must never fail a run
             self.log(f"could not draw curves.png: {exc}")
             return None
-
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old: dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-
-            def handler(signum: int, frame: Any) -> None:
-                self.request_stop(signal.Signals(signum).name)
-
-            old[sig] = signal.signal(sig, handler)
-        return old
-
-    @staticmethod
-    def _restore_signals(old: dict[int, Any]) -> None:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 def train(
