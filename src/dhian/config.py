@@ -70,7 +70,8 @@ class DataConfig:
     """What to train on and how to tokenise it.
 
     ``corpus`` is a built-in name (``bible:de-en``, ``rotten-tomatoes``, ``news``,
-    ``bible:en``) or a local spec (``tsv:PATH``, ``files:SRC,TGT``, ``csv:PATH``, ``text:PATH``).
+    ``bible:en``) or a local spec ``KIND:DIR[@src-tgt]`` with KIND one of tsv, files, jsonl,
+    csv, text, multi30k, iwslt, agnews, wikitext, hf (see docs/data.md).
     """
 
     corpus: str = "bible:de-en"
@@ -93,6 +94,7 @@ class TrainConfig:
     """The training engine's knobs; shared by every model family."""
 
     out_dir: str = "runs/default"
+    task: str = "auto"  # auto (from model.type) | translation | classification | lm | mlm
     seed: int = 1234
     max_steps: int = 1000
     max_epochs: int = 0  # 0 = no epoch limit
@@ -113,6 +115,7 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (CPU or CUDA)
     eval_every: int = 200
     eval_beam: int = 1
+    eval_length_penalty: float = 1.0
     eval_max_examples: int = 0  # 0 = whole dev split for BLEU
     save_every: int = 200
     log_every: int = 20
