@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0*cp311*.whl))
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint format clean
+.PHONY: install demo test test-slow lint format clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@if [ -n "$(TORCH_WHEEL)" ]; then $(BIN)/pip install -q "torch==2.13.0"; \
 	 else $(BIN)/pip install -q "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.4"; fi
-	$(BIN)/pip install -q -e ".[dev,test]"
+	$(BIN)/pip install -q -e ".[dev,test,serve]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -27,7 +27,17 @@ demo: install
 	$(BIN)/dhian selfcheck
 
 
-test: install
+# The browser tests drive Debian's Chromium with Playwright (no browser download); without
+# /usr/bin/chromium they skip with a reason.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: browser tests will skip"; \
+	  else echo "no /usr/bin/chromium (apt-get install chromium): browser tests will skip"; fi; \
+	fi
+
+test: install browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
