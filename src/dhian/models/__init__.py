@@ -20,7 +20,7 @@ from torch import nn
 from dhian.config import RunConfig
 from dhian.errors import ConfigError, nearest
 
-__all__ = ["build_model", "builder_for", "register_builder"]
+__all__ = ["build_model", "builder_for", "load", "register_builder"]
 
 Builder = Callable[..., nn.Module]
 
@@ -82,3 +82,12 @@ def build_model(
         eos_id=eos_id,
         **extra,
     )
+
+
+def load(path: str | Any, **kwargs: Any) -> Any:
+    """Load a dhian model directory: ``load(dir) -> LoadedModel(model, config, tokenizers, kind)``.
+
+    A thin alias of :func:`dhian.models.io.load_model_dir` (imported lazily)."""
+    from dhian.models.io import load_model_dir
+
+    return load_model_dir(path, **kwargs)
