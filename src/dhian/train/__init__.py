@@ -6,7 +6,8 @@ Public API (imported lazily so ``import dhian.train`` stays light):
 (:mod:`~dhian.train.tasks`), :func:`lr_factor` / :func:`build_scheduler`
 (:mod:`~dhian.train.schedules`). Modules: ``engine`` (loop), ``tasks`` (task interface),
 ``translation`` (the translation task), ``optim`` (AdamW, freeze, device, autocast),
-``schedules``, ``checkpoint`` (last/best, RNG, trainer state), ``stopping`` (knob checks,
+``lm`` (the causal-LM task), ``lm_eval`` (:func:`evaluate_lm`, perplexity), ``schedules``,
+``checkpoint`` (last/best, RNG, trainer state), ``stopping`` (knob checks,
 improvement, signals), ``warmstart`` (``init_from``), ``metricslog`` (metrics.jsonl writer),
 ``curves`` (PNG), ``progress`` (tqdm bar).
 May import every layer to its left: text, data, nn, models, decoding, metrics, viz.
@@ -27,6 +28,7 @@ _EXPORTS = {
     "task_for": "tasks",
     "lr_factor": "schedules",
     "build_scheduler": "schedules",
+    "evaluate_lm": "lm_eval",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -196,4 +196,4 @@ def task_for(config: RunConfig, log: Log = print) -> Task:
 
 
 def _import_builtin_tasks() -> None:
-    from dhian.train import translation  # noqa: F401  (registers itself)
+    from dhian.train import lm, translation  # noqa: F401  (register themselves)
