@@ -105,7 +105,8 @@ class TranslationTask(Task):
             batch = collate(self.dev_data, idx).to(device)
             step_model: Any = model
             if beam > 1:
-                nbest = beam_search(step_model, batch.src, batch.src_lengths, beam)
+                alpha = self.config.train.eval_length_penalty
+                nbest = beam_search(step_model, batch.src, batch.src_lengths, beam, alpha)
                 best = [h[0] for h in nbest]
             else:
                 best = greedy_decode(step_model, batch.src, batch.src_lengths)

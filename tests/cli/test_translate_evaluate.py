@@ -1,0 +1,232 @@
+"""``dhian translate`` / ``dhian evaluate`` end to end: train a tiny RNNsearch on a generated
+tsv corpus with ``dhian train``, translate stdin and files (matching the library call, order
+and empty lines kept), write alignment plots, evaluate with a comparison (report files; BLEU
+equal to sacrebleu on the written hypotheses against the corpus's references) — and one-line
+errors with exit 2 for bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from sacrebleu.metrics import BLEU
+
+from dhian.cli import main
+from dhian.config import RunConfig
+from dhian.decoding.translate import load_translation_model, translate_texts
+from dhian.models import build_model
+from dhian.models.configs import BertConfig
+from dhian.models.io import save_model_dir
+from dhian.text import train_tokenizer
+
+WORDS = {
+    "one": "eins",
+    "two": "zwei",
+    "three": "drei",
+    "red": "rot",
+    "blue": "blau",
+    "house": "haus",
+    "cat": "katze",
+    "big": "gross",
+}
+
+
+def sentence(rng: random.Random, lo: int, hi: int) -> str:
+    en = [rng.choice(list(WORDS)) for _ in range(rng.randint(lo, hi))]
+    return " ".join(en) + "\t" + " ".join(WORDS[w] for w in en)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run dir trained by ``dhian train`` (best/ and last/) on an en→de word-swap corpus."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("mt")
+    rng = random.Random(0)
+    data = root / "corpus"
+    data.mkdir()
+    for split, n, lo, hi in (("train", 300, 1, 6), ("dev", 8, 1, 6), ("test", 24, 1, 12)):
+        rows = [sentence(rng, lo, hi) for _ in range(n)]
+        (data / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = {
+        "model": {"type": "rnnsearch", "embed_dim": 24, "hidden_dim": 24, "dropout": 0.0},
+        "data": {"corpus": f"tsv:{data}", "tokenizer": "bpe", "vocab_size": 80, "max_len": 20},
+        "train": {
+            "out_dir": str(root / "run"),
+            "max_steps": 120,
+            "batch_size": 16,
+            "max_tokens": 0,
+            "lr": 1e-2,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "eval_every": 60,
+            "eval_max_examples": 8,
+            "log_every": 60,
+            "save_every": 0,
+            "num_threads": 1,
+        },
+    }
+    recipe = root / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert main(["train", str(recipe), "--quiet"]) == 0
+    torch.set_num_threads(threads)
+    run = root / "run"
+    assert (run / "best" / "model.safetensors").is_file()
+    return run
+
+
+def feed_stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+
+
+LINES = ["one red house", "", "big blue cat two three", "cat", "three big red houses one two"]
+
+
+def test_translate_stdin_keeps_order_and_empty_lines(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    feed_stdin(monkeypatch, "\n".join(LINES) + "\n")
+    assert main(["translate", "--model", str(run_dir), "--beam", "3", "--batch-size", "2"]) == 0
+    got = capsys.readouterr().out.split("\n")
+    assert got[-1] == "" and len(got) - 1 == len(LINES)
+    loaded = load_translation_model(run_dir / "best")  # the run dir means its best/
+    ref = translate_texts(loaded, LINES, beam=3, length_penalty=1.0, batch_size=32)
+    assert got[:-1] == [t.text for t in ref]
+    assert got[1] == "" and got[0] != ""
+    assert "eins" in got[0] and "rot" in got[0]  # it learned something
+
+
+def test_translate_files_nbest_and_attention(run_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    out, att = tmp_path / "out.txt", tmp_path / "att"
+    args = ["translate", "--model", str(run_dir), "--input", str(src), "--output", str(out)]
+    assert main([*args, "--attention-out", str(att), "--beam", "1"]) == 0
+    lines = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) == len(LINES) and lines[1] == ""
+    pngs = sorted(p.name for p in att.glob("*.png"))
+    assert pngs == ["0001.png", "0003.png", "0004.png", "0005.png"]  # not the empty line
+    rec = json.loads((att / "0003.json").read_text(encoding="utf-8"))
+    assert rec["translation"] == lines[2]
+    assert len(rec["weights"]) == len(rec["out_tokens"])
+    assert all(len(r) == len(rec["src_tokens"]) for r in rec["weights"])
+    with Image.open(att / "0003.png") as img:
+        assert img.size[0] > 150 and img.size[1] > 150
+
+    nbest = tmp_path / "nbest.txt"
+    n_args = ["translate", "--model", str(run_dir), "--input", str(src), "--output", str(nbest)]
+    assert main([*n_args, "--beam", "3", "--n-best", "2"]) == 0
+    rows = nbest.read_text(encoding="utf-8").splitlines()
+    assert [r.split(" ||| ")[0] for r in rows] == ["0", "0", "1", "2", "2", "3", "3", "4", "4"]
+
+
+def test_evaluate_report_and_compare(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(run_dir), "--beam", "2", "--out", str(out)]
+    assert main([*args, "--buckets", "0-4,4-8,8+", "--compare", str(run_dir / "last")]) == 0
+    printed = capsys.readouterr().out
+    assert "nrefs:1|case:mixed|eff:no|tok:13a" in printed and "sentences/s" in printed
+    corpus = yaml.safe_load((run_dir / "best" / "config.yaml").read_text())["data"]["corpus"]
+    test_tsv = Path(corpus.removeprefix("tsv:")) / "test.tsv"
+    pairs = [line.split("\t") for line in test_tsv.read_text(encoding="utf-8").splitlines()]
+    refs = [t for _, t in pairs]
+    hyps = (out / "hyps.test.txt").read_text(encoding="utf-8").splitlines()
+    assert len(hyps) == len(refs) == 24
+    report = json.loads((out / "eval.test.json").read_text(encoding="utf-8"))
+    best, last = report["models"]
+    assert (best["name"], last["name"]) == ("run", "run-2")
+    expected = BLEU().corpus_score(hyps, [refs]).score
+    assert best["bleu"] == pytest.approx(expected) and expected > 10.0
+    hyps_last = (out / "hyps.test.run-2.txt").read_text(encoding="utf-8").splitlines()
+    assert last["bleu"] == pytest.approx(BLEU().corpus_score(hyps_last, [refs]).score)
+    assert [b["n"] for b in best["by_length"]] == [
+        sum(lo <= len(s.split()) < hi for s, _ in pairs) for lo, hi in ((0, 4), (4, 8), (8, 99))
+    ]
+    md = (out / "eval.test.md").read_text(encoding="utf-8")
+    assert "| source words | n | run | run-2 |" in md
+    assert (out / "bleu_by_length.test.png").stat().st_size > 5000
+
+
+def bert_dir(root: Path, task: str = "mlm") -> Path:
+    tok = train_tokenizer("wordpiece", ["a small text", "another one"], vocab_size=40)
+    extra: dict[str, Any] = {"labels": ("neg", "pos")} if task == "classification" else {}
+    cfg = BertConfig(
+        embed_dim=8, layers=1, heads=2, ff_dim=16, max_positions=16, task=task, **extra
+    )
+    model = build_model(cfg, tok.vocab_size)
+    return save_model_dir(root / f"bert-{task}", model, RunConfig(model=cfg), tok, kind=task)
+
+
+def test_evaluate_dispatches_other_kinds_to_dhian_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A classifier goes to ``dhian.train.evaluate_classification`` (when the training package
+    has one) with the options it accepts; its dict is printed and saved."""
+    import dhian.train
+
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def evaluate_classification(
+        loaded: object, split: str = "test", corpus: str | None = None
+    ) -> dict[str, float]:
+        calls.append((getattr(loaded, "kind", "?"), {"split": split, "corpus": corpus}))
+        return {"accuracy": 0.5, "macro_f1": 0.25}
+
+    model = bert_dir(tmp_path, "classification")
+    monkeypatch.setattr(dhian.train, "evaluate_classification", evaluate_classification, False)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--model", str(model), "--split", "dev", "--out", str(out)]) == 0
+    assert calls == [("classification", {"split": "dev", "corpus": None})]
+    assert "accuracy: 0.5" in capsys.readouterr().out
+    assert json.loads((out / "eval.dev.json").read_text())["macro_f1"] == 0.25
+
+
+def test_bad_input_is_one_line_exit_2(
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fails(argv: list[str], *needles: str) -> None:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err, err
+        for needle in needles:
+            assert needle in err, err
+
+    fails(["translate", "--model", str(tmp_path / "nope")], "does not exist")
+    fails(["evaluate", "--model", str(tmp_path / "nope")], "does not exist")
+    bert = bert_dir(tmp_path)
+    fails(["translate", "--model", str(bert)], "'mlm' model (bert)", "dhian fill-mask")
+    fails(["evaluate", "--model", str(bert)], "evaluate for mlm models is not available yet")
+    feed_stdin(monkeypatch, "")
+    fails(["translate", "--model", str(run_dir)], "no input")
+    fails(["translate", "--model", str(run_dir), "--n-best", "4", "--beam", "2"], "--n-best")
+    fails(["evaluate", "--model", str(run_dir), "--buckets", "0-10,5-20"], "overlap")
+    fails(["evaluate", "--model", str(run_dir), "--corpus", f"tsv:{tmp_path}"], str(tmp_path))
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(yaml.safe_dump({"model": {"type": "rnnsearch", "hiden_dim": 8}}), "utf-8")
+    fails(["train", str(recipe)], "hiden_dim", "hidden_dim")
+
+
+def test_empty_stdin_in_a_real_process(run_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dhian", "translate", "--model", str(run_dir)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: no input") and "Traceback" not in proc.stderr
