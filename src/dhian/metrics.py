@@ -135,7 +135,19 @@ def perplexity(mean_nll: float) -> float:
         return math.inf
 
 
-_LOWER_IS_BETTER = {"loss", "ppl", "perplexity", "dev_loss", "dev_ppl", "ter", "wer", "cer"}
+_LOWER_IS_BETTER = {
+    "loss",
+    "ppl",
+    "ppl_char",
+    "bpc",
+    "perplexity",
+    "dev_loss",
+    "dev_ppl",
+    "dev_ppl_char",
+    "ter",
+    "wer",
+    "cer",
+}
 
 
 def higher_is_better(metric: str) -> bool:
