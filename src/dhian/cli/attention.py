@@ -1,0 +1,60 @@
+"""``dhian attention --model DIR "text" [--target "..."] --out DIR [--layer L --head H]``.
+
+Wiring only: load the model dir (dhian or HuggingFace, see
+:func:`dhian.interop.registry.load_any_model_dir`), call
+:func:`dhian.serve.attention.extract_attention` and
+:func:`dhian.serve.report.write_attention_report`, print the files written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dhian.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    """Add the ``attention`` verb."""
+    p = sub.add_parser(
+        "attention",
+        help="draw a model's attention for one text (PNGs + an offline HTML viewer)",
+        description="Run TEXT through the model and write its attention: cross attention "
+        "heatmaps (translation), layer × head grids and entropy maps of self attention, "
+        "head_summary.json and one self-contained attention.html. Translation models decode "
+        "TEXT greedily unless --target gives the output to teacher-force.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF model dir")
+    p.add_argument("text", metavar="TEXT", help="the input text (source sentence, prompt, ...)")
+    p.add_argument("--target", default=None, help="translation only: output to teacher-force")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the files")
+    p.add_argument("--layer", type=int, default=None, metavar="L", help="PNGs: only layer L")
+    p.add_argument("--head", type=int, default=None, metavar="H", help="PNGs: only head H")
+    p.add_argument("--title", default=None, help="title of the pictures and the page")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Extract the attention of ``args.text`` and write the report files."""
+    if not args.text.strip():
+        raise ConfigError("TEXT is empty; give the sentence whose attention to draw")
+    from dhian.cli.hf import show_interop_logs
+    from dhian.interop.registry import load_any_model_dir
+    from dhian.serve.attention import extract_attention
+    from dhian.serve.inference import model_name
+    from dhian.serve.report import write_attention_report
+
+    show_interop_logs()
+    loaded = load_any_model_dir(args.model)
+    if args.target is not None and loaded.kind != "translation":
+        raise ConfigError(
+            f"--target is for translation models; {args.model} holds a {loaded.kind!r} model"
+        )
+    result = extract_attention(loaded, args.text, args.target)
+    if result.output is not None:
+        print(f"output: {result.output}")
+    title = args.title or f"{model_name(args.model)} · {result.model_type}"
+    paths = write_attention_report(result, args.out, layer=args.layer, head=args.head, title=title)
+    for path in paths:
+        print(path)
+    return 0

@@ -1,0 +1,75 @@
+"""``dhian serve --model DIR [--host 127.0.0.1 --port 8000] [--max-batch 16] ...``.
+
+Wiring only: check the numbers, then :func:`dhian.serve.server.run_server` (FastAPI + uvicorn;
+a web page at ``/``, the JSON API described at ``/docs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dhian.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    """Add the ``serve`` verb."""
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: JSON API + a web page with its attention",
+        description="Serve the model in --model: POST /translate, /classify, /generate, "
+        "/fill-mask (as fits the model) and /attention; GET /health; a web page at /. "
+        "Concurrent requests are batched; SIGTERM / Ctrl-C finish the requests in flight.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF model dir")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--max-batch", type=int, default=16, metavar="N", help="texts per model call")
+    p.add_argument(
+        "--max-queue", type=int, default=64, metavar="N", help="waiting requests before 503"
+    )
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request")
+    p.add_argument("--max-chars", type=int, default=2000, metavar="N", help="characters per text")
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, metavar="MS", help="wait to fill a batch"
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.set_defaults(handler=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    for flag, value, low in (
+        ("--max-batch", args.max_batch, 1),
+        ("--max-queue", args.max_queue, 1),
+        ("--max-chars", args.max_chars, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.batch_wait_ms < 0:
+        raise ConfigError(f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model and serve it until interrupted."""
+    _check(args)
+    try:
+        from dhian.serve.app import ServeSettings
+        from dhian.serve.server import run_server
+    except ImportError as exc:
+        raise ConfigError(
+            f"dhian serve needs FastAPI and uvicorn ({exc.name} is missing): "
+            "pip install fastapi uvicorn"
+        ) from exc
+    settings = ServeSettings(
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+        max_chars=args.max_chars,
+        batch_wait_ms=args.batch_wait_ms,
+    )
+    run_server(args.model, args.host, args.port, settings, device=args.device)
+    return 0

@@ -1,0 +1,321 @@
+"""The HTTP API: a FastAPI app around one loaded model, every model call through a batcher.
+
+Owns :class:`ServeSettings` and :func:`create_app`. Endpoints (JSON in/out, schemas in
+:mod:`dhian.serve.schemas`, so ``/docs`` and ``/openapi.json`` describe them):
+
+- ``POST /translate`` (translation), ``/classify`` (classifiers), ``/generate`` (GPT),
+  ``/fill-mask`` (BERT MLM), ``/attention`` (every model with attention) → the viewer payload;
+- ``GET /health`` — model kind, name, uptime, queue depth, batch counters; ``GET /`` the page.
+
+Errors are ``{"error": one line, "detail": ...}``: 400 malformed JSON or an endpoint the model
+kind lacks (the message names the kind and its endpoints), 413 a body over the byte limit or a
+text over ``max_chars`` / more texts than ``max_batch``, 422 a missing or invalid field or an
+input the model rejects, 503 + ``Retry-After`` when ``max_queue`` requests wait (or during
+shutdown), 504 when a request is not answered within ``timeout`` seconds.
+Translate and classify requests arriving together run as one model batch
+(:class:`dhian.serve.batching.Batcher`); the model is used by the batcher's thread only.
+Imports: fastapi, starlette, :mod:`dhian.serve` (batching, inference, attention, schemas, page,
+limits), :mod:`dhian.models.io`, :mod:`dhian.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Hashable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dhian.errors import DhianError
+from dhian.models.io import LoadedModel
+from dhian.serve import inference, schemas
+from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
+from dhian.serve.limits import ApiError, BodyLimit, validation_message
+
+__all__ = ["ServeSettings", "create_app"]
+
+log = logging.getLogger("dhian.serve")
+
+#: What model each task endpoint needs, for the wrong-endpoint message.
+_NEEDS = {
+    "/translate": "translation",
+    "/classify": "classification",
+    "/generate": "language model (lm)",
+    "/fill-mask": "masked-LM (mlm)",
+    "/attention": "model with attention",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+    """Limits of the server. ``max_batch``: most texts per model call (and per request);
+    ``max_queue``: most waiting requests before 503; ``timeout``: seconds per request before
+    504; ``max_chars``: characters per text; ``batch_wait_ms``: how long the worker waits for
+    more requests to batch; ``max_beam``; ``max_body_bytes`` (default from the others)."""
+
+    max_batch: int = 16
+    max_queue: int = 64
+    timeout: float = 30.0
+    max_chars: int = 2000
+    batch_wait_ms: float = 5.0
+    max_beam: int = 16
+    max_body_bytes: int | None = None
+
+    def body_limit(self) -> int:
+        """Bytes a request body may have: room for ``max_batch`` escaped texts, plus slack."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return 12 * self.max_chars * self.max_batch + 16_384
+
+
+class Service:
+    """The model, its batcher and what the server says about them."""
+
+    def __init__(self, loaded: LoadedModel, settings: ServeSettings, name: str) -> None:
+        self.loaded, self.settings, self.name = loaded, settings, name
+        self.kind = loaded.kind
+        self.model_type = inference.model_type(loaded)
+        self.endpoints = inference.endpoints_for(loaded)
+        self.started = time.monotonic()
+        tok = loaded.tokenizers.get("src")
+        self.mask_token: str | None = None
+        if self.kind == "mlm" and tok is not None:
+            with contextlib.suppress(Exception):
+                self.mask_token = str(tok.id_to_token(int(tok.mask_id)))
+        self.batcher = Batcher(
+            {
+                "translate": self._translate,
+                "classify": self._classify,
+                "generate": self._generate,
+                "fill_mask": self._fill_mask,
+                "attention": self._attention,
+            },
+            batched=("translate", "classify"),
+            max_batch=settings.max_batch,
+            max_queue=settings.max_queue,
+            max_wait=settings.batch_wait_ms / 1000.0,
+        )
+
+    # handlers: run on the batcher's thread, one result per item
+    def _translate(self, params: Any, texts: list[str]) -> list[Any]:
+        return inference.translate_texts(self.loaded, texts, beam=int(params))
+
+    def _classify(self, _params: Any, texts: list[str]) -> list[Any]:
+        return inference.classify_texts(self.loaded, texts)
+
+    def _generate(self, params: Any, prompts: list[str]) -> list[Any]:
+        max_new, temperature, top_k, top_p, seed = params
+        return [
+            inference.generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed)
+            for p in prompts
+        ]
+
+    def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
+        return [inference.fill_mask_one(self.loaded, t, int(params)) for t in texts]
+
+    def _attention(self, params: Any, texts: list[str]) -> list[Any]:
+        from dhian.serve.attention import extract_attention
+
+        title = f"{self.name} attention"
+        return [extract_attention(self.loaded, t, params).payload(title) for t in texts]
+
+    def info(self) -> dict[str, Any]:
+        """The /health body."""
+        stats = self.batcher.stats
+        return {
+            "status": "ok",
+            "name": self.name,
+            "kind": self.kind,
+            "model_type": self.model_type,
+            "endpoints": self.endpoints,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "queue_depth": self.batcher.depth,
+            "in_flight": self.batcher.in_flight,
+            "max_queue": self.settings.max_queue,
+            "max_batch": self.settings.max_batch,
+            "max_chars": self.settings.max_chars,
+            "max_beam": self.settings.max_beam,
+            "batches": stats.calls,
+            "requests": stats.jobs,
+            "mask_token": self.mask_token,
+        }
+
+    # request side
+    def require(self, endpoint: str) -> None:
+        """ApiError 400 unless this model kind serves ``endpoint``."""
+        if endpoint not in self.endpoints:
+            offer = ", ".join(f"POST {e}" for e in self.endpoints) or "none"
+            raise ApiError(
+                400,
+                f"{endpoint} needs a {_NEEDS[endpoint]} model, but this server runs "
+                f"{self.name!r}, a {self.kind!r} model ({self.model_type}); "
+                f"its endpoints: {offer}",
+            )
+
+    def texts(self, value: str | list[str], field: str = "text") -> list[str]:
+        """The text(s) of a request, checked against ``max_chars`` and ``max_batch``."""
+        texts = [value] if isinstance(value, str) else list(value)
+        limit = self.settings
+        if not texts:
+            raise ApiError(422, f"{field} is an empty list; give at least one text")
+        if len(texts) > limit.max_batch:
+            raise ApiError(
+                413,
+                f"{len(texts)} texts in one request; the limit is {limit.max_batch} "
+                "(--max-batch): split the list",
+            )
+        for i, t in enumerate(texts):
+            if len(t) > limit.max_chars:
+                where = field if isinstance(value, str) else f"{field}[{i}]"
+                raise ApiError(
+                    413,
+                    f"{where} has {len(t)} characters; the limit is {limit.max_chars} "
+                    "(--max-chars): shorten it",
+                )
+        return texts
+
+    async def run(self, op: str, params: Hashable, items: Sequence[Any]) -> list[Any]:
+        """Submit to the batcher and wait, mapping queue/timeout/model errors to ApiError."""
+        try:
+            future = self.batcher.submit(op, params, items)
+        except QueueFull as exc:
+            raise ApiError(
+                503, f"server busy: {exc}; retry in a second", headers={"Retry-After": "1"}
+            ) from exc
+        except ShuttingDown as exc:
+            raise ApiError(503, f"{exc}; retry later", headers={"Retry-After": "5"}) from exc
+        timeout = self.settings.timeout
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError as exc:
+            future.cancel()
+            raise ApiError(
+                504, f"no answer within {timeout:g} s (--timeout); send shorter or fewer texts"
+            ) from exc
+        except (DhianError, ValueError) as exc:
+            raise ApiError(
+                422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ) from exc
+
+
+def create_app(
+    loaded: LoadedModel, settings: ServeSettings | None = None, name: str = "model"
+) -> FastAPI:
+    """A FastAPI app serving ``loaded`` (its batcher starts and stops with the app's lifespan;
+    use ``with TestClient(app)`` or uvicorn). ``app.state.service`` holds the :class:`Service`."""
+    settings = settings or ServeSettings()
+    service = Service(loaded, settings, name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.batcher.start()
+        log.info(
+            "serving %s (%s, %s): %s", name, service.kind, service.model_type, service.endpoints
+        )
+        yield
+        await asyncio.to_thread(service.batcher.stop)  # finish what is queued
+
+    app = FastAPI(
+        title=f"dhian · {name}",
+        description=f"A {service.kind} model ({service.model_type}). "
+        f"Endpoints for it: {', '.join(service.endpoints)}.",
+        lifespan=lifespan,
+        responses={code: {"model": schemas.ErrorResponse} for code in (400, 413, 422, 503, 504)},
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=settings.body_limit())
+    _add_error_handlers(app)
+    _add_routes(app, service)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = validation_message(exc.errors(), request.url.path)
+        return ApiError(status, message, detail=_jsonable(exc.errors())).response()
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        message = f"internal error ({type(exc).__name__}: {exc}); see the server log"
+        return ApiError(500, message.splitlines()[0]).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}; see /docs"
+        elif exc.status_code == 405:
+            message = f"{request.url.path} does not accept {request.method}; see /docs"
+        return ApiError(exc.status_code, message, headers=dict(exc.headers or {})).response()
+
+
+def _jsonable(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors
+    ]
+
+
+def _add_routes(app: FastAPI, service: Service) -> None:
+    from dhian.serve.page import page_html
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html(service.info()))
+
+    @app.get("/health", response_model=schemas.Health)
+    async def health() -> dict[str, Any]:
+        return service.info()
+
+    @app.post("/translate", response_model=schemas.TranslateResponse)
+    async def translate(req: schemas.TranslateRequest) -> dict[str, Any]:
+        service.require("/translate")
+        if req.beam > service.settings.max_beam:
+            raise ApiError(422, f"beam {req.beam} is above the limit {service.settings.max_beam}")
+        out = await service.run("translate", req.beam, service.texts(req.text))
+        return {"model": service.name, "results": [dataclasses.asdict(t) for t in out]}
+
+    @app.post("/classify", response_model=schemas.ClassifyResponse)
+    async def classify(req: schemas.ClassifyRequest) -> dict[str, Any]:
+        service.require("/classify")
+        out = await service.run("classify", None, service.texts(req.text))
+        return {"model": service.name, "results": out}
+
+    @app.post("/generate", response_model=schemas.GenerateResponse)
+    async def generate(req: schemas.GenerateRequest) -> dict[str, Any]:
+        service.require("/generate")
+        prompt = service.texts(req.prompt, "prompt")[0]
+        params = (req.max_new_tokens, req.temperature, req.top_k, req.top_p, req.seed)
+        out = await service.run("generate", params, [prompt])
+        return {"model": service.name, "prompt": prompt, "text": out[0]}
+
+    @app.post("/fill-mask", response_model=schemas.FillMaskResponse)
+    async def fill_mask(req: schemas.FillMaskRequest) -> dict[str, Any]:
+        service.require("/fill-mask")
+        out = await service.run("fill_mask", req.top_k, service.texts(req.text))
+        return {"model": service.name, "masks": out[0]}
+
+    @app.post("/attention", response_model=schemas.AttentionPayload)
+    async def attention(req: schemas.AttentionRequest) -> dict[str, Any]:
+        service.require("/attention")
+        text = service.texts(req.text)[0]
+        if req.target is not None:
+            if service.kind != "translation":
+                raise ApiError(
+                    422, f"target is only for translation models; this is a {service.kind!r} model"
+                )
+            service.texts(req.target, "target")
+        out = await service.run("attention", req.target, [text])
+        return dict(out[0])

@@ -1,0 +1,190 @@
+"""Request and response bodies of the HTTP API (pydantic models → /docs and /openapi.json).
+
+Owns the JSON shapes; the limits that depend on the server's settings (characters per text,
+texts per request, beam size) are checked by :mod:`dhian.serve.app`, which knows them.
+Unknown fields are rejected (``extra="forbid"``), so a typo is a 422 naming the field.
+Imports: pydantic and the standard library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AttentionKind",
+    "AttentionPayload",
+    "AttentionRequest",
+    "ClassifyItem",
+    "ClassifyRequest",
+    "ClassifyResponse",
+    "ErrorResponse",
+    "FillMaskCandidate",
+    "FillMaskRequest",
+    "FillMaskResponse",
+    "GenerateRequest",
+    "GenerateResponse",
+    "Health",
+    "TranslateItem",
+    "TranslateRequest",
+    "TranslateResponse",
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TranslateRequest(_Request):
+    """One text or a list of texts to translate; ``beam`` 1 = greedy."""
+
+    text: str | list[str] = Field(description="source text, or a list of them")
+    beam: int = Field(1, ge=1, description="beam size (1 = greedy decoding)")
+
+
+class TranslateItem(BaseModel):
+    """One translation: display ``tokens`` of the output and its ``log_prob`` (with EOS)."""
+
+    source: str
+    translation: str
+    tokens: list[str]
+    log_prob: float
+    truncated: bool = Field(description="the source was cut to the model's maximum length")
+
+
+class TranslateResponse(BaseModel):
+    """Translations in input order."""
+
+    model: str
+    results: list[TranslateItem]
+
+
+class ClassifyRequest(_Request):
+    """One text or a list of texts to classify."""
+
+    text: str | list[str]
+
+
+class ClassifyItem(BaseModel):
+    """The predicted ``label`` and the probability of every class."""
+
+    text: str
+    label: str
+    probs: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    """Classifications in input order."""
+
+    model: str
+    results: list[ClassifyItem]
+
+
+class GenerateRequest(_Request):
+    """Continue ``prompt``; ``temperature`` 0 = greedy; ``top_k`` 0 / ``top_p`` 1 = off."""
+
+    prompt: str = ""
+    max_new_tokens: int = Field(50, ge=0, le=1024)
+    temperature: float = Field(0.8, ge=0.0, le=10.0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, description="for a reproducible sample")
+
+
+class GenerateResponse(BaseModel):
+    """The continuation (prompt not included)."""
+
+    model: str
+    prompt: str
+    text: str
+
+
+class FillMaskRequest(_Request):
+    """A text with one or more mask tokens (``[MASK]`` or ``<mask>``, see /health)."""
+
+    text: str
+    top_k: int = Field(5, ge=1, le=100)
+
+
+class FillMaskCandidate(BaseModel):
+    """One filler of a mask and its probability."""
+
+    token: str
+    prob: float
+
+
+class FillMaskResponse(BaseModel):
+    """For every mask token, in text order, its candidates, most probable first."""
+
+    model: str
+    masks: list[list[FillMaskCandidate]]
+
+
+class AttentionRequest(_Request):
+    """The text whose attention to return; ``target`` (translation only) is teacher-forced,
+    otherwise the model decodes the text greedily."""
+
+    text: str
+    target: str | None = None
+
+
+class AttentionKind(BaseModel):
+    """One attention kind of the viewer payload: (L, H, Tq, Tk) weights, quantised and
+    base64-encoded (see dhian.viz.payload)."""
+
+    id: str
+    label: str
+    query: str
+    key: str
+    layers: int
+    heads: int
+    tq: int
+    tk: int
+    encoding: str
+    compression: str
+    data: str
+
+
+class AttentionTokens(BaseModel):
+    """Source tokens and, for translation, the output tokens."""
+
+    src: list[str]
+    tgt: list[str] | None = None
+
+
+class AttentionPayload(BaseModel):
+    """The attention viewer's data (``window.dhianViewer.render(el, payload)``)."""
+
+    version: int
+    title: str
+    meta: dict[str, Any]
+    tokens: AttentionTokens
+    kinds: list[AttentionKind]
+
+
+class Health(BaseModel):
+    """What the server runs and how busy it is."""
+
+    status: str
+    name: str
+    kind: str
+    model_type: str
+    endpoints: list[str]
+    uptime_s: float
+    queue_depth: int
+    in_flight: int
+    max_queue: int
+    max_batch: int
+    max_chars: int
+    max_beam: int
+    batches: int
+    requests: int
+    mask_token: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error: one line saying what is wrong and how to fix it."""
+
+    error: str
+    detail: Any = None
