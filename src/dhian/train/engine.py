@@ -36,7 +36,7 @@ from dhian.train.progress import Progress
 from dhian.train.schedules import build_scheduler
 from dhian.train.stopping import catch_signals, check_train_config, is_improvement
 from dhian.train.tasks import Task, task_for
-from dhian.train.warmstart import init_source, load_init_weights
+from dhian.train.warmstart import init_source
 
 Callback = Callable[["Trainer"], None]
 
@@ -135,7 +135,9 @@ class Trainer:
         if self.resume:
             if last is None:
                 raise DhianError(f"nothing to resume in {self.out}: no last/{ckpt.TRAINER_STATE}")
-            ckpt.check_resumable_config(model_io.read_run_config(last), self.config)
+            saved = model_io.read_run_config(last)
+            self.config = self.task.config = self.task.resume_config(saved)
+            ckpt.check_resumable_config(saved, self.config)
             state = ckpt.load_trainer_state(last)
             tokenizer_dir = last / model_io.TOKENIZER
         else:
@@ -150,12 +152,15 @@ class Trainer:
         self.config.save(self.out / "config.yaml")
         ckpt.seed_everything(cfg.seed)
         self.task.setup(tokenizer_dir)
+        if self.task.config is not self.config:  # the task filled in data-derived model fields
+            self.config = self.task.config
+            self.config.save(self.out / "config.yaml")
         if not self.resume:
             model_io.save_tokenizers(self.out / model_io.TOKENIZER, self.task.tokenizers)
         ckpt.seed_everything(cfg.seed)
         self.model = self.task.build_model()
         if cfg.init_from and not self.resume:
-            load_init_weights(self.model, cfg.init_from, self.log)
+            self.task.init_weights(self.model, cfg.init_from)
         if last is not None and self.resume:
             model_io.load_weights(last, self.model, strict=True)
         self.model.to(self.device)

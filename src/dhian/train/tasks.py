@@ -4,9 +4,11 @@ classification / LM / MLM).
 Owns the :class:`Task` interface, the :class:`TrainStream` protocol (endless, resumable batches),
 :class:`IteratorStream` (adapts :class:`dhian.data.batching.BatchIterator` or anything with
 ``epoch``/``index``/``__len__``/``__iter__``/``state_dict``), :class:`LossTerms` /
-:class:`EvalResult`, the label-smoothed token loss, and the registry that picks a task from
-``model.type``. A new task subclasses :class:`Task`, sets ``name``/``model_types``/``metrics``
-and calls :func:`register_task`; the engine needs nothing else.
+:class:`EvalResult`, the label-smoothed token loss, and the registry that picks a task:
+``train.task`` by name, or ``auto`` = the first registered task whose :meth:`Task.fits` accepts
+the model config (``model.type``; for bert also ``model.task``). A new task subclasses
+:class:`Task`, sets ``name``/``model_types``/``metrics`` and calls :func:`register_task`; the
+engine needs nothing else.
 Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
 """
 
@@ -172,28 +174,65 @@ class Task(abc.ABC):
         """Saved in model dirs as the task a model was trained for."""
         return self.name
 
+    @classmethod
+    def fits(cls, model_cfg: Any) -> bool:
+        """Whether this task can train a model of config ``model_cfg`` (default: its type)."""
+        return str(getattr(model_cfg, "type", "")) in cls.model_types
+
+    def init_weights(self, model: torch.nn.Module, path: str) -> None:
+        """``train.init_from``: copy the weights of the model dir ``path`` into ``model``."""
+        from dhian.train.warmstart import load_init_weights
+
+        load_init_weights(model, path, self.log)
+
+    def resume_config(self, saved: RunConfig) -> RunConfig:
+        """The config a resumed run continues with, given the checkpoint's ``saved`` one
+        (default: this task's; a task that fills model fields from the data at :meth:`setup`,
+        e.g. class labels, takes them from ``saved``)."""
+        return self.config
+
 
 _TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make ``cls`` the task of its ``model_types``."""
-    for mtype in cls.model_types:
-        _TASKS[mtype] = cls
+    """Class decorator: make ``cls`` the task named ``cls.name`` (for ``train.task``)."""
+    _TASKS[cls.name] = cls
     return cls
 
 
 def task_for(config: RunConfig, log: Log = print) -> Task:
-    """The registered task of ``config.model.type``."""
+    """The task ``config.train.task`` names, or for ``auto`` the registered task that fits
+    ``config.model``."""
     _import_builtin_tasks()
-    mtype = str(getattr(config.model, "type", ""))
-    if mtype not in _TASKS:
+    model = config.model
+    mtype = str(getattr(model, "type", ""))
+    wanted = str(getattr(config.train, "task", "auto") or "auto")
+    what = f"model.type {mtype!r}" + (
+        f" with model.task {model.task!r}" if isinstance(getattr(model, "task", None), str) else ""
+    )
+    if wanted == "auto":
+        for cls in _TASKS.values():
+            if cls.fits(model):
+                return cls(config, log)
+        types = sorted({t for c in _TASKS.values() for t in c.model_types})
         raise ConfigError(
-            f"no training task for model.type {mtype!r}{nearest(mtype, _TASKS)}; "
-            f"trainable types: {', '.join(sorted(_TASKS))}"
+            f"no training task for {what}{nearest(mtype, types)}; trainable types: "
+            f"{', '.join(types)}"
         )
-    return _TASKS[mtype](config, log)
+    if wanted not in _TASKS:
+        raise ConfigError(
+            f"unknown train.task {wanted!r}{nearest(wanted, _TASKS)}; valid: auto, "
+            f"{', '.join(sorted(_TASKS))}"
+        )
+    cls = _TASKS[wanted]
+    if not cls.fits(model):
+        raise ConfigError(
+            f"train.task {wanted!r} cannot train {what}; it trains model.type "
+            f"{', '.join(cls.model_types)} (or set train.task=auto)"
+        )
+    return cls(config, log)
 
 
 def _import_builtin_tasks() -> None:
-    from dhian.train import lm, translation  # noqa: F401  (register themselves)
+    from dhian.train import classification, lm, mlm, translation  # noqa: F401  (register)
