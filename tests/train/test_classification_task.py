@@ -272,6 +272,12 @@ def test_agnews_plugs_into_the_same_recipe(
     res = evaluate_classification(loaded, f"agnews:{data}", "test", tmp_path / "eval")
     assert res["labels"] == AGNEWS and res["examples"] == 12
     assert [sum(row) for row in res["confusion"]] == [3, 3, 3, 3]
+    # dhian evaluate: the model's own corpus by default, same numbers, same table
+    ev = tmp_path / "cli-eval"
+    assert main(["evaluate", "--model", str(out / "best"), "--out", str(ev)]) == 0
+    printed = capsys.readouterr().out
+    assert f"accuracy {res['accuracy']:.4f}" in printed and res["markdown"] in printed
+    assert (ev / "confusion.png").is_file() and (ev / "confusion.md").read_text() == res["markdown"]
 
 
 def test_keras_classifier_gets_plain_ids(tmp_path: Path) -> None:

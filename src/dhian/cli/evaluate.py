@@ -207,3 +207,28 @@ def _delegate(kind: str) -> Evaluator:
 
 for _kind in ("classification", "lm", "mlm"):
     EVALUATORS[_kind] = _delegate(_kind)
+
+
+@evaluator("classification")
+def evaluate_classification_cli(loaded: Any, args: argparse.Namespace) -> int:
+    """Accuracy, macro-F1 and the confusion matrix (Markdown table + PNG) of a classifier."""
+    from dhian.train.classification import evaluate_classification
+
+    corpus = args.corpus or str(loaded.config.data.corpus)
+    out = Path(args.out) if args.out else Path(args.model) / "eval"
+    res = evaluate_classification(
+        loaded,
+        corpus,
+        args.split,
+        out,
+        device=next(loaded.model.parameters()).device,
+        max_examples=args.max_examples,
+    )
+    print(
+        f"{corpus} {args.split}: {res['examples']} examples  accuracy {res['accuracy']:.4f}  "
+        f"macro-F1 {res['macro_f1']:.4f}  loss {res['loss']:.4f}\n"
+    )
+    print(res["markdown"])
+    for path in res["files"].values():
+        print(f"wrote {path}")
+    return 0
