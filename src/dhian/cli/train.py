@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         cfg = replace(cfg, train=replace(cfg.train, out_dir=args.out))
     result = train(cfg, resume=args.resume, progress=not args.quiet)
+    if result.rank != 0:  # under torchrun only rank 0 reports
+        return EXIT.get(result.status, 0)
     print(f"stopped: {result.status} at step {result.step} (epoch {result.epoch:.2f})")
     if result.best is not None:
         print(

@@ -9,7 +9,11 @@ so accumulation equals one big batch), clipping, bf16 autocast, non-finite-loss 
 ``wall`` seconds), best/last checkpoints, stop conditions (max_steps, max_epochs, max_minutes —
 per invocation —, early stopping, SIGINT/SIGTERM) and the learning-curve PNG.
 Resume restores weights, optimizer, scheduler, RNG states, data position, loop counters and cuts
-``metrics.jsonl`` back to the checkpoint, so an interrupted + resumed run equals a straight one.
+``metrics.jsonl`` back to the checkpoint, so an interrupted + resumed run equals a straight one;
+it starts from the newest checkpoint that passes its checksums (corrupt ones are reported and
+skipped). Under ``torchrun`` (:mod:`dhian.train.distributed`) each process trains on its share of
+the batches through DistributedDataParallel, the loss of a step is divided by the global target
+count, and only rank 0 writes checkpoints, logs, progress and curves.
 Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`, :mod:`dhian.metrics`,
 :mod:`dhian.models.io`, :mod:`dhian.train`.
 """
@@ -30,12 +34,13 @@ from dhian.errors import DhianError
 from dhian.models import io as model_io
 from dhian.train import checkpoint as ckpt
 from dhian.train.curves import plot_curves
+from dhian.train.distributed import NullLog, World
 from dhian.train.metricslog import MetricsLog
 from dhian.train.optim import apply_freeze, autocast, build_optimizer, resolve_device
 from dhian.train.progress import Progress
 from dhian.train.schedules import build_scheduler
 from dhian.train.stopping import catch_signals, check_train_config, is_improvement
-from dhian.train.tasks import Task, task_for
+from dhian.train.tasks import EvalResult, Task, task_for
 from dhian.train.warmstart import init_source
 
 Callback = Callable[["Trainer"], None]
@@ -48,7 +53,8 @@ class TrainingDiverged(DhianError):
 @dataclasses.dataclass
 class TrainResult:
     """How a run ended. ``status``: max_steps | max_epochs | time_limit | early_stop |
-    SIGINT | SIGTERM | stopped; ``best``: ``{"metric", "value", "step"}`` or None."""
+    SIGINT | SIGTERM | stopped; ``best``: ``{"metric", "value", "step"}`` or None; ``rank``:
+    this process's rank under torchrun (only rank 0 reports)."""
 
     status: str
     step: int
@@ -57,6 +63,7 @@ class TrainResult:
     best: dict[str, Any] | None
     last_eval: dict[str, float]
     curves: Path | None
+    rank: int = 0
 
 
 class Trainer:
@@ -80,6 +87,7 @@ class Trainer:
         self.resume = resume
         self.callbacks = list(callbacks)
         self._log_fn = log
+        self.world = World.from_env()
         self.progress = Progress(None, enabled=False, log=log)
         self._progress_enabled = progress
         self.task = task or task_for(config, self.log)
@@ -95,14 +103,15 @@ class Trainer:
         self._elapsed_before = 0.0
         self._t0 = time.monotonic()
         self._session_t0 = time.monotonic()
-        self.metrics: MetricsLog  # opened by _setup
+        self.metrics: MetricsLog | NullLog  # opened by _setup
         self._signatures_shown = False
         self._rng_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
-        """One console line (above the progress bar)."""
-        self.progress.write(message)
+        """One console line (above the progress bar); rank 0 only."""
+        if self.world.is_main:
+            self.progress.write(message)
 
     def request_stop(self, reason: str = "stopped") -> None:
         """Stop after the current step, save a checkpoint and return (signal-safe)."""
@@ -128,9 +137,8 @@ class Trainer:
         check_train_config(cfg, self.task.metrics, self.task.name)
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        self.device = resolve_device(cfg.device)
-        last = ckpt.resumable_checkpoint(self.out)
-        state: dict[str, Any] | None = None
+        self.device = self.world.setup(resolve_device(cfg.device))
+        last, state = self.world.find_checkpoint(self.out, self.resume, self.log)
         tokenizer_dir: Path | None = None
         if self.resume:
             if last is None:
@@ -138,7 +146,6 @@ class Trainer:
             saved = model_io.read_run_config(last)
             self.config = self.task.config = self.task.resume_config(saved)
             ckpt.check_resumable_config(saved, self.config)
-            state = ckpt.load_trainer_state(last)
             tokenizer_dir = last / model_io.TOKENIZER
         else:
             if last is not None:
@@ -149,16 +156,25 @@ class Trainer:
             if cfg.init_from:
                 tokenizer_dir = init_source(cfg.init_from)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.config.save(self.out / "config.yaml")
+        if self.world.is_main:
+            self.config.save(self.out / "config.yaml")
         ckpt.seed_everything(cfg.seed)
+        serial = self.world.distributed and tokenizer_dir is None
+        if serial and not self.world.is_main:  # rank 0 builds the tokenizers; the others load them
+            self.world.barrier()
+            tokenizer_dir = self.out / model_io.TOKENIZER
         self.task.setup(tokenizer_dir)
         if self.task.config is not self.config:  # the task filled in data-derived model fields
             self.config = self.task.config
-            self.config.save(self.out / "config.yaml")
-        if not self.resume:
+            if self.world.is_main:
+                self.config.save(self.out / "config.yaml")
+        if not self.resume and self.world.is_main:
             model_io.save_tokenizers(self.out / model_io.TOKENIZER, self.task.tokenizers)
+        if serial and self.world.is_main:
+            self.world.barrier()
         ckpt.seed_everything(cfg.seed)
         self.model = self.task.build_model()
+        self.world.seed_rank(cfg.seed)  # ranks > 0 get their own dropout stream
         if cfg.init_from and not self.resume:
             self.task.init_weights(self.model, cfg.init_from)
         if last is not None and self.resume:
@@ -172,16 +188,18 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio
         )
-        self.stream = self.task.train_stream(cfg.seed)
+        self.stream = self.world.shard(self.task.train_stream(cfg.seed))
         if state is not None:
             self._load_state(state)
         offset = None if state is None else int(state["metrics_offset"])
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", truncate_to=offset)
+        metrics_path = self.out / "metrics.jsonl"
+        self.metrics = MetricsLog(metrics_path, offset) if self.world.is_main else NullLog()
         n_all = sum(p.numel() for p in self.model.parameters())
         n_train = sum(p.numel() for p in self.params)
         self.log(
             f"{'resumed at step ' + str(self.step) if self.resume else 'training'} "
-            f"{getattr(self.config.model, 'type', '?')} on {self.device}: {n_all:,} parameters "
+            f"{getattr(self.config.model, 'type', '?')} on {self.device}{self.world.label}: "
+            f"{n_all:,} parameters "
             f"({n_train:,} trainable) -> {self.out}"
         )
 
@@ -200,10 +218,18 @@ class Trainer:
         self.last_saved_step = self.step
         self._window = dict(state["window"])
         self._elapsed_before = float(state["elapsed"])
-        self._rng_state = state["rng"]
+        self._rng_state = self.world.rng_for_rank(state, self.cfg.seed)
+        before = int(state.get("batches_per_step", self.cfg.grad_accum))
+        now = self.world.size * self.cfg.grad_accum
+        if before != now:
+            self.log(
+                f"note: {now} batches per step now ({self.world.size} processes x grad_accum "
+                f"{self.cfg.grad_accum}), {before} before; the data position is global, so no "
+                "batch is repeated or skipped"
+            )
 
     def _trainer_state(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "version": ckpt.STATE_VERSION,
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -218,10 +244,17 @@ class Trainer:
             "window": dict(self._window),
             "elapsed": self.elapsed,
             "metrics_offset": self.metrics.sync(),
+            "world_size": self.world.size,
+            "batches_per_step": self.world.size * self.cfg.grad_accum,
         }
+        if self.world.distributed:  # a collective: every rank calls _trainer_state
+            state["rng_ranks"] = self.world.gather_rng()
+        return state
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, name: str, state: dict[str, Any] | None, **info: Any) -> Path:
+        if not self.world.is_main:
+            return self.out / name
         return ckpt.save_checkpoint(
             self.out / name,
             self.model,
@@ -234,30 +267,40 @@ class Trainer:
         )
 
     def save_last(self) -> Path:
-        """Write ``OUT/last`` (resumable) atomically."""
-        ckpt.rotate_last(self.out, self.cfg.keep_last)
+        """Write ``OUT/last`` (resumable) atomically; every rank calls it, rank 0 writes."""
+        if self.world.is_main:
+            ckpt.rotate_last(self.out, self.cfg.keep_last)
         path = self._save("last", self._trainer_state())
         self.last_saved_step = self.step
         return path
 
     # ------------------------------------------------------------------ one step
     def _train_step(self, group: list[Any]) -> tuple[float, int, float] | None:
-        """Forward/backward over ``group`` and one optimizer update; None when skipped."""
+        """Forward/backward over ``group`` and one optimizer update; None when skipped.
+
+        Under DDP ``group`` is this rank's share; the loss is divided by the global target count
+        (times the world size, which DDP's gradient averaging divides back out)."""
         self.model.train()
-        total = sum(self.task.count(b) for b in group)
-        norm = max(total, 1)
+        total = self.world.all_sum(sum(self.task.count(b) for b in group))
+        norm = max(total, 1) / self.world.grad_scale
+        group = [b.to(self.device) if hasattr(b, "to") else b for b in group]
+        model = self.world.wrap(self.model, lambda m: self._loss(m, group[0]).loss)
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for batch in group:
-            batch = batch.to(self.device) if hasattr(batch, "to") else batch
-            with autocast(self.device, self.cfg.bf16):
-                terms = self.task.loss(self.model, batch, self.cfg.label_smoothing)
-            value = float(terms.loss.detach())
-            if not math.isfinite(value):
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            (terms.loss.float() / norm).backward()
+        loss_sum, bad = 0.0, False
+        for i, batch in enumerate(group):
+            with self.world.sync_context(model, sync=i == len(group) - 1):
+                terms = self._loss(model, batch)
+                value = float(terms.loss.detach())
+                bad = bad or not math.isfinite(value)
+                if bad and not self.world.distributed:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return None
+                (terms.loss.float() / norm).backward()  # every rank backprops: DDP syncs here
             loss_sum += value
+        loss_sum, bad = self.world.reduce_step(loss_sum, bad)
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         clip = self.cfg.clip_norm if self.cfg.clip_norm > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
         if not math.isfinite(grad_norm):
@@ -267,18 +310,27 @@ class Trainer:
         self.scheduler.step()
         return loss_sum, total, grad_norm
 
+    def _loss(self, model: Any, batch: Any) -> Any:
+        with autocast(self.device, self.cfg.bf16):
+            return self.task.loss(model, batch, self.cfg.label_smoothing)
+
     # ------------------------------------------------------------------ validation
     def evaluate(self) -> dict[str, float]:
-        """Run the task's validation, log it, track the best model and early stopping."""
+        """Run the task's validation, log it, track the best model and early stopping.
+
+        Under DDP rank 0 evaluates and broadcasts the metrics (the others wait)."""
         cfg = self.cfg
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            self.model.eval()
-            with autocast(self.device, cfg.bf16):
-                res = self.task.evaluate(
-                    self.model, self.device, cfg.eval_beam, cfg.eval_max_examples
-                )
-            self.model.train()
+        res = EvalResult({})
+        if self.world.is_main:
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                self.model.eval()
+                with autocast(self.device, cfg.bf16):
+                    res = self.task.evaluate(
+                        self.model, self.device, cfg.eval_beam, cfg.eval_max_examples
+                    )
+                self.model.train()
+        res.metrics = self.world.share_metrics(res.metrics, self.task.metrics)
         self.last_eval = dict(res.metrics)
         self.last_eval_step = self.step
         fields = {f"dev_{k}": v for k, v in res.metrics.items()}
@@ -363,6 +415,12 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Run until a stop condition; always leaves a resumable ``OUT/last``."""
+        try:
+            return self._fit()
+        finally:
+            self.world.close()
+
+    def _fit(self) -> TrainResult:
         self._setup()
         self._t0 = time.monotonic()
         self._session_t0 = self._t0
@@ -371,11 +429,13 @@ class Trainer:
         self.progress = Progress(
             self.cfg.max_steps or None,
             initial=self.step,
-            enabled=self._progress_enabled,
+            enabled=self._progress_enabled and self.world.is_main,
             log=self._log_fn,
         )
         with catch_signals(self.request_stop):
-            return self._run()
+            result = self._run()
+        self.world.barrier()  # no rank exits (ending the torchrun job) before rank 0 has saved
+        return result
 
     def _run(self) -> TrainResult:
         try:
@@ -390,19 +450,20 @@ class Trainer:
         finally:
             self.progress.close()
             self.metrics.close()
-            curves = self._write_curves() if self.draw_curves else None
+            curves = self._write_curves() if self.draw_curves and self.world.is_main else None
         best = None
         if self.best["value"] is not None:
             best = {"metric": self.cfg.early_stop_metric, **self.best}
-        return TrainResult(reason, self.step, self.epoch, self.out, best, self.last_eval, curves)
+        return TrainResult(
+            reason, self.step, self.epoch, self.out, best, self.last_eval, curves, self.world.rank
+        )
 
     def _loop(self) -> str:
         while True:
-            if self.stop_reason is not None:
-                return self.stop_reason
-            limit = self._limit_reached()
-            if limit is not None:
-                return limit
+            reason = self.stop_reason if self.stop_reason is not None else self._limit_reached()
+            reason = self.world.agree_stop(reason)  # ranks see signals / time limits apart
+            if reason is not None:
+                return reason
             t = time.monotonic()
             group = [next(self.stream) for _ in range(self.cfg.grad_accum)]
             out = self._train_step(group)
