@@ -24,7 +24,7 @@ def test_plot_cells_are_row_shares_and_counts(tmp_path: Path) -> None:
     fig = confusion_plot(m, LABELS, out, title="dev")
     assert out.is_file() and imread(out).shape[0] > 100
     ax = fig.axes[0]
-    shown = ax.images[0].get_array()
+    shown = np.asarray(ax.images[0].get_array(), dtype=float)
     counts = np.array(m, dtype=float)
     # independent reference: each gold row divided by the number of gold examples of that class
     per_class = np.array([GOLD.count(c) for c in range(4)], dtype=float)[:, None]
