@@ -1,0 +1,403 @@
+"""``dhian quickstart``: the main job — fetch a corpus, train a small attention translator for a
+fixed time, translate the test split, and write a report with curves and alignment heatmaps.
+
+Owns :class:`QuickstartOptions`, :func:`quickstart_config` (the packaged recipes
+``dhian/configs/quickstart-{transformer,rnn}.yaml`` read with :mod:`importlib.resources`, plus
+the ``--fast`` smoke-test shrink), :func:`run_quickstart` (reuse a finished run or train one
+under a time bar with an ETA, then evaluate and report). The test-split evaluation, the report
+content and the console summary live in :mod:`dhian.train.quickstart_eval`, the report layout
+in :mod:`dhian.train.report`.
+
+A finished run is marked by ``OUT/quickstart.json`` (written last); re-running with the same
+model/corpus/mode offers to reuse it, ``retrain`` starts over (only files a quickstart writes
+are deleted).
+Imports: stdlib, PyYAML, tqdm, :mod:`dhian.config`, :mod:`dhian.errors`, :mod:`dhian.models.io`,
+:mod:`dhian.train` modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.resources
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from dhian.config import RunConfig, merge, parse_overrides, run_config_from_dict
+from dhian.errors import ConfigError, DhianError
+
+__all__ = [
+    "MARKER",
+    "MODELS",
+    "QuickstartOptions",
+    "QuickstartResult",
+    "clear_run",
+    "quickstart_config",
+    "read_marker",
+    "recipe_text",
+    "reuse_or_clear",
+    "run_quickstart",
+]
+
+MODELS = {"transformer": "quickstart-transformer.yaml", "rnn": "quickstart-rnn.yaml"}
+MARKER = "quickstart.json"
+#: ``--fast``: a tiny model over a capped corpus (a smoke test that runs in well under a minute)
+FAST: dict[str, dict[str, Any]] = {
+    "transformer": {
+        "embed_dim": 32,
+        "num_heads": 2,
+        "ff_dim": 64,
+        "enc_layers": 1,
+        "dec_layers": 1,
+        "max_positions": 128,
+    },
+    "rnn": {"embed_dim": 32, "hidden_dim": 32, "attention_dim": 32},
+}
+FAST_DATA = {"vocab_size": 400, "max_len": 32, "max_train_examples": 300, "max_eval_examples": 6}
+FAST_TRAIN = {
+    "max_steps": 400,
+    "max_tokens": 1024,
+    "lr": 3e-3,
+    "warmup_steps": 20,
+    "eval_every": 0,
+    "save_every": 0,
+    "log_every": 5,
+}
+FAST_TEST_EXAMPLES = 12
+# Entries a quickstart (the training engine + the report) writes into OUT; `clear_run` deletes
+# only these, so a mistyped --out never loses someone's files.
+_OURS = {
+    "config.yaml",
+    "metrics.jsonl",
+    "curves.png",
+    "tokenizer",
+    "best",
+    "last",
+    "last.prev",
+    "checkpoints",
+    "figures",
+    "report.md",
+    "report.html",
+    "test-translations.tsv",
+    MARKER,
+}
+
+Log = Callable[[str], None]
+Confirm = Callable[[str], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickstartOptions:
+    """What ``dhian quickstart`` was asked for.
+
+    ``minutes``: training time budget (``train.max_minutes``); ``model``: transformer | rnn;
+    ``out``: run dir; ``corpus``: a parallel corpus spec; ``fast``: tiny smoke-test setup;
+    ``retrain``: ignore a finished run in ``out``; ``beam``: 1 = greedy test decoding, k > 1 =
+    beam k; ``max_test``: 0 = the whole test split, N = its first N examples; ``samples`` /
+    ``heatmaps``: test verses printed / drawn; ``overrides``: extra ``--set key=value``.
+    """
+
+    minutes: float = 15.0
+    model: str = "transformer"
+    out: str = "runs/quickstart"
+    corpus: str = "bible:de-en"
+    fast: bool = False
+    retrain: bool = False
+    beam: int = 1
+    max_test: int = 0
+    samples: int = 5
+    heatmaps: int = 3
+    overrides: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for values that cannot work."""
+        if self.model not in MODELS:
+            raise ConfigError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if not self.minutes > 0:
+            raise ConfigError(f"--minutes must be > 0, got {self.minutes}")
+        if self.beam < 1:
+            raise ConfigError(f"--beam must be >= 1 (1 = greedy), got {self.beam}")
+        if self.max_test < 0:
+            raise ConfigError(
+                f"--max-test must be >= 0 (0 = the whole test split), got {self.max_test}"
+            )
+
+    @property
+    def test_limit(self) -> int:
+        """Test examples to decode (0 = all)."""
+        return self.max_test or (FAST_TEST_EXAMPLES if self.fast else 0)
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a finished run to be reused."""
+        return {"model": self.model, "corpus": self.corpus, "fast": self.fast}
+
+
+@dataclasses.dataclass
+class QuickstartResult:
+    """What a quickstart did: the run dir, the model dir, whether the model was reused, the
+    training facts (``train``: status, steps, epochs, minutes, parameters, best dev score), the
+    test evaluation and the two report files."""
+
+    out_dir: Path
+    model_dir: Path
+    reused: bool
+    train: dict[str, Any]
+    test: Any  # dhian.train.quickstart_eval.TestResult
+    report_md: Path
+    report_html: Path
+
+
+# --------------------------------------------------------------------------- config
+
+
+def recipe_text(model: str) -> str:
+    """The packaged quickstart recipe (YAML text) for ``model`` (transformer | rnn)."""
+    if model not in MODELS:
+        raise ConfigError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    res = importlib.resources.files("dhian") / "configs" / MODELS[model]
+    return res.read_text(encoding="utf-8")
+
+
+def quickstart_config(opts: QuickstartOptions) -> RunConfig:
+    """The run config of a quickstart: the packaged recipe, then ``--fast``, then the options
+    (corpus, minutes, out) and last the ``overrides``."""
+    opts.check()
+    data: dict[str, Any] = yaml.safe_load(recipe_text(opts.model))
+    if opts.fast:
+        data = merge(data, {"model": FAST[opts.model], "data": FAST_DATA, "train": FAST_TRAIN})
+    data = merge(
+        data,
+        {
+            "data": {"corpus": opts.corpus},
+            "train": {"max_minutes": float(opts.minutes), "out_dir": str(opts.out)},
+        },
+    )
+    return run_config_from_dict(merge(data, parse_overrides(opts.overrides)))
+
+
+# --------------------------------------------------------------------------- run dir
+
+
+def read_marker(out: str | Path) -> dict[str, Any] | None:
+    """The ``quickstart.json`` of a finished run in ``out`` (None if absent or unreadable)."""
+    path = Path(out) / MARKER
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_ours(name: str) -> bool:
+    return name in _OURS or name.startswith((".best.", ".last.", ".report.", ".curves."))
+
+
+def _only_ours(out: Path) -> bool:
+    """``out`` is a non-empty dir holding only what a quickstart writes."""
+    entries = list(out.iterdir()) if out.is_dir() else []
+    return bool(entries) and all(_is_ours(p.name) for p in entries)
+
+
+def clear_run(out: str | Path) -> None:
+    """Delete what a quickstart wrote in ``out``; refuse if ``out`` holds anything else."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; choose a directory")
+    foreign = sorted(p.name for p in out.iterdir() if not _is_ours(p.name))
+    if foreign:
+        raise ConfigError(
+            f"--out {str(out)!r} holds files a quickstart did not write ({', '.join(foreign[:3])}"
+            f"{'...' if len(foreign) > 3 else ''}); choose another --out"
+        )
+    for p in out.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def reuse_or_clear(
+    opts: QuickstartOptions, log: Log, confirm: Confirm | None
+) -> dict[str, Any] | None:
+    """The marker of a finished run to reuse, or None (after clearing ``out`` to train anew)."""
+    out = Path(opts.out)
+    marker = read_marker(out)
+    model_ok = marker is not None and (out / str(marker.get("model_dir", "best"))).is_dir()
+    if marker is not None and model_ok and not opts.retrain:
+        if marker.get("identity") != opts.identity():
+            raise ConfigError(
+                f"{out} holds a finished quickstart of another setup ({marker.get('identity')}); "
+                "pass --retrain to replace it or choose another --out"
+            )
+        bleu = marker.get("test", {}).get("bleu")
+        shown = f" (test BLEU {bleu:.1f})" if isinstance(bleu, int | float) else ""
+        question = f"{out} holds a finished quickstart model{shown}; reuse it?"
+        if confirm is None or confirm(question):
+            log(f"reusing the trained model in {out} (pass --retrain to train again)")
+            return marker
+    elif not opts.retrain and _only_ours(out):
+        raise ConfigError(
+            f"{out} holds an unfinished run (interrupted?); pass --retrain to start over, or "
+            "choose another --out"
+        )
+    clear_run(out)  # refuses a dir holding files a quickstart did not write
+    return None
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TimeBar:
+    """A tqdm bar over the training time budget: elapsed/total seconds with an ETA, the step,
+    tokens/s and the last dev BLEU. Call it after each step (a :class:`Trainer` callback)."""
+
+    def __init__(self, seconds: float, enabled: bool = True) -> None:
+        self.bar: Any = None
+        if enabled:
+            self.bar = tqdm(
+                total=max(1, round(seconds)),
+                desc="training",
+                unit="s",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total}s "
+                "[{elapsed}<{remaining}{postfix}]",
+            )
+
+    def __call__(self, trainer: Any) -> None:
+        if self.bar is None:
+            return
+        elapsed = min(float(trainer.elapsed), float(self.bar.total))
+        self.bar.update(max(0.0, elapsed - float(self.bar.n)))
+        stats = {"step": trainer.step, "tok/s": f"{trainer.tokens_seen / max(elapsed, 1e-9):.0f}"}
+        if "bleu" in trainer.last_eval:
+            stats["dev BLEU"] = f"{trainer.last_eval['bleu']:.1f}"
+        self.bar.set_postfix(stats, refresh=False)
+
+    def write(self, message: str) -> None:
+        """One log line, above the bar."""
+        if self.bar is None:
+            print(message, flush=True)
+        else:
+            self.bar.write(message, file=sys.stdout)
+
+    def close(self) -> None:
+        """Finish the bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _train(cfg: RunConfig, progress: bool, log: Log | None) -> dict[str, Any]:
+    from dhian.train.engine import Trainer
+
+    bar = TimeBar(cfg.train.max_minutes * 60, enabled=progress)
+    write = log or bar.write
+    t0 = time.monotonic()
+    trainer = Trainer(cfg, progress=False, log=write, callbacks=[bar])
+    try:
+        result = trainer.fit()
+    finally:
+        bar.close()
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return {
+        "status": result.status,
+        "steps": result.step,
+        "epochs": result.epoch,
+        "train_minutes": round(trainer.elapsed / 60, 2),
+        "total_minutes": round((time.monotonic() - t0) / 60, 2),
+        "parameters": int(params),
+        "tokens": int(trainer.tokens_seen),
+        "best": result.best,
+        "last_eval": result.last_eval,
+    }
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def run_quickstart(
+    opts: QuickstartOptions,
+    *,
+    log: Log | None = None,
+    confirm: Confirm | None = None,
+    progress: bool = True,
+) -> QuickstartResult:
+    """Run the quickstart described by ``opts`` (see the module docstring).
+
+    ``confirm(question) -> bool`` is asked before reusing a finished run (None: reuse);
+    ``log`` gets every console line (default: printed above the progress bars).
+    """
+    from dhian.decoding.translate import load_translation_model
+    from dhian.train.optim import resolve_device
+    from dhian.train.quickstart_eval import (
+        TRANSLATIONS,
+        evaluate_test,
+        quickstart_report,
+        write_translations,
+    )
+
+    say: Log = log or (lambda m: print(m, flush=True))
+    cfg = quickstart_config(opts)
+    device = resolve_device(cfg.train.device)
+    out = Path(opts.out)
+    marker = reuse_or_clear(opts, say, confirm)
+    if marker is None:
+        say(
+            f"quickstart: {opts.model} on {opts.corpus}, {opts.minutes:g} min of training"
+            f"{' (fast smoke test)' if opts.fast else ''} -> {out}"
+        )
+        facts = _train(cfg, progress, log)
+        if facts["status"] in ("SIGINT", "SIGTERM"):
+            say(
+                f"training stopped by {facts['status']} at step {facts['steps']}; evaluating the "
+                "model so far (Ctrl-C again aborts)"
+            )
+        model_dir = out / "best" if (out / "best").is_dir() else out / "last"
+    else:
+        facts = dict(marker.get("train", {}))
+        model_dir = out / str(marker.get("model_dir", "best"))
+    loaded = load_translation_model(model_dir, verb="quickstart", device=str(device))
+    test = evaluate_test(
+        loaded,
+        limit=opts.test_limit,
+        beam=opts.beam,
+        samples=opts.samples,
+        heatmaps=opts.heatmaps,
+        fig_dir=out / "figures",
+        progress=progress,
+        fast=opts.fast,
+    )
+    write_translations(test, out / TRANSLATIONS)
+    md, page = quickstart_report(opts, loaded.config, facts, test, out, model_dir)
+    doc = {
+        "identity": opts.identity(),
+        "model_dir": model_dir.name,
+        "train": facts,
+        "test": test.summary(),
+        "date": datetime.date.today().isoformat(),
+    }
+    tmp = out / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(out / MARKER)
+    return QuickstartResult(out, model_dir, marker is not None, facts, test, md, page)
+
+
+def check_interactive_answer(answer: str) -> bool:
+    """``confirm`` helper for a [Y/n] prompt: empty or y/yes means yes."""
+    text = answer.strip().lower()
+    if text in ("", "y", "yes"):
+        return True
+    if text in ("n", "no"):
+        return False
+    raise DhianError(f"answer y or n, got {answer!r}")
