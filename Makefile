@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+DEMO_ARGS ?=
+
 demo: install
 	$(BIN)/dhian selfcheck
+	$(BIN)/dhian quickstart $(DEMO_ARGS)
 
 
 # The browser tests drive Debian's Chromium with Playwright (no browser download); without
