@@ -103,22 +103,18 @@ def kill_trial(
     env = {ckpt.PAUSE_ENV: "" if mode == "train" else PAUSE}
     t0 = time.monotonic()
     child = Child(["train", str(cfg), "--quiet", "--out", str(out)], env, fresh)
+    k = rng.randint(4, TRIAL_STEPS - 2)  # after the first save (step 3)
+    reached = lambda: any(r["step"] >= k for r in rows(out, "train"))  # noqa: E731
     try:
         if mode == "train":
-            k = rng.randint(4, TRIAL_STEPS - 2)  # after the first save (step 3)
-            wait_for(lambda: any(r["step"] >= k for r in rows(out, "train")), 120, child.alive)
+            wait_for(reached, 120, child.alive)
             time.sleep(rng.uniform(0.0, 0.03))
-        elif mode == "write":  # a later save's temp dir exists: the kill lands inside the write
-            wait_for(
-                lambda: (out / "last").is_dir() and any(out.glob(".last.tmp-*")), 120, child.alive
-            )
+        elif mode == "write":  # the temp dir of the first save after step k: kill inside it
+            wait_for(lambda: reached() and any(out.glob(".last.tmp-*")), 120, child.alive)
             time.sleep(rng.uniform(0.0, 0.2))
         else:  # swap: the old last is now last.prev and the new one not yet renamed in
-            wait_for(
-                lambda: (out / "last.prev").is_dir() and not (out / "last").exists(),
-                120,
-                child.alive,
-            )
+            swapping = lambda: (out / "last.prev").is_dir() and not (out / "last").exists()  # noqa: E731
+            wait_for(lambda: reached() and swapping(), 120, child.alive)
             time.sleep(rng.uniform(0.0, 0.2))
         killed = child.alive()
     finally:
@@ -235,6 +231,15 @@ def test_checkpoint_without_manifest_still_resumes(tmp_path: Path) -> None:
     assert toy_run(out, 8, log=lines.append, resume=True).step == 8
     assert any("has no manifest.json" in m for m in lines)
     assert same_weights(out / "last", tmp_path / "straight" / "last")
+
+
+def test_a_crash_mid_swap_of_best_is_repaired_on_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    toy_run(out, 4)
+    os.rename(out / "best", out / ".best.old")  # killed between the renames of a best save
+    path, state = ckpt.find_checkpoint(out, True, print)
+    assert path == out / "last" and state is not None and state["step"] == 4
+    assert ckpt.verify_checkpoint(out / "best") and not (out / ".best.old").exists()
 
 
 def test_manifest_lists_every_file(tmp_path: Path) -> None:

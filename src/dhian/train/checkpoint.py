@@ -332,6 +332,7 @@ def find_checkpoint(
     if not resume:
         found = checkpoint_candidates(out_dir)
         return (found[0] if found else None), None
+    recover_dir(Path(out_dir) / "best")  # a crash mid-swap of best left it as .best.old
     opened = open_resumable(out_dir, log)
     return (None, None) if opened is None else opened
 
