@@ -164,3 +164,49 @@ def test_torchrun_two_ranks_equal_one_with_double_batch(tmp_path: Path) -> None:
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
     wa, wb = weights(out / "last"), weights(tmp_path / "ref" / "last")
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wa)
+
+
+def _nan_on_one_rank(rank: int, world: int, out: Path, port: int) -> None:
+    """A spawned rank: the toy task, with a NaN loss on rank 1 only at its 3rd loss call."""
+    import hashlib
+    import json
+
+    from train_toy import ToyConfig, ToyTask, toy_config
+
+    from dhian import config as dhian_config
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    dhian_config._MODEL_CONFIGS["train_toy"] = ToyConfig
+    cfg = toy_config(out, max_steps=6, eval_every=3, save_every=0, schedule="constant")
+    task = ToyTask(cfg, log=lambda m: None, nan_calls={3} if rank == 1 else set())
+    trainer = Trainer(cfg, task, progress=False, log=lambda m: None, curves=False)
+    res = trainer.fit()
+    digest = hashlib.sha256()
+    for p in trainer.model.parameters():
+        digest.update(p.detach().numpy().tobytes())
+    info = {"step": res.step, "status": res.status, "params": digest.hexdigest()}
+    (out.parent / f"rank{rank}.json").write_text(json.dumps(info))
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path: Path) -> None:
+    """Rank 1 alone sees a non-finite loss: both ranks skip that update (the flag is
+    all-reduced), keep identical weights and finish; rank 0 logs one skip event."""
+    import json
+    import socket
+
+    import torch.multiprocessing as tmp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp.spawn(_nan_on_one_rank, args=(2, tmp_path / "run", port), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1] and ranks[0]["step"] == 6 and ranks[0]["status"] == "max_steps"
+    skips = rows(tmp_path / "run", "skip")
+    assert len(skips) == 1 and skips[0]["step"] == 1  # the 2nd update (after step 1) skipped
+    assert [r["step"] for r in rows(tmp_path / "run", "train")] == [2, 4, 6]
