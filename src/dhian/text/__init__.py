@@ -24,7 +24,7 @@ from dhian.text.specials import (
     SPECIAL_TOKENS,
     UNK_ID,
 )
-from dhian.text.tokenizer import KINDS, Tokenizer, load_tokenizer
+from dhian.text.tokenizer import KINDS, Tokenizer, clean_text, load_tokenizer
 
 __all__ = [
     "BOS_ID",
@@ -38,6 +38,7 @@ __all__ = [
     "UNK_ID",
     "Tokenizer",
     "build_bert_input",
+    "clean_text",
     "encode_for_bert",
     "encode_pair",
     "load_tokenizer",

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from dhian.errors import DataError, nearest
 from dhian.text.specials import BERT_ROLES, SPECIAL_TOKENS, TRAINED_ROLES, UNK
-from dhian.text.tokenizer import KINDS, Tokenizer
+from dhian.text.tokenizer import KINDS, Tokenizer, clean_text
 
 #: Smallest vocabulary a trained tokenizer may ask for (specials + a few symbols).
 MIN_VOCAB = len(SPECIAL_TOKENS) + 1
@@ -36,7 +36,7 @@ def _normalizer(lowercase: bool) -> normalizers.Normalizer:
 
 def normalize(text: str, lowercase: bool = False) -> str:
     """The text a trained tokenizer round-trips to: NFC, single spaces, stripped."""
-    return str(_normalizer(lowercase).normalize_str(text))
+    return str(_normalizer(lowercase).normalize_str(clean_text(text)))
 
 
 def train_tokenizer(
@@ -118,7 +118,7 @@ def train_tokenizer(
         nonlocal count
         for t in texts:
             count += 1
-            yield t
+            yield clean_text(t)
 
     hf.train_from_iterator(counted(), trainer=trainer)
     if count == 0:

@@ -24,6 +24,24 @@ HF_FILE = "tokenizer.json"
 KINDS = ("bpe", "bytebpe", "char", "wordpiece")
 
 
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate (U+D800–U+DFFF) replaced by U+FFFD.
+
+    Python strings can hold surrogates that UTF-8 cannot: undecodable argv bytes
+    (``surrogateescape``), JSON ``"\\udc80"``. HF ``tokenizers`` refuses them with a TypeError, so
+    every encode path passes text through here. A surrogate *pair* becomes the character it
+    stands for. Cheap when there is nothing to do: O(1) for ASCII, one C-level UTF-8 encode
+    otherwise.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
 class Tokenizer:
     """A text ↔ ids mapping on top of an HF ``tokenizers.Tokenizer``.
 
@@ -98,7 +116,7 @@ class Tokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         """Id of a token string, or None if it is not in the vocabulary."""
-        tid = self.hf.token_to_id(token)
+        tid = self.hf.token_to_id(clean_text(token))
         return None if tid is None else int(tid)
 
     def id_to_token(self, tid: int) -> str:
@@ -117,15 +135,15 @@ class Tokenizer:
         return ids
 
     def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        """Ids of ``text`` (length T); BOS/EOS only when asked."""
-        ids = list(self.hf.encode(text, add_special_tokens=False).ids)
+        """Ids of ``text`` (length T); BOS/EOS only when asked. Lone surrogates count as U+FFFD."""
+        ids = list(self.hf.encode(clean_text(text), add_special_tokens=False).ids)
         return self._wrap(ids, add_bos, add_eos)
 
     def encode_batch(
         self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False
     ) -> list[list[int]]:
         """Ids of each text (B lists of varying length T), encoded in parallel."""
-        encs = self.hf.encode_batch(list(texts), add_special_tokens=False)
+        encs = self.hf.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
         return [self._wrap(list(e.ids), add_bos, add_eos) for e in encs]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -223,4 +241,11 @@ def _read_hf(path: Path) -> HFTokenizer:
         ) from exc
 
 
-__all__ = ["BERT_ROLES", "KINDS", "TRAINED_ROLES", "Tokenizer", "load_tokenizer"]
+__all__ = [
+    "BERT_ROLES",
+    "KINDS",
+    "TRAINED_ROLES",
+    "Tokenizer",
+    "clean_text",
+    "load_tokenizer",
+]
