@@ -14,16 +14,18 @@ it starts from the newest checkpoint that passes its checksums (corrupt ones are
 skipped). Under ``torchrun`` (:mod:`dhian.train.distributed`) each process trains on its share of
 the batches through DistributedDataParallel, the loss of a step is divided by the global target
 count, and only rank 0 writes checkpoints, logs, progress and curves.
-Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`, :mod:`dhian.metrics`,
+This module owns setup and the loop; the shared fields are in :mod:`~dhian.train.engine_base`,
+the optimizer update in :mod:`~dhian.train.engine_step` (:class:`TrainingDiverged` is re-exported
+here), evaluation and checkpoints in :mod:`~dhian.train.engine_bookkeeping`.
+Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`,
 :mod:`dhian.models.io`, :mod:`dhian.train`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +36,18 @@ from dhian.errors import DhianError
 from dhian.models import io as model_io
 from dhian.train import checkpoint as ckpt
 from dhian.train.curves import plot_curves
-from dhian.train.distributed import NullLog, World
+from dhian.train.distributed import NullLog
+from dhian.train.engine_base import Callback
+from dhian.train.engine_bookkeeping import BookkeepingMixin
+from dhian.train.engine_step import StepMixin, TrainingDiverged
 from dhian.train.metricslog import MetricsLog
-from dhian.train.optim import apply_freeze, autocast, build_optimizer, resolve_device
+from dhian.train.optim import apply_freeze, build_optimizer, resolve_device
 from dhian.train.progress import Progress
 from dhian.train.schedules import build_scheduler
-from dhian.train.stopping import catch_signals, check_train_config, is_improvement
-from dhian.train.tasks import EvalResult, Task, task_for
+from dhian.train.stopping import catch_signals, check_train_config
 from dhian.train.warmstart import init_source
 
-Callback = Callable[["Trainer"], None]
-
-
-class TrainingDiverged(DhianError):
-    """The loss stayed non-finite for ``train.max_bad_steps`` steps in a row."""
+__all__ = ["Callback", "TrainResult", "Trainer", "TrainingDiverged", "train"]
 
 
 @dataclasses.dataclass
@@ -66,70 +66,13 @@ class TrainResult:
     rank: int = 0
 
 
-class Trainer:
-    """Train ``config.model`` on ``task`` (default: the task registered for the model type)."""
+class Trainer(StepMixin, BookkeepingMixin):
+    """Train ``config.model`` on ``task`` (default: the task registered for the model type).
 
-    def __init__(
-        self,
-        config: RunConfig,
-        task: Task | None = None,
-        *,
-        resume: bool = False,
-        progress: bool = True,
-        log: Callable[[str], None] | None = None,
-        callbacks: Sequence[Callback] = (),
-        curves: bool = True,
-    ) -> None:
-        self.config = config
-        self.draw_curves = curves
-        self.cfg = config.train
-        self.out = Path(self.cfg.out_dir)
-        self.resume = resume
-        self.callbacks = list(callbacks)
-        self._log_fn = log
-        self.world = World.from_env()
-        self.progress = Progress(None, enabled=False, log=log)
-        self._progress_enabled = progress
-        self.task = task or task_for(config, self.log)
-        self.step = 0
-        self.bad_steps = 0
-        self.tokens_seen = 0
-        self.best: dict[str, Any] = {"value": None, "step": 0, "bad_evals": 0}
-        self.last_eval: dict[str, float] = {}
-        self.last_eval_step = -1
-        self.last_saved_step = -1
-        self.stop_reason: str | None = None
-        self._window = {"loss": 0.0, "count": 0, "steps": 0, "time": 0.0}
-        self._elapsed_before = 0.0
-        self._t0 = time.monotonic()
-        self._session_t0 = time.monotonic()
-        self.metrics: MetricsLog | NullLog  # opened by _setup
-        self._signatures_shown = False
-        self._rng_state: dict[str, Any] | None = None
-
-    # ------------------------------------------------------------------ helpers
-    def log(self, message: str) -> None:
-        """One console line (above the progress bar); rank 0 only."""
-        if self.world.is_main:
-            self.progress.write(message)
-
-    def request_stop(self, reason: str = "stopped") -> None:
-        """Stop after the current step, save a checkpoint and return (signal-safe)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-
-    @property
-    def elapsed(self) -> float:
-        """Training seconds, summed over resumed invocations."""
-        return self._elapsed_before + (time.monotonic() - self._t0)
-
-    @property
-    def epoch(self) -> float:
-        """Epochs consumed so far (fractional)."""
-        return round(float(self.stream.epochs_done), 6)
-
-    def _event(self, event: str, **fields: Any) -> None:
-        self.metrics.write(event, self.step, self.epoch, self.elapsed, **fields)
+    Arguments (see :class:`~dhian.train.engine_base.TrainerBase`): ``config``, ``task``,
+    ``resume``, ``progress``, ``log``, ``callbacks`` (called with the trainer after every
+    step), ``curves``. The step lives in :class:`~dhian.train.engine_step.StepMixin`, evaluation
+    and checkpoints in :class:`~dhian.train.engine_bookkeeping.BookkeepingMixin`."""
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -203,163 +146,6 @@ class Trainer:
             f"({n_train:,} trainable) -> {self.out}"
         )
 
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        sched = dict(state["scheduler"])
-        sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)  # keep this run's schedule
-        self.scheduler.load_state_dict(sched)
-        self.stream.load_state_dict(state["data"])
-        self.step = int(state["step"])
-        self.bad_steps = int(state["bad_steps"])
-        self.tokens_seen = int(state["tokens_seen"])
-        self.best = dict(state["best"])
-        self.last_eval = {k: float(v) for k, v in state["last_eval"].items()}
-        self.last_eval_step = int(state["last_eval_step"])
-        self.last_saved_step = self.step
-        self._window = dict(state["window"])
-        self._elapsed_before = float(state["elapsed"])
-        self._rng_state = self.world.rng_for_rank(state, self.cfg.seed)
-        before = int(state.get("batches_per_step", self.cfg.grad_accum))
-        now = self.world.size * self.cfg.grad_accum
-        if before != now:
-            self.log(
-                f"note: {now} batches per step now ({self.world.size} processes x grad_accum "
-                f"{self.cfg.grad_accum}), {before} before; the data position is global, so no "
-                "batch is repeated or skipped"
-            )
-
-    def _trainer_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "version": ckpt.STATE_VERSION,
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": ckpt.capture_rng(),
-            "data": self.stream.state_dict(),
-            "bad_steps": self.bad_steps,
-            "tokens_seen": self.tokens_seen,
-            "best": dict(self.best),
-            "last_eval": dict(self.last_eval),
-            "last_eval_step": self.last_eval_step,
-            "window": dict(self._window),
-            "elapsed": self.elapsed,
-            "metrics_offset": self.metrics.sync(),
-            "world_size": self.world.size,
-            "batches_per_step": self.world.size * self.cfg.grad_accum,
-        }
-        if self.world.distributed:  # a collective: every rank calls _trainer_state
-            state["rng_ranks"] = self.world.gather_rng()
-        return state
-
-    # ------------------------------------------------------------------ checkpoints
-    def _save(self, name: str, state: dict[str, Any] | None, **info: Any) -> Path:
-        if not self.world.is_main:
-            return self.out / name
-        return ckpt.save_checkpoint(
-            self.out / name,
-            self.model,
-            self.config,
-            self.task.tokenizers,
-            state,
-            kind=self.task.kind,
-            build_kwargs=self.task.build_kwargs(),
-            info={"step": self.step, "epoch": self.epoch, **info},
-        )
-
-    def save_last(self) -> Path:
-        """Write ``OUT/last`` (resumable) atomically; every rank calls it, rank 0 writes."""
-        if self.world.is_main:
-            ckpt.rotate_last(self.out, self.cfg.keep_last)
-        path = self._save("last", self._trainer_state())
-        self.last_saved_step = self.step
-        return path
-
-    # ------------------------------------------------------------------ one step
-    def _train_step(self, group: list[Any]) -> tuple[float, int, float] | None:
-        """Forward/backward over ``group`` and one optimizer update; None when skipped.
-
-        Under DDP ``group`` is this rank's share; the loss is divided by the global target count
-        (times the world size, which DDP's gradient averaging divides back out)."""
-        self.model.train()
-        total = self.world.all_sum(sum(self.task.count(b) for b in group))
-        norm = max(total, 1) / self.world.grad_scale
-        group = [b.to(self.device) if hasattr(b, "to") else b for b in group]
-        model = self.world.wrap(self.model, lambda m: self._loss(m, group[0]).loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, bad = 0.0, False
-        for i, batch in enumerate(group):
-            with self.world.sync_context(model, sync=i == len(group) - 1):
-                terms = self._loss(model, batch)
-                value = float(terms.loss.detach())
-                bad = bad or not math.isfinite(value)
-                if bad and not self.world.distributed:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return None
-                (terms.loss.float() / norm).backward()  # every rank backprops: DDP syncs here
-            loss_sum += value
-        loss_sum, bad = self.world.reduce_step(loss_sum, bad)
-        if bad:
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        clip = self.cfg.clip_norm if self.cfg.clip_norm > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
-        if not math.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss_sum, total, grad_norm
-
-    def _loss(self, model: Any, batch: Any) -> Any:
-        with autocast(self.device, self.cfg.bf16):
-            return self.task.loss(model, batch, self.cfg.label_smoothing)
-
-    # ------------------------------------------------------------------ validation
-    def evaluate(self) -> dict[str, float]:
-        """Run the task's validation, log it, track the best model and early stopping.
-
-        Under DDP rank 0 evaluates and broadcasts the metrics (the others wait)."""
-        cfg = self.cfg
-        devices = [self.device] if self.device.type == "cuda" else []
-        res = EvalResult({})
-        if self.world.is_main:
-            with torch.random.fork_rng(devices=devices), torch.no_grad():
-                self.model.eval()
-                with autocast(self.device, cfg.bf16):
-                    res = self.task.evaluate(
-                        self.model, self.device, cfg.eval_beam, cfg.eval_max_examples
-                    )
-                self.model.train()
-        res.metrics = self.world.share_metrics(res.metrics, self.task.metrics)
-        self.last_eval = dict(res.metrics)
-        self.last_eval_step = self.step
-        fields = {f"dev_{k}": v for k, v in res.metrics.items()}
-        self._event("eval", **fields, **res.info)
-        metric = cfg.early_stop_metric
-        value = res.metrics.get(metric, math.nan)
-        improved = is_improvement(metric, value, self.best["value"])
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in res.metrics.items())
-        self.log(f"step {self.step}  dev: {shown}{'  (best)' if improved else ''}")
-        if not self._signatures_shown:
-            for name, sig in res.info.items():
-                self.log(f"  {name}: {sig}")
-            self._signatures_shown = True
-        for src, ref, hyp in res.samples[:1]:
-            self.log(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}")
-        if improved:
-            self.best = {"value": value, "step": self.step, "bad_evals": 0}
-            self._save("best", None, metric=metric, value=value)
-        else:
-            self.best["bad_evals"] = int(self.best["bad_evals"]) + 1
-            patience = cfg.early_stop_patience
-            if patience > 0 and self.best["bad_evals"] >= patience:
-                self.log(
-                    f"early stop: dev {metric} did not improve for {patience} evaluations "
-                    f"(best {self.best['value']:.4g} at step {self.best['step']})"
-                )
-                self.request_stop("early_stop")
-        return self.last_eval
-
     # ------------------------------------------------------------------ the loop
     def _limit_reached(self) -> str | None:
         cfg = self.cfg
@@ -400,18 +186,6 @@ class Trainer:
             self.save_last()
         for cb in self.callbacks:
             cb(self)
-
-    def _on_bad_step(self) -> None:
-        self.bad_steps += 1
-        self._event("skip", reason="non-finite loss or gradient", bad_steps=self.bad_steps)
-        self.log(f"step {self.step + 1}: non-finite loss or gradient, update skipped")
-        if self.bad_steps >= self.cfg.max_bad_steps:
-            self._event("stop", reason="diverged")
-            raise TrainingDiverged(
-                f"the loss was not finite for {self.bad_steps} steps in a row after step "
-                f"{self.step}; lower train.lr or raise train.warmup_steps (last checkpoint: "
-                f"{self.out / 'last'})"
-            )
 
     def fit(self) -> TrainResult:
         """Run until a stop condition; always leaves a resumable ``OUT/last``."""
