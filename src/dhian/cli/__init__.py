@@ -4,16 +4,23 @@ Every module in this package that defines ``register(subparsers)`` adds one or m
 they are discovered automatically, so adding a verb never touches this file. A verb module
 keeps heavy imports (torch, models) inside its handler so ``dhian --help`` stays fast.
 A handler returns an exit status. :class:`dhian.errors.DhianError` becomes one line on
-stderr and exit status 2; Ctrl-C exits 130.
+stderr and exit status 2, and so does an :class:`OSError` (a missing, unreadable or too long
+path, a full disk: ``error: <what> (<path>)``); any other exception is a bug and keeps its
+traceback. Ctrl-C exits 130. Text that the terminal's encoding cannot show (a lone surrogate
+from undecodable argv bytes) is printed with backslash escapes rather than crashing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import io
+import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from dhian import __version__
 from dhian.errors import DhianError
@@ -38,8 +45,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What to do about an OSError, by errno (appended to its one-line message).
+OS_HINTS = {
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "choose a writable directory",
+    errno.EISDIR: "give a file, not a directory",
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some disk space",
+    errno.EMFILE: "raise the open-file limit (ulimit -n)",
+}
+
+
+def _shown_path(path: object, limit: int = 160) -> str:
+    """A path for a one-line message: undecodable/control characters escaped, long ones cut."""
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    if not text.isprintable():
+        text = ascii(text)[1:-1]
+    if len(text) > limit:
+        text = f"{text[: limit // 2]}…{text[-(limit // 4) :]}, {len(text)} characters"
+    return text
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: ``<what> (<path>[ -> <path2>]); <hint>`` (no ``error:``)."""
+    if exc.strerror:  # "No such file or directory" → "no such file or directory"
+        what = exc.strerror[:1].lower() + exc.strerror[1:]
+    else:
+        lines = str(exc).strip().splitlines()
+        what = lines[0] if lines else type(exc).__name__
+    paths = [_shown_path(p) for p in (exc.filename, exc.filename2) if p is not None]
+    line = f"{what} ({' -> '.join(paths)})" if paths else what
+    hint = OS_HINTS.get(exc.errno or 0)
+    return f"{line}; {hint}" if hint else line
+
+
+@contextlib.contextmanager
+def _tolerant_stdout() -> Iterator[None]:
+    """Let a strict-encoding stdout (e.g. an ASCII terminal) escape what it cannot encode
+    (help text in Gurmukhi, a path with a lone surrogate) instead of raising; restored after."""
+    out = sys.stdout
+    if not (isinstance(out, io.TextIOWrapper) and out.errors == "strict"):
+        yield
+        return
+    out.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        if not out.closed:
+            out.reconfigure(errors="strict")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dhian`` console script; returns the exit status."""
+    with _tolerant_stdout():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, run the verb's handler, turn user errors into one ``error:`` line."""
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     handler = getattr(args, "handler", None)
@@ -56,3 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except io.UnsupportedOperation:  # an OSError, but a bug in dhian (e.g. reading a write-only
+        raise  # stream): keep its traceback
+    except OSError as exc:  # a missing / unreadable / too long path, a full disk...
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
