@@ -1,9 +1,10 @@
 """Text generation from a causal language model: greedy and sampled, batched, KV-cached.
 
-Owns the logits processors (small pure functions on (B, V) scores: :func:`apply_temperature`,
-:func:`top_k_filter`, :func:`top_p_filter`, :func:`apply_repetition_penalty`), the token-level
-loop :func:`generate` and the text-level wrapper :func:`generate_text` (tokenizer in, strings
-out, stop strings, streaming of decoded increments).
+Owns the token-level loop :func:`generate` and the text-level wrapper :func:`generate_text`
+(tokenizer in, strings out, stop strings, streaming of decoded increments). The logits
+processors it applies (:func:`apply_temperature`, :func:`top_k_filter`, :func:`top_p_filter`,
+:func:`apply_repetition_penalty`) live in :mod:`dhian.decoding.processors` and are re-exported
+here.
 
 The model is any causal LM with the interface of :class:`dhian.models.gpt.GPT`:
 ``model(ids (B, T), positions=(B, T)|None, attention_mask=(B, Tk) bool|None, caches=...)``
@@ -33,7 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dhian.decoding.processors import (
+    TOP_P_TOLERANCE,
+    apply_repetition_penalty,
+    apply_temperature,
+    top_k_filter,
+    top_p_filter,
+)
+
 __all__ = [
+    "TOP_P_TOLERANCE",
     "GenerationResult",
     "apply_repetition_penalty",
     "apply_temperature",
@@ -42,9 +52,6 @@ __all__ = [
     "top_k_filter",
     "top_p_filter",
 ]
-
-#: Relative slack of :func:`top_p_filter` for float rounding of cumulative probabilities.
-TOP_P_TOLERANCE = 1e-6
 
 
 @dataclasses.dataclass
@@ -67,66 +74,6 @@ class _TextTokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
-
-
-# ---- logits processors: (B, V) scores in, (B, V) scores out; -inf = never picked -----------------
-def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
-    """``logits / temperature`` (B, V); temperature must be > 0 (0 means greedy: use argmax)."""
-    if temperature <= 0.0:
-        raise ValueError(f"apply_temperature: temperature must be > 0, got {temperature}")
-    return logits if temperature == 1.0 else logits / temperature
-
-
-def top_k_filter(logits: Tensor, k: int) -> Tensor:
-    """Keep the ``k`` highest scores per row (ties with the k-th are kept), others → -inf.
-
-    logits (B, V) → (B, V). ``k <= 0`` or ``k >= V`` keeps everything.
-    """
-    if k <= 0 or k >= logits.size(-1):
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def top_p_filter(logits: Tensor, p: float) -> Tensor:
-    """Nucleus filter: keep the smallest set of highest-probability tokens whose total
-    probability is ≥ ``p`` (at least one token); others → -inf.
-
-    logits (B, V) → (B, V). A token is kept when the probability of the tokens ranked above it
-    is < p (with a relative slack of :data:`TOP_P_TOLERANCE` for float rounding), e.g. probs
-    [0.5, 0.3, 0.15, 0.05] keep 2 tokens for p = 0.8 and 3 for p = 0.81. ``p >= 1`` keeps all.
-    """
-    if not p > 0.0:
-        raise ValueError(f"top_p_filter: p must be in (0, 1], got {p}")
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-    probs = torch.softmax(sorted_logits.double(), dim=-1)  # (B, V)
-    before = torch.cumsum(probs, dim=-1) - probs  # (B, V): mass ranked strictly above
-    keep_sorted = before < p * (1.0 - TOP_P_TOLERANCE)  # (B, V); first column always True
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)  # (B, V)
-    return logits.masked_fill(~keep, float("-inf"))
-
-
-def apply_repetition_penalty(
-    logits: Tensor, previous: Tensor, penalty: float, mask: Tensor | None = None
-) -> Tensor:
-    """CTRL-style penalty (Keskar et al., 2019) on tokens already seen.
-
-    logits (B, V); ``previous`` (B, T) long ids of the prompt and the tokens generated so far;
-    ``mask`` (B, T) bool, True = a real token (pads of left-padded rows are ignored). For every
-    seen token a positive score is divided by ``penalty`` and a negative one multiplied by it,
-    so ``penalty > 1`` makes repeats less likely. ``penalty == 1`` is the identity.
-    """
-    if penalty <= 0.0:
-        raise ValueError(f"apply_repetition_penalty: penalty must be > 0, got {penalty}")
-    if penalty == 1.0 or previous.numel() == 0:
-        return logits
-    weight = torch.ones_like(previous, dtype=torch.long) if mask is None else mask.long()
-    counts = torch.zeros(logits.shape, dtype=torch.long, device=logits.device)  # (B, V)
-    counts.scatter_add_(-1, previous.long(), weight)  # (B, V)
-    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)  # (B, V)
-    return torch.where(counts > 0, penalised, logits)
 
 
 # ---- the token loop ------------------------------------------------------------------------------
