@@ -171,25 +171,26 @@ def bert_dir(root: Path, task: str = "mlm") -> Path:
 def test_evaluate_dispatches_other_kinds_to_dhian_train(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A classifier goes to ``dhian.train.evaluate_classification`` (when the training package
-    has one) with the options it accepts; its dict is printed and saved."""
+    """A kind without its own CLI branch (here a masked LM) goes to
+    ``dhian.train.evaluate_<kind>`` when the training package has one, with the options it
+    accepts; its dict is printed and saved."""
     import dhian.train
 
     calls: list[tuple[str, dict[str, object]]] = []
 
-    def evaluate_classification(
+    def evaluate_mlm(
         loaded: object, split: str = "test", corpus: str | None = None
     ) -> dict[str, float]:
         calls.append((getattr(loaded, "kind", "?"), {"split": split, "corpus": corpus}))
-        return {"accuracy": 0.5, "macro_f1": 0.25}
+        return {"mlm_accuracy": 0.5, "loss": 0.25}
 
-    model = bert_dir(tmp_path, "classification")
-    monkeypatch.setattr(dhian.train, "evaluate_classification", evaluate_classification, False)
+    model = bert_dir(tmp_path)
+    monkeypatch.setattr(dhian.train, "evaluate_mlm", evaluate_mlm, False)
     out = tmp_path / "out"
     assert main(["evaluate", "--model", str(model), "--split", "dev", "--out", str(out)]) == 0
-    assert calls == [("classification", {"split": "dev", "corpus": None})]
-    assert "accuracy: 0.5" in capsys.readouterr().out
-    assert json.loads((out / "eval.dev.json").read_text())["macro_f1"] == 0.25
+    assert calls == [("mlm", {"split": "dev", "corpus": None})]
+    assert "mlm_accuracy: 0.5" in capsys.readouterr().out
+    assert json.loads((out / "eval.dev.json").read_text())["loss"] == 0.25
 
 
 def test_bad_input_is_one_line_exit_2(
