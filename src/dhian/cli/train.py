@@ -1,7 +1,9 @@
-"""``dhian train CONFIG [--set k=v ...] [--resume] [--out DIR]``: wiring for the training engine.
+"""``dhian train CONFIG [--set k=v ...] [--resume [auto]] [--out DIR]``: wiring for the engine.
 
 Loads and validates the recipe (unknown keys → one-line error naming the nearest key), applies
 ``--set`` overrides and ``--out``, runs :func:`dhian.train.train`, and prints where the run went.
+``--resume`` continues the run in the output dir (an error when there is none); ``--resume auto``
+continues it when there is one and starts fresh otherwise (for ``torchrun --max-restarts``).
 Exit status: 0 finished (any limit or early stop), 130 / 143 stopped by SIGINT / SIGTERM after
 saving a checkpoint (continue with ``--resume``), 2 on a user error.
 """
@@ -34,7 +36,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="output directory (overrides train.out_dir)")
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in the output directory exactly"
+        "--resume",
+        nargs="?",
+        const="must",
+        default=False,
+        choices=["auto", "must"],  # "must" = bare --resume
+        metavar="auto",
+        help="continue the run in the output directory exactly; '--resume auto': continue it "
+        "if it has a checkpoint, else start a new run (for torchrun --max-restarts)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -44,11 +53,13 @@ def run(args: argparse.Namespace) -> int:
     """Train; print a summary; return the exit status."""
     from dhian.config import load_run_config, replace
     from dhian.train import train
+    from dhian.train.warmstart import resolve_resume
 
     cfg = load_run_config(args.config, args.overrides)
     if args.out:
         cfg = replace(cfg, train=replace(cfg.train, out_dir=args.out))
-    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    resume = resolve_resume(args.resume, cfg.train.out_dir)
+    result = train(cfg, resume=resume, progress=not args.quiet)
     if result.rank != 0:  # under torchrun only rank 0 reports
         return EXIT.get(result.status, 0)
     print(f"stopped: {result.status} at step {result.step} (epoch {result.epoch:.2f})")

@@ -1,21 +1,29 @@
-"""``train.init_from``: start a run from the weights (and tokenizer) of an existing model dir.
+"""Where a run starts from: ``train.init_from`` (an existing model dir) and ``--resume auto``.
 
-Owns :func:`init_source` (where the tokenizer of ``init_from`` lives, checked before any work)
-and :func:`load_init_weights` (copy every weight whose name and shape fit; report the rest).
-A dhian model dir is read with :mod:`dhian.models.io`; a HuggingFace dir (``config.json`` with a
-``model_type`` dhian can import) is converted by :mod:`dhian.interop.registry` first.
+Owns :func:`init_source` (where the tokenizer of ``init_from`` lives, checked before any work),
+:func:`load_init_weights` (copy every weight whose name and shape fit; report the rest) and
+:func:`resolve_resume` (``--resume auto``: continue when the output dir holds a checkpoint, else
+start fresh — what ``torchrun --max-restarts`` needs). A dhian model dir is read with
+:mod:`dhian.models.io`; a HuggingFace dir (``config.json`` with a ``model_type`` dhian can
+import) is converted by :mod:`dhian.interop.registry` first.
 Imports: stdlib, torch, :mod:`dhian.models.io`, :mod:`dhian.interop`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from dhian.errors import ModelLoadError
+from dhian.errors import ConfigError, ModelLoadError
 from dhian.models import io as model_io
+
+#: ``--resume`` values: True / "must" — continue the run (an error when there is none);
+#: "auto" — continue when the output dir holds a checkpoint, else start fresh; False — fresh.
+ResumeMode = bool | Literal["auto", "must"]
 
 
 def _is_hf(path: Path) -> bool:
@@ -73,3 +81,35 @@ def load_init_weights(
         + (f", {len(unexpected)} unused" if unexpected else "")
     )
     return list(missing)
+
+
+def has_checkpoint(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds a checkpoint a resume would try: ``last``, ``last.prev``, a
+    ``last`` left mid-swap (``.last.old``) or ``checkpoints/step-N``.
+
+    Read-only (no repair, no verification: the resume itself picks the newest *valid* one and
+    reports corrupt ones), so every torchrun rank may call it at start and they all agree.
+    """
+    out = Path(out_dir)
+    if any((out / name).is_dir() for name in ("last", "last.prev", ".last.old")):
+        return True
+    hist = out / "checkpoints"
+    return hist.is_dir() and any(
+        re.fullmatch(r"step-\d{8}", p.name) and p.is_dir() for p in hist.iterdir()
+    )
+
+
+def resolve_resume(mode: ResumeMode, out_dir: str | Path) -> bool:
+    """The ``resume`` flag for :func:`dhian.train.train` from a ``--resume`` value.
+
+    ``"auto"``: True when :func:`has_checkpoint` (continue after a crash or a restart), False
+    otherwise (a new run; files of a run that crashed before its first checkpoint are
+    overwritten). ``True``/``"must"``: True (the engine refuses when there is nothing to resume).
+    """
+    if mode == "auto":
+        return has_checkpoint(out_dir)
+    if mode == "must" or mode is True:
+        return True
+    if mode is False:
+        return False
+    raise ConfigError(f"--resume {mode!r} is not a resume mode; use --resume or --resume auto")
