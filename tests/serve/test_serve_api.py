@@ -77,6 +77,34 @@ def test_translate_single_and_list_equal_library(tiny_dirs):
         assert empty["translation"] == "" and empty["tokens"] == []
 
 
+def test_translate_results_match_one_at_a_time_decoding_and_truncate(tiny_dirs):
+    """inference.translate_texts (through dhian.decoding.translate) in one batch: each result's
+    log p and display tokens equal greedy decoding of that source alone; a source longer than
+    data.max_len (32) is cut to its first 32 ids and flagged."""
+    from dhian.serve.inference import translate_texts
+    from dhian.serve.tokens import display_tokens
+
+    loaded = load_any_model_dir(tiny_dirs["transformer"])
+    src_tok, tgt_tok = loaded.tokenizers["src"], loaded.tokenizers["tgt"]
+    long = " ".join(SENTENCES)
+    assert len(src_tok.encode(long)) > 32
+    texts = [SENTENCES[0], long, "", SENTENCES[2]]
+    results = translate_texts(loaded, texts)
+    assert [r["source"] for r in results] == texts
+    assert [r["truncated"] for r in results] == [False, True, False, False]
+    assert results[2] == {
+        "source": "", "translation": "", "tokens": [], "log_prob": 0.0, "truncated": False,
+    }  # fmt: skip
+    for text, got in zip(texts, results, strict=True):
+        if not text:
+            continue
+        ids = src_tok.encode(text)[:32]
+        hyp = greedy_decode(loaded.model, torch.tensor([ids]), torch.tensor([len(ids)]))[0]
+        assert got["translation"] == tgt_tok.decode(hyp.tokens)
+        assert got["tokens"] == display_tokens(tgt_tok, hyp.tokens)
+        assert got["log_prob"] == pytest.approx(hyp.log_prob, abs=1e-4)
+
+
 def test_health_page_and_openapi(tiny_dirs):
     with serving(tiny_dirs["transformer"], max_chars=300) as (client, _):
         health = client.get("/health").json()

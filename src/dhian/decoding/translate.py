@@ -4,7 +4,7 @@ decode (greedy or beam), restore the input order, and collect attention for alig
 Owns :func:`resolve_model_dir` (a run dir ``runs/X`` → ``runs/X/best``, else ``runs/X/last``),
 :func:`load_model` / :func:`load_translation_model` (dhian or HF dirs, with a one-line error
 naming the kind and the right verb for a model of another kind), :func:`translate_texts` and its
-:class:`Translation` record.
+:class:`Translation` record, and :func:`pad_rows` (id lists → one right-padded batch).
 
 Conventions of :func:`translate_texts`: sentences are sorted by source length (longest first)
 and decoded ``batch_size`` at a time, then returned in input order. An empty (or all-blank) line
@@ -50,6 +50,7 @@ __all__ = [
     "load_model",
     "load_translation_model",
     "max_source_length",
+    "pad_rows",
     "require_translation",
     "resolve_model_dir",
     "translate_texts",
@@ -73,7 +74,9 @@ class Translation:
     (length-penalised) log-probability, None for an empty line. ``nbest``: (text, score) of the
     ``n_best`` best hypotheses, best first. ``src_tokens`` (Ts) / ``out_tokens`` (Tt, ending with
     EOS) and ``attention`` (Tt, Ts) float32 CPU tensor when weights were asked for and the model
-    has attention. ``truncated``: the source was cut to the model's limit.
+    has attention. ``truncated``: the source was cut to the model's limit. ``ids``: the best
+    hypothesis's token ids (no BOS/EOS); ``log_prob``: its unpenalised log-probability of
+    ``ids`` + EOS (None for an empty line).
     """
 
     source: str
@@ -84,6 +87,8 @@ class Translation:
     out_tokens: list[str] = dataclasses.field(default_factory=list)
     attention: Tensor | None = None
     truncated: bool = False
+    ids: list[int] = dataclasses.field(default_factory=list)
+    log_prob: float | None = None
 
 
 # --------------------------------------------------------------------------- loading
@@ -166,12 +171,16 @@ def max_source_length(loaded: LoadedModel) -> int | None:
 # --------------------------------------------------------------------------- translating
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-pad id lists → src (B, Ts) long, lengths (B,) long."""
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Right-pad B id lists → ids (B, T) long, lengths (B,) long (T >= 1, also for B = 0 or
+    empty rows)."""
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)  # (B,)
-    src = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)  # (B, Ts)
+    t = max((len(r) for r in rows), default=0) or 1
+    src = torch.full((len(rows), t), int(pad_id), dtype=torch.long)  # (B, T)
     for i, r in enumerate(rows):
-        src[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        src[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
     return src.to(device), lengths.to(device)
 
 
@@ -179,7 +188,7 @@ def _search(
     model: Any, rows: Sequence[Sequence[int]], opts: dict[str, Any], max_len: int | None
 ) -> list[list[Hypothesis]]:
     """Decode one batch of id lists; per sentence its n-best hypotheses."""
-    src, lengths = _pad(rows, model.pad_id, opts["device"])
+    src, lengths = pad_rows(rows, model.pad_id, opts["device"])
     common = {
         "max_len": max_len,
         "max_len_ratio": opts["max_len_ratio"],
@@ -231,9 +240,9 @@ def forced_attention(
     sentence (len(output) + 1, len(source)) weights of decoder layer ``layer`` (default: last),
     head ``head`` (default: mean over heads).
     """
-    src, lengths = _pad(rows, model.pad_id, next(model.parameters()).device)
+    src, lengths = pad_rows(rows, model.pad_id, next(model.parameters()).device)
     tgt_rows = [[model.bos_id, *o] for o in outputs]
-    tgt_in, _ = _pad(tgt_rows, model.pad_id, src.device)  # (B, Tt)
+    tgt_in, _ = pad_rows(tgt_rows, model.pad_id, src.device)  # (B, Tt)
     with torch.no_grad():
         per_layer = model(src, lengths, tgt_in, need_weights=True).attention  # L x (B, H, Tt, Ts)
     n_layers = len(per_layer)
@@ -346,6 +355,7 @@ def _fill(
         raise DataError(f"decoding produced no hypothesis for {tr.source!r}")
     texts = [tgt_tok.decode(h.tokens) for h in hyps]
     tr.text, tr.score = texts[0], float(hyps[0].score)
+    tr.ids, tr.log_prob = list(hyps[0].tokens), float(hyps[0].log_prob)
     tr.nbest = [(t, float(h.score)) for t, h in zip(texts, hyps, strict=True)]
     if need_weights:
         tr.src_tokens = src_tok.ids_to_tokens(row)

@@ -285,7 +285,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         if req.beam > service.settings.max_beam:
             raise ApiError(422, f"beam {req.beam} is above the limit {service.settings.max_beam}")
         out = await service.run("translate", req.beam, service.texts(req.text))
-        return {"model": service.name, "results": [dataclasses.asdict(t) for t in out]}
+        return {"model": service.name, "results": out}
 
     @app.post("/classify", response_model=schemas.ClassifyResponse)
     async def classify(req: schemas.ClassifyRequest) -> dict[str, Any]:

@@ -3,32 +3,32 @@
 Owns which endpoints a model kind supports (:func:`model_family`, :func:`endpoints_for`), the
 source encoding of translation models (:func:`encode_sources`: truncation to ``data.max_len``
 and the model's positions), and the batch entry points the server's worker calls:
-:func:`translate_texts` (greedy or beam, B sentences in one decoder batch),
+:func:`translate_texts` (greedy or beam, B sentences in one decoder batch, through
+:func:`dhian.decoding.translate.translate_texts`),
 :func:`classify_texts`, :func:`generate_one`, :func:`fill_mask_one`.
 
 Every function takes a :class:`~dhian.models.io.LoadedModel`; errors are one-line
 :class:`~dhian.errors.DhianError` subclasses. Notation: B batch, Ts source length.
+:func:`pad_rows` is :func:`dhian.decoding.translate.pad_rows`, re-exported.
 Imports: torch, :mod:`dhian.decoding`, :mod:`dhian.models` (io, bert_heads), :mod:`dhian.errors`,
 :mod:`dhian.serve.tokens`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
+from dhian.decoding.translate import pad_rows
 from dhian.errors import DataError
 from dhian.models.io import LoadedModel
 from dhian.serve.tokens import display_tokens
 
 __all__ = [
     "ENDPOINTS",
-    "Translation",
     "classify_texts",
     "encode_sources",
     "endpoints_for",
@@ -130,79 +130,48 @@ def encode_sources(loaded: LoadedModel, texts: Sequence[str]) -> tuple[list[list
     return [r[:limit] if limit is not None else r for r in rows], cut
 
 
-def pad_rows(
-    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Right-pad B id lists → (ids (B, T), lengths (B,))."""
-    t = max((len(r) for r in rows), default=0) or 1
-    out = torch.full((len(rows), t), int(pad_id), dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    return out.to(device), lengths.to(device)
-
-
-@dataclasses.dataclass
-class Translation:
-    """One translated text: ``translation``, its display ``tokens`` (EOS excluded),
-    ``log_prob`` of tokens + EOS under the model, and whether the source was ``truncated``."""
-
-    source: str
-    translation: str
-    tokens: list[str]
-    log_prob: float
-    truncated: bool
-
-
-@torch.no_grad()
 def translate_texts(
     loaded: LoadedModel,
     texts: Sequence[str],
     beam: int = 1,
     length_penalty: float | None = None,
-) -> list[Translation]:
-    """Translate B texts as one decoder batch: greedy (``beam == 1``) or beam search.
+) -> list[dict[str, Any]]:
+    """Translate B texts as one decoder batch (greedy for ``beam == 1``, else beam search) with
+    :func:`dhian.decoding.translate.translate_texts`, sources cut to :func:`source_limit`.
 
+    Returns per text the ``/translate`` result: ``{"source", "translation", "tokens"`` (display
+    tokens, EOS excluded), ``"log_prob"`` (of tokens + EOS under the model), ``"truncated"}``.
     Empty sources translate to ``""`` without running the model. ``length_penalty`` defaults
     to the model's ``train.eval_length_penalty`` (GNMT alpha, beam search only).
     """
-    from dhian.decoding import beam_search, greedy_decode
+    from dhian.decoding.translate import translate_texts as decode_texts
 
     if loaded.kind != "translation":
         raise DataError(f"translation needs a translation model, this one is {loaded.kind!r}")
     if beam < 1:
         raise DataError(f"beam must be >= 1, got {beam}")
-    model: Any = loaded.model
+    alpha = length_penalty
+    if alpha is None:
+        alpha = float(getattr(loaded.config.train, "eval_length_penalty", 1.0))
     tgt = loaded.tokenizers["tgt"]
-    rows, cut = encode_sources(loaded, texts)
-    todo = [i for i, r in enumerate(rows) if r]
-    found: dict[int, Any] = {}
-    if todo:
-        src, lengths = pad_rows([rows[i] for i in todo], model.pad_id, model_device(model))
-        if beam == 1:
-            hyps = greedy_decode(model, src, lengths)
-        else:
-            alpha = length_penalty
-            if alpha is None:
-                alpha = float(getattr(loaded.config.train, "eval_length_penalty", 1.0))
-            hyps = [n[0] for n in beam_search(model, src, lengths, beam, length_penalty=alpha)]
-        found = dict(zip(todo, hyps, strict=True))
-    out: list[Translation] = []
-    for i, text in enumerate(texts):
-        hyp = found.get(i)
-        if hyp is None:
-            out.append(Translation(text, "", [], 0.0, cut[i]))
-            continue
-        out.append(
-            Translation(
-                text,
-                tgt.decode(hyp.tokens),
-                display_tokens(tgt, hyp.tokens),
-                float(hyp.log_prob),
-                cut[i],
-            )
-        )
-    return out
+    found = decode_texts(
+        loaded,
+        texts,
+        beam=beam,
+        length_penalty=alpha,
+        batch_size=max(len(texts), 1),
+        max_src_len=source_limit(loaded),
+    )
+    return [
+        {
+            "source": tr.source,
+            "translation": tr.text,
+            "tokens": display_tokens(tgt, tr.ids),
+            "log_prob": 0.0 if tr.log_prob is None else tr.log_prob,
+            "truncated": tr.truncated,
+        }
+        for tr in found
+    ]
 
 
 # --------------------------------------------------------------------------- other tasks
