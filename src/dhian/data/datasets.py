@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dhian.config import DataConfig
+from dhian.data.corpora import resolve_pretrained
 from dhian.data.corpus import MonolingualCorpus, ParallelCorpus, TextClassificationCorpus
 from dhian.data.examples import (
     Examples,
@@ -73,8 +74,9 @@ def save_tokenizers(
 
 
 def load_tokenizers(directory: str | Path) -> tuple[Tokenizer, Tokenizer]:
-    """(source, target) tokenizers saved by :func:`save_tokenizers` (the same object if joint)."""
-    d = Path(directory)
+    """(source, target) tokenizers saved by :func:`save_tokenizers` (the same object if joint);
+    ``pretrained:NAME`` loads that built-in model's tokenizer."""
+    d = resolve_pretrained(directory)
     if (d / "src" / META_FILE).is_file() and (d / "tgt" / META_FILE).is_file():
         return load_tokenizer(d / "src"), load_tokenizer(d / "tgt")
     tok = load_tokenizer(d)
@@ -145,7 +147,7 @@ def prepare_classification(
     if cfg.max_eval_examples > 0:
         dev_c = dataclasses.replace(dev_c, examples=dev_c.examples[: cfg.max_eval_examples])
     tok = (
-        load_tokenizer(cfg.tokenizer_path, lowercase=cfg.lowercase)
+        load_tokenizer(resolve_pretrained(cfg.tokenizer_path), lowercase=cfg.lowercase)
         if cfg.tokenizer_path
         else _train_tok(cfg, train_c.texts())
     )
@@ -179,7 +181,7 @@ def prepare_lm(cfg: DataConfig, masked: bool = False, quiet: bool = False) -> LM
     if cfg.max_eval_examples > 0:
         dev_docs = dev_docs[: cfg.max_eval_examples]
     tok = (
-        load_tokenizer(cfg.tokenizer_path, lowercase=cfg.lowercase)
+        load_tokenizer(resolve_pretrained(cfg.tokenizer_path), lowercase=cfg.lowercase)
         if cfg.tokenizer_path
         else _train_tok(cfg, train_docs)
     )

@@ -92,9 +92,9 @@ def load_bert_init(
     as a bare backbone (any head it has is dropped, logged) and copied under ``backbone.``; a
     masked-LM model also takes the checkpoint's MLM head when it has one.
     """
-    from dhian.train.warmstart import load_init_weights
+    from dhian.train.warmstart import load_init_weights, resolve_init
 
-    d = Path(path)
+    d = resolve_init(path)  # pretrained:NAME → its cached dir
     if not hasattr(model, "backbone") or (d / model_io.CONFIG).is_file():
         return load_init_weights(model, d, log)
     from dhian.interop.bert_mapping import task_of

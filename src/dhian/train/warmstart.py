@@ -6,7 +6,9 @@ Owns :func:`init_source` (where the tokenizer of ``init_from`` lives, checked be
 start fresh — what ``torchrun --max-restarts`` needs). A dhian model dir is read with
 :mod:`dhian.models.io`; a HuggingFace dir (``config.json`` with a ``model_type`` dhian can
 import) is converted by :mod:`dhian.interop.registry` first.
-Imports: stdlib, torch, :mod:`dhian.models.io`, :mod:`dhian.interop`, :mod:`dhian.errors`.
+``pretrained:NAME`` values resolve through :func:`dhian.data.corpora.resolve_pretrained`.
+Imports: stdlib, torch, :mod:`dhian.data`, :mod:`dhian.models.io`, :mod:`dhian.interop`,
+:mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -32,9 +34,19 @@ def _is_hf(path: Path) -> bool:
     return hf_model_type(path) is not None
 
 
+def resolve_init(path: str | Path) -> Path:
+    """The directory of an ``init_from`` value: ``pretrained:NAME`` is fetched/cached by
+    :func:`dhian.data.corpora.resolve_pretrained` (the one resolver for recipe model paths);
+    any other value is taken as a path."""
+    from dhian.data.corpora import resolve_pretrained
+
+    return resolve_pretrained(path)
+
+
 def init_source(path: str | Path) -> Path:
-    """Check ``init_from`` and return the directory its tokenizer loads from."""
-    d = Path(path)
+    """Check ``init_from`` (a dir or ``pretrained:NAME``) and return the directory its
+    tokenizer loads from."""
+    d = resolve_init(path)
     if not d.is_dir():
         raise ModelLoadError(f"train.init_from {str(d)!r} is not a directory")
     if (d / model_io.CONFIG).is_file():
@@ -54,9 +66,10 @@ def load_init_weights(
     """Copy the weights of ``path`` into ``model`` where names and shapes match.
 
     Returns the names left as initialised (e.g. a new classification head). Shape mismatches
-    and a checkpoint sharing no name with ``model`` raise ModelLoadError.
+    and a checkpoint sharing no name with ``model`` raise ModelLoadError. ``path`` may be
+    ``pretrained:NAME``.
     """
-    d = Path(path)
+    d = resolve_init(path)
     if (d / model_io.CONFIG).is_file():
         missing, unexpected = model_io.load_weights(d, model, strict=False)
     else:
