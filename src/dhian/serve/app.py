@@ -15,7 +15,7 @@ shutdown), 504 when a request is not answered within ``timeout`` seconds.
 Translate and classify requests arriving together run as one model batch
 (:class:`dhian.serve.batching.Batcher`); the model is used by the batcher's thread only.
 Imports: fastapi, starlette, :mod:`dhian.serve` (batching, inference, attention, schemas, page,
-limits), :mod:`dhian.models.io`, :mod:`dhian.errors`.
+limits), :mod:`dhian.models.io`, :mod:`dhian.text` (clean_text), :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dhian.models.io import LoadedModel
 from dhian.serve import inference, schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
 from dhian.serve.limits import ApiError, BodyLimit, validation_message
+from dhian.text import clean_text
 
 __all__ = ["ServeSettings", "create_app"]
 
@@ -160,8 +161,9 @@ class Service:
             )
 
     def texts(self, value: str | list[str], field: str = "text") -> list[str]:
-        """The text(s) of a request, checked against ``max_chars`` and ``max_batch``."""
-        texts = [value] if isinstance(value, str) else list(value)
+        """The text(s) of a request, checked against ``max_chars`` and ``max_batch``; lone
+        surrogates (JSON ``"\\udc80"``) become U+FFFD, so echoing a text back is valid UTF-8."""
+        texts = [clean_text(value)] if isinstance(value, str) else [clean_text(t) for t in value]
         limit = self.settings
         if not texts:
             raise ApiError(422, f"{field} is an empty list; give at least one text")
@@ -311,11 +313,12 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def attention(req: schemas.AttentionRequest) -> dict[str, Any]:
         service.require("/attention")
         text = service.texts(req.text)[0]
+        target = None
         if req.target is not None:
             if service.kind != "translation":
                 raise ApiError(
                     422, f"target is only for translation models; this is a {service.kind!r} model"
                 )
-            service.texts(req.target, "target")
-        out = await service.run("attention", req.target, [text])
+            target = service.texts(req.target, "target")[0]
+        out = await service.run("attention", target, [text])
         return dict(out[0])

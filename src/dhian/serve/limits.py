@@ -4,7 +4,7 @@ Owns :class:`ApiError` (status + one-line message → ``{"error", "detail"}`` JS
 :class:`BodyLimit` (a pure ASGI middleware: a body over ``max_bytes`` is answered 413 before
 the app parses it, whether it declares a Content-Length or is chunked) and
 :func:`validation_message` (pydantic/FastAPI validation errors → one clear line: 400 for a
-body that is not JSON, 422 for a missing, unknown or invalid field).
+body that is not JSON or not sent as JSON, 422 for a missing, unknown or invalid field).
 Imports: starlette and the standard library.
 """
 
@@ -127,6 +127,11 @@ def validation_message(errors: Sequence[Mapping[str, Any]], path: str) -> tuple[
     if kind == "extra_forbidden":
         return 422, f"unknown field {where!r} in the body of {path}; see /docs for its fields"
     if kind in ("model_attributes_type", "dict_type") and not where:
+        if isinstance(first.get("input"), (bytes, bytearray)):  # not parsed: no JSON type
+            return 400, (
+                f"the body of {path} was not sent as JSON; send a JSON object with "
+                "Content-Type: application/json (curl: -H 'Content-Type: application/json')"
+            )
         return (
             422,
             f"the body of {path} must be a JSON object, received {_short(first.get('input'))}",
