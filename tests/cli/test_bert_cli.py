@@ -7,7 +7,6 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,41 +21,21 @@ from dhian.models.bert_heads import classify, fill_mask
 from dhian.models.configs import BertConfig
 from dhian.models.io import save_model_dir
 from dhian.text import Tokenizer, wordpiece_from_vocab
+from helpers.bert import tiny_bert_config, write_vocab
+from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 LABELS = ("sad", "meh", "happy")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     words = ["the", "of", "is", "capital", "france", "paris", "cat", "sat", "mat", "good", "bad"]
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *letters]
-    tokens += [f"##{c}" for c in letters] + list(".,!?")
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return wordpiece_from_vocab(path, lowercase=True)
+    vocab = write_vocab(tmp_path_factory.mktemp("vocab"), words)
+    return wordpiece_from_vocab(vocab, lowercase=True)
 
 
 def tiny_cfg(task: str, tok: Tokenizer) -> BertConfig:
-    return BertConfig(
-        task=task,
-        vocab_size=tok.vocab_size,
-        embed_dim=16,
-        layers=2,
-        heads=2,
-        ff_dim=32,
-        max_positions=32,
-        num_labels=3,
-        labels=LABELS if task == "classification" else (),
-    )
+    return tiny_bert_config(task, tok.vocab_size, LABELS)
 
 
 def model_dir(tmp_path: Path, task: str, tok: Tokenizer) -> Path:

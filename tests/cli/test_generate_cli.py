@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,9 @@ from dhian.config import DataConfig, RunConfig
 from dhian.decoding.sampling import generate_text
 from dhian.models.configs import GPTConfig
 from dhian.models.gpt import build_gpt, lm_loss
+from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 CORPUS = ["in the beginning was the word", "and the word was with god", "let there be light"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -27,22 +26,7 @@ from dhian.models import build_model
 from dhian.models.configs import BertConfig
 from dhian.models.io import save_model_dir
 from dhian.text import train_tokenizer
-
-WORDS = {
-    "one": "eins",
-    "two": "zwei",
-    "three": "drei",
-    "red": "rot",
-    "blue": "blau",
-    "house": "haus",
-    "cat": "katze",
-    "big": "gross",
-}
-
-
-def sentence(rng: random.Random, lo: int, hi: int) -> str:
-    en = [rng.choice(list(WORDS)) for _ in range(rng.randint(lo, hi))]
-    return " ".join(en) + "\t" + " ".join(WORDS[w] for w in en)
+from helpers.corpus import write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +35,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("mt")
-    rng = random.Random(0)
-    data = root / "corpus"
-    data.mkdir()
-    for split, n, lo, hi in (("train", 300, 1, 6), ("dev", 8, 1, 6), ("test", 24, 1, 12)):
-        rows = [sentence(rng, lo, hi) for _ in range(n)]
-        (data / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    data = write_corpus(root, {"train": (300, 1, 6), "dev": (8, 1, 6), "test": (24, 1, 12)})
     cfg = {
         "model": {"type": "rnnsearch", "embed_dim": 24, "hidden_dim": 24, "dropout": 0.0},
         "data": {"corpus": f"tsv:{data}", "tokenizer": "bpe", "vocab_size": 80, "max_len": 20},

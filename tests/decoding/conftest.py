@@ -3,12 +3,13 @@ so greedy/beam results can be checked against independent per-sentence reference
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
+
+from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -107,15 +108,6 @@ def random_source(batch: int, max_len: int, seed: int, vocab: int = 7) -> tuple[
     for i, n in enumerate(lengths.tolist()):
         src[i, n:] = PAD
     return src, lengths
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: extra threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,18 +22,10 @@ from dhian.decoding.sampling import (
     top_p_filter,
 )
 from dhian.models.gpt import GPT
+from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 V = 23
 PROMPTS = [[5, 6, 7], [8], [9, 10, 11, 12, 13]]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids oversubscribing the shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(positions: str = "learned", block_size: int = 16, seed: int = 0) -> GPT:

@@ -18,9 +18,11 @@ from dhian.errors import DhianError, ModelLoadError
 from dhian.interop.bert import export_hf_bert, import_hf_bert
 from dhian.interop.registry import export_hf_dir, import_hf_dir, load_any_model_dir
 from dhian.models.bert import backbone_kwargs, build_bert
-from dhian.models.configs import BertConfig
 from dhian.models.io import load_model_dir
 from dhian.text import load_tokenizer, wordpiece_from_vocab
+from helpers.bert import tiny_bert_config
+from helpers.bert import write_vocab as write_tiny_vocab
+from helpers.threads import torch_threads
 
 transformers = pytest.importorskip("transformers")
 
@@ -37,10 +39,8 @@ SENTENCES = [
 
 @pytest.fixture(autouse=True)
 def few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +57,8 @@ def minilm_dir() -> Path:
 
 
 def write_vocab(directory: Path) -> Path:
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     words = ["the", "of", "is", "capital", "france", "paris", "cat", "sat", "mat"]
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *letters]
-    tokens += [f"##{c}" for c in letters] + list(".,!?")
-    path = directory / "vocab.txt"
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return path
+    return write_tiny_vocab(directory, words)
 
 
 def hf_tiny_config(vocab_size: int, **kw: object) -> object:
@@ -224,17 +219,7 @@ def test_minilm_mlm_task_initialises_head_and_round_trips(minilm_dir: Path, tmp_
 def test_export_then_from_pretrained_gives_same_outputs(task: str, tmp_path: Path) -> None:
     tok = wordpiece_from_vocab(write_vocab(tmp_path), lowercase=True)
     torch.manual_seed(0)
-    cfg = BertConfig(
-        task=task,
-        vocab_size=tok.vocab_size,
-        embed_dim=16,
-        layers=2,
-        heads=2,
-        ff_dim=32,
-        max_positions=24,
-        num_labels=3,
-        labels=("neg", "neu", "pos") if task == "classification" else (),
-    )
+    cfg = tiny_bert_config(task, tok.vocab_size, ("neg", "neu", "pos"), max_positions=24)
     model = perturb(build_bert(cfg)).eval()
     out = export_hf_bert(model, cfg, tok, tmp_path / "hf")
     auto = {

@@ -4,7 +4,6 @@ HF Marian checkpoints (ours or HF-made) import back with the same logits. No net
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,13 @@ from dhian.errors import ConfigError, ModelLoadError
 from dhian.interop import export_marian, import_marian, load_marian
 from dhian.models.configs import TransformerConfig
 from dhian.models.transformer import TransformerSeq2Seq, build_transformer
+from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 PAD, BOS, EOS = 0, 2, 3
 V = 30
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run far faster on one thread than on oversubscribed shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def marian_cfg(**kw: Any) -> TransformerConfig:

@@ -4,8 +4,6 @@ fill-mask and classify on tiny random models (no network; HF parity is in tests/
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,33 +21,17 @@ from dhian.models.bert_heads import (
 from dhian.models.configs import BertConfig, KerasClassifierConfig
 from dhian.models.keras_classifier import KerasTextClassifier, build_keras_classifier
 from dhian.text import Tokenizer, wordpiece_from_vocab
+from helpers.bert import write_vocab
+from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 WORDS = ["the", "of", "is", "and", "to", "in", "capital", "france", "paris"]
 WORDS += ["city", "river", "big", "small", "cat", "dog", "sat", "on", "mat"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids oversubscribing the shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_vocab(directory: Path) -> Path:
-    """A small BERT vocab.txt: specials, whole words, letters and ## letters, punctuation."""
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters]
-    tokens += [f"##{c}" for c in letters] + list(".,!?'")
-    path = directory / "vocab.txt"
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    return wordpiece_from_vocab(write_vocab(tmp_path_factory.mktemp("vocab")), lowercase=True)
+    vocab = write_vocab(tmp_path_factory.mktemp("vocab"), WORDS, punctuation=".,!?'")
+    return wordpiece_from_vocab(vocab, lowercase=True)
 
 
 def tiny_cfg(**kw: object) -> BertConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,17 +11,9 @@ from dhian.config import run_config_from_dict
 from dhian.errors import ConfigError
 from dhian.models.configs import GPTConfig
 from dhian.models.gpt import GPT, build_gpt, lm_loss
+from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 V = 37
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids oversubscribing the shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(positions: str = "learned", **kw: object) -> GPT:

@@ -4,7 +4,6 @@ and an overfit run that greedy and beam search must reproduce."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,18 +16,10 @@ from dhian.errors import ConfigError
 from dhian.models import build_model
 from dhian.models.configs import RNNSeq2SeqConfig
 from dhian.models.rnn_seq2seq import RNNSeq2Seq
+from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 
 PAD, BOS, EOS = 0, 2, 3
 SRC_V, TGT_V = 17, 13
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: extra threads only contend on a shared machine (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(**kw: Any) -> RNNSeq2Seq:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from dhian.models.transformer import (
     build_transformer,
 )
 from dhian.nn.attention import MultiHeadAttention
+from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 
 PAD, BOS, EOS = 0, 2, 3
 V = 24  # 7 specials + 17 word ids
@@ -123,15 +123,6 @@ def collate(pairs: list[tuple[list[int], list[int]]]) -> tuple[Tensor, Tensor, T
         tin[i, : len(t) + 1] = torch.tensor([BOS, *t])
         tout[i, : len(t) + 1] = torch.tensor([*t, EOS])
     return src, torch.tensor([len(s) for s, _ in pairs]), tin, tout
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run ~10x faster on one thread than on oversubscribed shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

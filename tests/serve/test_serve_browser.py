@@ -19,38 +19,22 @@ import numpy as np
 import pytest
 
 pytest.importorskip("uvicorn", reason="pip install fastapi uvicorn httpx")
-CHROMIUM = Path(os.environ.get("DHIAN_CHROMIUM", "/usr/bin/chromium"))
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium"
-)
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright missing: pip install playwright"
-)
-import httpx  # noqa: E402
-from server_proc import free_port, server_process  # noqa: E402
+import httpx
+from server_proc import free_port, server_process
 
-from dhian.viz import decode_weights  # noqa: E402
+from dhian.viz import decode_weights
+from helpers.browser import launch_chromium, needs_chromium
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = needs_chromium
+
 REPO = Path(__file__).resolve().parents[2]
 TRAINED = REPO / "runs" / "rnnsearch-tiny" / "best"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with launch_chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture()

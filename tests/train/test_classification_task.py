@@ -23,6 +23,7 @@ from dhian.train.classification import ClassificationTask, evaluate_classificati
 from dhian.train.engine import Trainer
 from dhian.train.mlm import MaskedLMTask
 from dhian.train.tasks import task_for
+from helpers.training import assert_resume_is_exact, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 POS = ["good", "great", "superb", "lovely"]
@@ -87,8 +88,8 @@ def tiny_cls(root: Path, corpus: str, *sets: str) -> RunConfig:
     )
 
 
-def fit(cfg: RunConfig, task: Any = None, **kw: Any) -> Trainer:
-    t = Trainer(cfg, task, progress=False, log=lambda m: None, curves=False, **kw)
+def fit(cfg: RunConfig, task: Any = None) -> Trainer:
+    t = quiet_trainer(cfg, task)
     t.fit()
     return t
 
@@ -214,37 +215,7 @@ def test_resume_is_bitwise_exact(tmp_path: Path) -> None:
         "train.eval_every=2",
     )
 
-    def trainer(out: str, resume: bool = False, stop: int = 0) -> Trainer:
-        cfg = replace(base, train=replace(base.train, out_dir=str(tmp_path / out)))
-
-        def cb(t: Trainer) -> None:
-            if t.step == stop:
-                t.request_stop()
-
-        return Trainer(
-            cfg,
-            resume=resume,
-            progress=False,
-            log=lambda m: None,
-            callbacks=[cb] if stop else [],
-            curves=False,
-        )
-
-    assert trainer("a").fit().step == 6
-    assert trainer("b", stop=3).fit().step == 3
-    assert trainer("b", resume=True).fit().step == 6
-    wa = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-
-    def rows(out: str) -> list[dict[str, object]]:
-        lines = (tmp_path / out / "metrics.jsonl").read_text().splitlines()
-        return [
-            {k: v for k, v in json.loads(x).items() if k not in ("wall", "tokens_per_s")}
-            for x in lines
-        ]
-
-    assert rows("a") == rows("b")
+    assert_resume_is_exact(base, tmp_path, stop=3)
     assert load_model_dir(tmp_path / "b" / "last").config.model.labels == ("negative", "positive")
 
 

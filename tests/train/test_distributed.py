@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_corpus import recipe, rows, wait_for, weights
 
 from dhian.config import load_run_config
 from dhian.data.batching import BatchIterator
@@ -24,6 +23,8 @@ from dhian.train import checkpoint as ckpt
 from dhian.train.distributed import ShardedStream, World
 from dhian.train.engine import Trainer
 from dhian.train.tasks import IteratorStream
+from helpers.corpus import recipe
+from helpers.training import quiet_trainer, rows, wait_for, weights
 
 
 def examples(n: int, seed: int = 3) -> Examples:
@@ -141,7 +142,7 @@ def test_torchrun_two_ranks_equal_one_with_double_batch(tmp_path: Path) -> None:
     end = s + 4
     over = [f"train.max_steps={end}", "train.grad_accum=2"]
     ref_cfg = load_run_config(cfg, [*over, f"train.out_dir={tmp_path / 'ref'}"])
-    Trainer(ref_cfg, progress=False, log=lambda m: None, curves=False).fit()
+    quiet_trainer(ref_cfg).fit()
     ref = rows(tmp_path / "ref", "train")
     for a, b in zip(train_rows, ref[:s], strict=True):
         assert a["tokens"] == b["tokens"]  # the same batches, counted globally
@@ -154,7 +155,7 @@ def test_torchrun_two_ranks_equal_one_with_double_batch(tmp_path: Path) -> None:
     # the 2-rank checkpoint resumes in ONE process (grad_accum 2 keeps 2 batches per step)
     lines: list[str] = []
     res_cfg = load_run_config(cfg, over)
-    res = Trainer(res_cfg, resume=True, progress=False, log=lines.append, curves=False).fit()
+    res = quiet_trainer(res_cfg, resume=True, log=lines.append).fit()
     assert res.step == end and res.status == "max_steps"
     assert any(f"resumed at step {s}" in m for m in lines)
     resumed = rows(out, "train")

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_corpus import recipe, rows, same_weights, wait_for
 from train_toy import ToyTask, toy_config
 
 from dhian.cli import main
@@ -27,7 +26,8 @@ from dhian.config import load_run_config
 from dhian.errors import DhianError, ModelLoadError
 from dhian.models import io as model_io
 from dhian.train import checkpoint as ckpt
-from dhian.train.engine import Trainer
+from helpers.corpus import recipe
+from helpers.training import quiet_trainer, rows, same_weights, wait_for
 
 # --------------------------------------------------------------------------- kill -9 trials
 
@@ -43,7 +43,7 @@ def reference(tmp_path: Path) -> tuple[Path, Path]:
     cfg = recipe(tmp_path, **TRIAL_KNOBS)
     ref = tmp_path / "ref"
     run_cfg = load_run_config(cfg, [f"train.out_dir={ref}"])
-    Trainer(run_cfg, progress=False, log=lambda m: None, curves=False).fit()
+    quiet_trainer(run_cfg).fit()
     return cfg, ref
 
 
@@ -128,7 +128,7 @@ def kill_trial(
     assert ckpt.verify_checkpoint(path)  # it has a manifest and matches it
     assert not any("corrupt" in n for n in notes), notes  # a kill never leaves a torn candidate
     run_cfg = load_run_config(cfg, [f"train.out_dir={out}"])
-    res = Trainer(run_cfg, resume=True, progress=False, log=lambda m: None, curves=False).fit()
+    res = quiet_trainer(run_cfg, resume=True).fit()
     assert res.step == TRIAL_STEPS
     assert same_weights(out / "last", ref / "last"), f"{mode} kill at step {at}"
     assert same_weights(out / "best", ref / "best")
@@ -171,10 +171,7 @@ def test_kill_9_loop(tmp_path: Path) -> None:
 def toy_run(out: Path, max_steps: int, log: Any = None, resume: bool = False) -> Any:
     knobs = dict(save_every=2, eval_every=2, dropout=0.2, schedule="constant", warmup_steps=0)
     cfg = toy_config(out, max_steps=max_steps, **knobs)
-    trainer = Trainer(
-        cfg, ToyTask(cfg), resume=resume, progress=False, log=log or (lambda m: None), curves=False
-    )
-    return trainer.fit()
+    return quiet_trainer(cfg, ToyTask(cfg), resume=resume, log=log).fit()
 
 
 def flip_byte(path: Path, offset_from_end: int = 5) -> None:

@@ -13,15 +13,14 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from dhian.cli import main
 from dhian.config import RunConfig, replace, run_config_from_dict
 from dhian.errors import ConfigError, DataError
 from dhian.models.io import load_model_dir, save_model_dir
-from dhian.train.engine import Trainer
 from dhian.train.lm import LMTask
 from dhian.train.lm_eval import eval_blocks, evaluate_lm, file_documents, lm_documents
+from helpers.training import assert_resume_is_exact, quiet_trainer
 
 NOUNS = ["cat", "dog", "bird", "king", "child"]
 VERBS = ["sees", "likes", "finds", "calls"]
@@ -72,21 +71,6 @@ def config(root: Path, **train: Any) -> RunConfig:
         },
     }
     return run_config_from_dict(raw)
-
-
-def trainer(cfg: RunConfig, resume: bool = False, stop: int = 0) -> Trainer:
-    def cb(t: Trainer) -> None:
-        if t.step == stop:
-            t.request_stop()
-
-    return Trainer(
-        cfg,
-        resume=resume,
-        progress=False,
-        log=lambda m: None,
-        callbacks=[cb] if stop else [],
-        curves=False,
-    )
 
 
 def untrained_dir(cfg: RunConfig, out: Path) -> Path:
@@ -143,7 +127,7 @@ def test_untrained_ppl_is_vocab_size_and_training_drives_it_down(tmp_path: Path)
     before = evaluate_lm(loaded, split="dev")
     assert before["ppl"] == pytest.approx(vocab, rel=0.05)
 
-    result = trainer(cfg).fit()
+    result = quiet_trainer(cfg).fit()
     assert result.status == "max_steps" and result.step == 40
     best = load_model_dir(cfg.train.out_dir + "/best")
     assert best.kind == "lm"
@@ -163,27 +147,7 @@ def test_untrained_ppl_is_vocab_size_and_training_drives_it_down(tmp_path: Path)
 
 def test_lm_resume_is_bitwise_exact(tmp_path: Path) -> None:
     """Packed blocks, BatchIterator, GPT with dropout: 6 straight steps == 3 + stop + 3."""
-    base = config(tmp_path, max_steps=6, eval_every=2)
-
-    def cfg(out: str) -> RunConfig:
-        return replace(base, train=replace(base.train, out_dir=str(tmp_path / out)))
-
-    assert trainer(cfg("a")).fit().step == 6
-    assert trainer(cfg("b"), stop=3).fit().step == 3
-    assert trainer(cfg("b"), resume=True).fit().step == 6
-    wa = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
-    assert wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-
-    def rows(out: str) -> list[dict[str, object]]:
-        lines = (tmp_path / out / "metrics.jsonl").read_text().splitlines()
-        return [
-            {k: v for k, v in json.loads(x).items() if k not in ("wall", "tokens_per_s")}
-            for x in lines
-        ]
-
-    assert rows("a") == rows("b")
+    assert_resume_is_exact(config(tmp_path, max_steps=6, eval_every=2), tmp_path, stop=3)
 
 
 def test_train_then_generate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,7 +211,7 @@ def test_text_file_corpus_splits_and_trains(tmp_path: Path) -> None:
     assert 0.85 < len(cut["train"][0]) / len(file_documents(flat)[0]) < 0.92
     cfg = config(tmp_path, max_steps=2, eval_every=2)
     cfg = replace(cfg, data=replace(cfg.data, corpus=f"text:{f}"))
-    assert trainer(cfg).fit().last_eval["ppl"] > 1
+    assert quiet_trainer(cfg).fit().last_eval["ppl"] > 1
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("one line only\n", encoding="utf-8")
     with pytest.raises(DataError, match="too small"):

@@ -18,9 +18,9 @@ from dhian.data.mlm import IGNORE_INDEX
 from dhian.errors import ConfigError
 from dhian.models.bert_heads import fill_mask
 from dhian.models.io import load_model_dir
-from dhian.train.engine import Trainer
 from dhian.train.mlm import MaskedLMTask, masked_logits
 from dhian.train.tasks import token_loss
+from helpers.training import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 SENTENCES = [
@@ -71,7 +71,7 @@ def test_masked_accuracy_rises_and_fill_mask_works(tmp_path: Path) -> None:
         "model.dropout=0",
         "model.attention_dropout=0",
     )
-    Trainer(cfg, progress=False, log=lambda m: None, curves=False).fit()
+    quiet_trainer(cfg).fit()
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     acc = [r["dev_mlm_accuracy"] for r in rows if r["event"] == "eval"]
     loss = [r["dev_loss"] for r in rows if r["event"] == "eval"]
@@ -181,7 +181,7 @@ def test_init_from_hf_bert_dir_and_block_size_check(tmp_path: Path) -> None:
     cfg = tiny_mlm(tmp_path, corpus, f"train.init_from={hf}", "train.max_steps=2")
     lines: list[str] = []
     task = Recording(cfg, log=lines.append)
-    Trainer(cfg, task, progress=False, log=lines.append, curves=False).fit()
+    quiet_trainer(cfg, task, log=lines.append).fit()
     pretrained = load_hf_dir(hf, task="backbone").model.state_dict()
     for k, v in pretrained.items():
         if not k.startswith("pooler."):  # an MLM model has no pooler: reported unused

@@ -4,7 +4,6 @@ greedy BLEU/chrF), resume through the CLI, and one-line errors for bad configs."
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -14,63 +13,20 @@ import yaml
 from dhian.cli import main
 from dhian.decoding import greedy_decode
 from dhian.models.io import load_model_dir
-
-WORDS = {
-    "one": "eins",
-    "two": "zwei",
-    "three": "drei",
-    "red": "rot",
-    "blue": "blau",
-    "house": "haus",
-    "cat": "katze",
-    "big": "gross",
-}
+from helpers.corpus import recipe
+from helpers.training import assert_resume_is_exact
 
 
-def corpus(root: Path) -> Path:
-    rng = random.Random(0)
-    d = root / "corpus"
-    d.mkdir()
-    for split, n in (("train", 60), ("dev", 6)):
-        rows = []
-        for _ in range(n):
-            en = [rng.choice(list(WORDS)) for _ in range(rng.randint(2, 4))]
-            rows.append(" ".join(en) + "\t" + " ".join(WORDS[w] for w in en))
-        (d / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return d
-
-
-def recipe(root: Path, **train: object) -> Path:
-    cfg = {
-        "model": {"type": "rnnsearch", "embed_dim": 16, "hidden_dim": 16, "dropout": 0.1},
-        "data": {
-            "corpus": f"tsv:{corpus(root)}",
-            "tokenizer": "char",
-            "vocab_size": 60,
-            "max_len": 40,
-        },
-        "train": {
-            "out_dir": str(root / "run"),
-            "max_steps": 6,
-            "batch_size": 8,
-            "max_tokens": 0,
-            "lr": 3e-3,
-            "warmup_steps": 2,
-            "eval_every": 3,
-            "eval_max_examples": 4,
-            "log_every": 2,
-            "save_every": 0,
-            "num_threads": 1,
-            **train,
-        },
-    }
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
+def tiny_recipe(root: Path, **train: object) -> Path:
+    """The shared tiny RNNsearch recipe with dropout, run 6 steps without intermediate saves."""
+    knobs: dict[str, object] = dict(
+        max_steps=6, batch_size=8, eval_every=3, log_every=2, save_every=0
+    )
+    return recipe(root, dropout=0.1, **{**knobs, **train})
 
 
 def test_train_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = recipe(tmp_path)
+    cfg = tiny_recipe(tmp_path)
     out = tmp_path / "out"
     assert (
         main(["train", str(cfg), "--quiet", "--out", str(out), "--set", "train.max_steps=4"]) == 0
@@ -118,7 +74,7 @@ def test_train_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_configs_give_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = recipe(tmp_path)
+    cfg = tiny_recipe(tmp_path)
     assert main(["train", str(cfg), "--set", "train.max_step=3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "did you mean 'max_steps'" in err
@@ -145,41 +101,7 @@ def test_bad_configs_give_one_line_errors(
 def test_translation_resume_is_bitwise_exact(tmp_path: Path) -> None:
     """Real data path (tsv corpus, BatchIterator, RNNsearch with dropout): 6 straight steps ==
     3 steps + stop + resume for 3."""
-    from safetensors.torch import load_file
+    from dhian.config import load_run_config
 
-    from dhian.config import load_run_config, replace
-    from dhian.train.engine import Trainer
-
-    base = load_run_config(recipe(tmp_path), ["train.eval_every=2", "train.save_every=0"])
-
-    def trainer(out: str, resume: bool = False, stop: int = 0) -> Trainer:
-        cfg = replace(base, train=replace(base.train, out_dir=str(tmp_path / out)))
-
-        def cb(t: Trainer) -> None:
-            if t.step == stop:
-                t.request_stop()
-
-        return Trainer(
-            cfg,
-            resume=resume,
-            progress=False,
-            log=lambda m: None,
-            callbacks=[cb] if stop else [],
-            curves=False,
-        )
-
-    assert trainer("a").fit().step == 6
-    assert trainer("b", stop=3).fit().step == 3
-    assert trainer("b", resume=True).fit().step == 6
-    wa = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-
-    def rows(out: str) -> list[dict[str, object]]:
-        lines = (tmp_path / out / "metrics.jsonl").read_text().splitlines()
-        return [
-            {k: v for k, v in json.loads(x).items() if k not in ("wall", "tokens_per_s")}
-            for x in lines
-        ]
-
-    assert rows("a") == rows("b")
+    base = load_run_config(tiny_recipe(tmp_path), ["train.eval_every=2", "train.save_every=0"])
+    assert_resume_is_exact(base, tmp_path, stop=3)

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from train_toy import ToyTask, toy_config
 
 from dhian.errors import ConfigError, DhianError
 from dhian.train.engine import Trainer, TrainingDiverged
-
-TIMING = ("wall", "tokens_per_s")
+from helpers.training import rows as events
+from helpers.training import weights
 
 
 def run(
@@ -34,15 +33,6 @@ def run(
         curves=curves,
     )
     return trainer, trainer.fit()
-
-
-def events(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path / "model.safetensors"))
 
 
 def stop_at(step: int) -> Any:

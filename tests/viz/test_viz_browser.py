@@ -21,34 +21,17 @@ import pytest
 from viz_synthetic import SRC, TGT, cross_attention, self_attention
 
 from dhian.viz import write_attention_html
+from helpers.browser import launch_chromium, needs_chromium
 
-CHROMIUM = Path(os.environ.get("DHIAN_CHROMIUM", "/usr/bin/chromium"))
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium"
-)
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright missing: pip install playwright"
-)
+pytestmark = needs_chromium
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with launch_chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture()
