@@ -143,6 +143,20 @@ def test_describe_os_error_cases() -> None:
     assert describe_os_error(ConnectionResetError()) == "ConnectionResetError"
     odd = describe_os_error(FileNotFoundError(errno.ENOENT, "No such file", "a\nb\udcff"))
     assert odd == "no such file (a\\nb\\udcff); check the path"
+    readable = describe_os_error(FileNotFoundError(errno.ENOENT, "No such file", "ਧਿਆਨ/ü"))
+    assert readable == "no such file (ਧਿਆਨ/ü); check the path"
+
+
+def test_a_user_error_naming_an_odd_path_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found by tests/test_fuzz.py: a DhianError quoting a path with a carriage return."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["import-hf", "\r", "out"])
+    assert code == 2
+    assert one_error_line(err) == (
+        "error: \\r is not a HuggingFace model dir (no config.json model_type)"
+    )
 
 
 @pytest.mark.parametrize(

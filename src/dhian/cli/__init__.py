@@ -60,11 +60,18 @@ OS_HINTS = {
 }
 
 
+def one_line(text: str) -> str:
+    """``text`` with control and other unprintable characters (CR, LF, lone surrogates...)
+    escaped, so that an error message naming a user's odd path stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _shown_path(path: object, limit: int = 160) -> str:
     """A path for a one-line message: undecodable/control characters escaped, long ones cut."""
     text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
-    if not text.isprintable():
-        text = ascii(text)[1:-1]
+    text = one_line(text)
     if len(text) > limit:
         text = f"{text[: limit // 2]}…{text[-(limit // 4) :]}, {len(text)} characters"
     return text
@@ -116,7 +123,7 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         return int(handler(args) or 0)
     except DhianError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
