@@ -33,7 +33,14 @@ from dhian.data.batching import collate
 from dhian.data.examples import Examples
 from dhian.errors import ConfigError, DataError, ModelLoadError
 from dhian.models import io as model_io
-from dhian.train.tasks import EvalResult, IteratorStream, LossTerms, Task, register_task
+from dhian.train.tasks import (
+    EvalResult,
+    IteratorStream,
+    LossTerms,
+    Task,
+    register_task,
+    shared_vocab_kwargs,
+)
 
 EVAL_BATCH_SIZE = 64
 
@@ -186,22 +193,13 @@ class ClassificationTask(Task):
         )
 
     def build_kwargs(self) -> dict[str, Any]:
-        tok = self.tokenizers["src"]
-        return {
-            "src_vocab_size": int(tok.vocab_size),
-            "tgt_vocab_size": int(tok.vocab_size),
-            "pad_id": int(tok.pad_id),
-        }
+        return shared_vocab_kwargs(self.tokenizers["src"])
 
     def init_weights(self, model: torch.nn.Module, path: str) -> None:
         load_bert_init(model, path, self.log)
 
     def train_stream(self, seed: int) -> IteratorStream:
-        from dhian.data.batching import BatchIterator
-
-        t = self.config.train
-        it = BatchIterator(self.train_data, t.max_tokens, t.batch_size, shuffle=True, seed=seed)
-        return IteratorStream(it)
+        return IteratorStream(self.batches(self.train_data, seed, shuffle=True))
 
     def count(self, batch: Any) -> int:
         return len(batch)

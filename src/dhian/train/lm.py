@@ -31,7 +31,15 @@ from dhian.train.lm_eval import (
     lm_documents,
     score_blocks,
 )
-from dhian.train.tasks import EvalResult, IteratorStream, LossTerms, Task, register_task, token_loss
+from dhian.train.tasks import (
+    EvalResult,
+    IteratorStream,
+    LossTerms,
+    Task,
+    register_task,
+    shared_vocab_kwargs,
+    token_loss,
+)
 
 __all__ = ["LMTask", "check_lm_config", "evaluate_lm"]
 
@@ -118,22 +126,10 @@ class LMTask(Task):
         )
 
     def build_kwargs(self) -> dict[str, Any]:
-        tok = self.tokenizers["tgt"]
-        return {
-            "src_vocab_size": int(tok.vocab_size),
-            "tgt_vocab_size": int(tok.vocab_size),
-            "pad_id": int(tok.pad_id),
-            "bos_id": int(tok.bos_id),
-            "eos_id": int(tok.eos_id),
-        }
+        return shared_vocab_kwargs(self.tokenizers["tgt"], bos_eos=True)
 
     def train_stream(self, seed: int) -> IteratorStream:
-        from dhian.data.batching import BatchIterator
-
-        t = self.config.train
-        return IteratorStream(
-            BatchIterator(self.train_data, t.max_tokens, t.batch_size, shuffle=True, seed=seed)
-        )
+        return IteratorStream(self.batches(self.train_data, seed, shuffle=True))
 
     def loss(self, model: torch.nn.Module, batch: Any, label_smoothing: float) -> LossTerms:
         out = model(batch.src)  # logits (B, T, V)

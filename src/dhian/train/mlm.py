@@ -27,7 +27,15 @@ from dhian import metrics
 from dhian.data.mlm import IGNORE_INDEX
 from dhian.errors import ConfigError, DataError
 from dhian.train.classification import load_bert_init
-from dhian.train.tasks import EvalResult, IteratorStream, LossTerms, Task, register_task, token_loss
+from dhian.train.tasks import (
+    EvalResult,
+    IteratorStream,
+    LossTerms,
+    Task,
+    register_task,
+    shared_vocab_kwargs,
+    token_loss,
+)
 
 
 def masked_logits(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,24 +93,13 @@ class MaskedLMTask(Task):
         )
 
     def build_kwargs(self) -> dict[str, Any]:
-        tok = self.tokenizers["src"]
-        return {
-            "src_vocab_size": int(tok.vocab_size),
-            "tgt_vocab_size": int(tok.vocab_size),
-            "pad_id": int(tok.pad_id),
-        }
+        return shared_vocab_kwargs(self.tokenizers["src"])
 
     def init_weights(self, model: torch.nn.Module, path: str) -> None:
         load_bert_init(model, path, self.log)
 
-    def _batches(self, data: Any, seed: int, shuffle: bool) -> Any:
-        from dhian.data.batching import BatchIterator
-
-        t = self.config.train
-        return BatchIterator(data, t.max_tokens, t.batch_size, shuffle=shuffle, seed=seed)
-
     def train_stream(self, seed: int) -> IteratorStream:
-        return IteratorStream(self._batches(self.train_data, seed, shuffle=True))
+        return IteratorStream(self.batches(self.train_data, seed, shuffle=True))
 
     def loss(self, model: torch.nn.Module, batch: Any, label_smoothing: float) -> LossTerms:
         logits, target = masked_logits(model, batch)
@@ -114,7 +111,7 @@ class MaskedLMTask(Task):
     ) -> EvalResult:
         total, count, correct, seen = 0.0, 0, 0, 0
         sample: tuple[str, str, str] | None = None
-        for batch in self._batches(self.dev_data, 0, shuffle=False):
+        for batch in self.batches(self.dev_data, 0, shuffle=False):
             if 0 < max_examples <= seen:
                 break
             seen += len(batch)

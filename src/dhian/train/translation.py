@@ -67,14 +67,8 @@ class TranslationTask(Task):
             "eos_id": int(tgt.eos_id),
         }
 
-    def _batches(self, data: Any, seed: int, shuffle: bool) -> Any:
-        from dhian.data.batching import BatchIterator
-
-        t = self.config.train
-        return BatchIterator(data, t.max_tokens, t.batch_size, shuffle=shuffle, seed=seed)
-
     def train_stream(self, seed: int) -> IteratorStream:
-        return IteratorStream(self._batches(self.train_data, seed, shuffle=True))
+        return IteratorStream(self.batches(self.train_data, seed, shuffle=True))
 
     def loss(self, model: torch.nn.Module, batch: Any, label_smoothing: float) -> LossTerms:
         out = model(batch.src, batch.src_lengths, batch.tgt_in)
@@ -89,7 +83,7 @@ class TranslationTask(Task):
         from dhian.text import normalize
 
         total, count = 0.0, 0
-        for batch in self._batches(self.dev_data, 0, shuffle=False):
+        for batch in self.batches(self.dev_data, 0, shuffle=False):
             batch = batch.to(device)
             terms = self.loss(model, batch, 0.0)
             total += float(terms.loss)
