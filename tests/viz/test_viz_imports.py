@@ -26,3 +26,7 @@ def test_public_api():
 
     for name in viz.__all__:
         assert callable(getattr(viz, name)), name
+    from dhian.viz import confusion
+
+    for name in ("confusion_plot", "confusion_markdown", "row_shares"):
+        assert name in viz.__all__ and getattr(viz, name) is getattr(confusion, name)

@@ -8,11 +8,13 @@ imported). Shapes: B batch, L layers, H heads, Tq/Tk query/key lengths, Ts/Tt so
 - :func:`head_grid` / :func:`head_view` self attention (L, H, T, T): all heads, one token
 - :func:`head_entropy` / :func:`head_summary` / :func:`entropy_heatmap` what heads do
 - :func:`bleu_by_length_plot` / :func:`learning_curves` results
+- :func:`confusion_plot` / :func:`confusion_markdown` / :func:`row_shares` classifier results
 - :func:`write_attention_html` / :func:`viewer_html` / :func:`attention_payload` the viewer
 """
 
 from __future__ import annotations
 
+from dhian.viz.confusion import confusion_markdown, confusion_plot, row_shares
 from dhian.viz.curves import bleu_by_length_plot, learning_curves
 from dhian.viz.head_stats import entropy_heatmap, head_entropy, head_summary
 from dhian.viz.heads import head_grid, head_view
@@ -25,6 +27,8 @@ __all__ = [
     "alignment_heatmap",
     "attention_payload",
     "bleu_by_length_plot",
+    "confusion_markdown",
+    "confusion_plot",
     "decode_weights",
     "entropy_heatmap",
     "head_entropy",
@@ -32,6 +36,7 @@ __all__ = [
     "head_summary",
     "head_view",
     "learning_curves",
+    "row_shares",
     "save_figure",
     "viewer_assets",
     "viewer_html",
