@@ -33,14 +33,7 @@ from dhian.data.batching import collate
 from dhian.data.examples import Examples
 from dhian.errors import ConfigError, DataError, ModelLoadError
 from dhian.models import io as model_io
-from dhian.train.tasks import (
-    EvalResult,
-    IteratorStream,
-    LossTerms,
-    Task,
-    register_task,
-    shared_vocab_kwargs,
-)
+from dhian.train.tasks import EvalResult, IteratorStream, LossTerms, Task, register_task
 
 EVAL_BATCH_SIZE = 64
 
@@ -193,7 +186,7 @@ class ClassificationTask(Task):
         )
 
     def build_kwargs(self) -> dict[str, Any]:
-        return shared_vocab_kwargs(self.tokenizers["src"])
+        return self.shared_vocab_kwargs("src")
 
     def init_weights(self, model: torch.nn.Module, path: str) -> None:
         load_bert_init(model, path, self.log)

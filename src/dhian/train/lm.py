@@ -31,15 +31,7 @@ from dhian.train.lm_eval import (
     lm_documents,
     score_blocks,
 )
-from dhian.train.tasks import (
-    EvalResult,
-    IteratorStream,
-    LossTerms,
-    Task,
-    register_task,
-    shared_vocab_kwargs,
-    token_loss,
-)
+from dhian.train.tasks import EvalResult, IteratorStream, LossTerms, Task, register_task, token_loss
 
 __all__ = ["LMTask", "check_lm_config", "evaluate_lm"]
 
@@ -126,7 +118,7 @@ class LMTask(Task):
         )
 
     def build_kwargs(self) -> dict[str, Any]:
-        return shared_vocab_kwargs(self.tokenizers["tgt"], bos_eos=True)
+        return self.shared_vocab_kwargs("tgt", bos_eos=True)
 
     def train_stream(self, seed: int) -> IteratorStream:
         return IteratorStream(self.batches(self.train_data, seed, shuffle=True))

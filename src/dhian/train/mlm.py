@@ -27,15 +27,7 @@ from dhian import metrics
 from dhian.data.mlm import IGNORE_INDEX
 from dhian.errors import ConfigError, DataError
 from dhian.train.classification import load_bert_init
-from dhian.train.tasks import (
-    EvalResult,
-    IteratorStream,
-    LossTerms,
-    Task,
-    register_task,
-    shared_vocab_kwargs,
-    token_loss,
-)
+from dhian.train.tasks import EvalResult, IteratorStream, LossTerms, Task, register_task, token_loss
 
 
 def masked_logits(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +85,7 @@ class MaskedLMTask(Task):
         )
 
     def build_kwargs(self) -> dict[str, Any]:
-        return shared_vocab_kwargs(self.tokenizers["src"])
+        return self.shared_vocab_kwargs("src")
 
     def init_weights(self, model: torch.nn.Module, path: str) -> None:
         load_bert_init(model, path, self.log)

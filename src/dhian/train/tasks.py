@@ -7,7 +7,7 @@ Owns the :class:`Task` interface, the :class:`TrainStream` protocol (endless, re
 :class:`EvalResult`, the label-smoothed token loss, and the registry that picks a task:
 ``train.task`` by name, or ``auto`` = the first registered task whose :meth:`Task.fits` accepts
 the model config (``model.type``; for bert also ``model.task``). Helpers for tasks:
-:meth:`Task.batches` (token-bucketed batches) and :func:`shared_vocab_kwargs`. A new task
+:meth:`Task.batches` (token-bucketed batches) and :meth:`Task.shared_vocab_kwargs`. A new task
 subclasses :class:`Task`, sets ``name``/``model_types``/``metrics`` and calls
 :func:`register_task`; the engine needs nothing else.
 Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
@@ -120,19 +120,6 @@ def token_loss(
     return LossTerms(loss, int((target != ignore_index).sum()))
 
 
-def shared_vocab_kwargs(tok: Any, bos_eos: bool = False) -> dict[str, Any]:
-    """``build_model`` keyword arguments of a model whose input and output share the tokenizer
-    ``tok``: both vocab sizes V, the PAD id and, with ``bos_eos`` (generation), BOS and EOS."""
-    kwargs = {
-        "src_vocab_size": int(tok.vocab_size),
-        "tgt_vocab_size": int(tok.vocab_size),
-        "pad_id": int(tok.pad_id),
-    }
-    if bos_eos:
-        kwargs.update(bos_id=int(tok.bos_id), eos_id=int(tok.eos_id))
-    return kwargs
-
-
 class Task(abc.ABC):
     """One kind of training. The engine calls, in order: :meth:`setup` (data + tokenizers),
     :meth:`build_model`, :meth:`train_stream`; then per step :meth:`count` and :meth:`loss`, and
@@ -168,6 +155,20 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def train_stream(self, seed: int) -> TrainStream:
         """Endless training batches in an order fixed by ``seed``."""
+
+    def shared_vocab_kwargs(self, side: str = "src", bos_eos: bool = False) -> dict[str, Any]:
+        """:meth:`build_kwargs` of a model whose input and output share the tokenizer
+        ``tokenizers[side]``: both vocab sizes V, the PAD id and, with ``bos_eos`` (generation),
+        the BOS and EOS ids."""
+        tok = self.tokenizers[side]
+        kwargs = {
+            "src_vocab_size": int(tok.vocab_size),
+            "tgt_vocab_size": int(tok.vocab_size),
+            "pad_id": int(tok.pad_id),
+        }
+        if bos_eos:
+            kwargs.update(bos_id=int(tok.bos_id), eos_id=int(tok.eos_id))
+        return kwargs
 
     def batches(self, data: Any, seed: int, shuffle: bool) -> Any:
         """``data`` (:class:`~dhian.data.examples.Examples`) as a
