@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from dhian.cli.translate import add_dtype_argument
 from dhian.errors import ConfigError
 
 
@@ -27,6 +28,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF classifier dir")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    add_dtype_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from dhian.cli.hf import show_interop_logs
     from dhian.interop.registry import load_any_model_dir
     from dhian.models.bert_heads import classify
+    from dhian.models.precision import apply_precision
 
     show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
     loaded = load_any_model_dir(args.model, task="classification")
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.model} holds a {loaded.kind!r} model; dhian classify needs a classifier"
         )
+    loaded.model = apply_precision(loaded.model, args.dtype)
     tok = loaded.tokenizers["src"]
     batch: list[str] = []
 

@@ -45,6 +45,7 @@ def evaluator(*kinds: str) -> Callable[[Evaluator], Evaluator]:
 
 def register(sub: Any) -> None:
     """Add the ``evaluate`` verb."""
+    from dhian.cli.translate import add_dtype_argument
     from dhian.train.evaluation import DEFAULT_BUCKETS
 
     p = sub.add_parser(
@@ -89,6 +90,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="report dir (default: MODEL/eval)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_dtype_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from dhian.cli.translate import pick_device
     from dhian.decoding.translate import load_model
 
-    loaded = load_model(args.model, pick_device(args.device))
+    loaded = load_model(args.model, pick_device(args.device), args.dtype)
     fn = EVALUATORS.get(loaded.kind)
     if fn is None:
         raise DhianError(f"evaluate for {loaded.kind} models is not available yet")
@@ -126,7 +128,8 @@ def evaluate_translation_cli(loaded: Any, args: argparse.Namespace) -> int:
     device = str(next(loaded.model.parameters()).device)
     # load every compared model first: a bad dir fails before any decoding
     models = [(args.model, loaded)] + [
-        (path, load_translation_model(path, "evaluate", device)) for path in args.compare
+        (path, load_translation_model(path, "evaluate", device, args.dtype))
+        for path in args.compare
     ]
     names: list[str] = []
     for path, _ in models:

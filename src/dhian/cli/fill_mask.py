@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dhian.cli.translate import add_dtype_argument
 from dhian.errors import ConfigError
 
 
@@ -24,6 +25,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF BERT MLM dir")
     p.add_argument("text", metavar="TEXT", help='e.g. "The [MASK] of France is Paris."')
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="default 5")
+    add_dtype_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -34,9 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from dhian.cli.hf import show_interop_logs
     from dhian.interop.registry import load_any_model_dir
     from dhian.models.bert_heads import fill_mask
+    from dhian.models.precision import apply_precision
 
     show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
     loaded = load_any_model_dir(args.model, task="mlm")
+    loaded.model = apply_precision(loaded.model, args.dtype)
     results = fill_mask(loaded.model, loaded.tokenizers["src"], args.text, args.top_k)
     for m, top in enumerate(results):
         if len(results) > 1:

@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from dhian.cli.translate import add_dtype_argument
 from dhian.errors import ConfigError
 
 
@@ -45,6 +46,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="recompute the context every step")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_dtype_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dhian.decoding.sampling import generate_text
     from dhian.models.io import load_model_dir
+    from dhian.models.precision import apply_precision
 
     device = args.device
     if device == "auto":
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.model} holds a {loaded.kind!r} model; dhian generate needs a language model "
             "(model.type: gpt)"
         )
+    loaded.model = apply_precision(loaded.model, args.dtype)
     tokenizer = loaded.tokenizers.get("tgt") or loaded.tokenizers.get("src")
     out = sys.stdout
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dhian.cli.translate import add_dtype_argument
 from dhian.errors import ConfigError
 
 
@@ -34,6 +35,7 @@ def register(sub: Any) -> None:
         "--batch-wait-ms", type=float, default=5.0, metavar="MS", help="wait to fill a batch"
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_dtype_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     try:
         from dhian.serve.app import ServeSettings
-        from dhian.serve.server import run_server
+        from dhian.serve.server import load_for_serving, run_server
     except ImportError as exc:
         raise ConfigError(
             f"dhian serve needs FastAPI and uvicorn ({exc.name} is missing): "
@@ -71,5 +73,9 @@ def run(args: argparse.Namespace) -> int:
         max_chars=args.max_chars,
         batch_wait_ms=args.batch_wait_ms,
     )
-    run_server(args.model, args.host, args.port, settings, device=args.device)
+    from dhian.models.precision import apply_precision
+
+    loaded = load_for_serving(args.model, args.device)
+    loaded.model = apply_precision(loaded.model, args.dtype)
+    run_server(args.model, args.host, args.port, settings, device=args.device, loaded=loaded)
     return 0

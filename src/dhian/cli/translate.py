@@ -67,7 +67,19 @@ def register(sub: Any) -> None:
         help="truncate longer sources (0 = the model's own limit, if any)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_dtype_argument(p)
     p.set_defaults(handler=run)
+
+
+def add_dtype_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--dtype {fp32,bf16,int8}`` (see :func:`dhian.models.precision.apply_precision`)."""
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="inference precision: fp32, bf16 weights+activations, or int8 dynamic "
+        "quantization of linear/recurrent layers (CPU only) (default fp32)",
+    )
 
 
 def pick_device(name: str) -> str:
@@ -124,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         translate_texts,
     )
 
-    loaded = load_translation_model(args.model, "translate", pick_device(args.device))
+    loaded = load_translation_model(args.model, "translate", pick_device(args.device), args.dtype)
     mtype = str(getattr(loaded.config.model, "type", ""))
     if args.attention_out and mtype == "rnnencdec":
         raise ConfigError(

@@ -20,8 +20,8 @@ teacher-forced pass over the decoded tokens). Each :class:`Translation.attention
 Tt = output tokens + EOS, Ts = source tokens (their strings are ``out_tokens``/``src_tokens``).
 
 Notation: B sentences per batch, Ts/Tt source/output lengths, H heads, L decoder layers.
-Imports: stdlib, torch, tqdm, :mod:`dhian.decoding` searches, :mod:`dhian.models.io` and
-:mod:`dhian.interop.registry` (loading), :mod:`dhian.errors`.
+Imports: stdlib, torch, tqdm, :mod:`dhian.decoding` searches, :mod:`dhian.models.io`,
+:mod:`dhian.models.precision` and :mod:`dhian.interop.registry` (loading), :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -118,22 +118,26 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
-def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Load any model dir (see :func:`resolve_model_dir`) onto ``device``, in eval mode."""
+def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> LoadedModel:
+    """Load any model dir (see :func:`resolve_model_dir`) onto ``device``, in eval mode, in
+    precision ``dtype`` (fp32 | bf16 | int8, see :func:`dhian.models.precision.apply_precision`)."""
     from dhian.interop.registry import load_any_model_dir
+    from dhian.models.precision import apply_precision, check_precision
 
+    check_precision(dtype)
     loaded = load_any_model_dir(resolve_model_dir(path))
     loaded.model.to(device)
     loaded.model.eval()
+    loaded.model = apply_precision(loaded.model, dtype)
     return loaded
 
 
 def load_translation_model(
-    path: str | Path, verb: str = "translate", device: str = "cpu"
+    path: str | Path, verb: str = "translate", device: str = "cpu", dtype: str = "fp32"
 ) -> LoadedModel:
     """:func:`load_model`, refusing models that are not translation models (one line naming
     the model's kind and the verb that serves it) and dirs without a readable tokenizer."""
-    loaded = load_model(path, device)
+    loaded = load_model(path, device, dtype)
     require_translation(loaded, path, verb)
     return loaded
 

@@ -1,0 +1,197 @@
+"""Inference precision of a built model: ``fp32`` (as trained), ``bf16`` or ``int8``.
+
+Owns :func:`apply_precision` (the one entry point, used by the loaders and ``--dtype`` of the
+inference verbs), :func:`check_precision`, :func:`model_precision` and
+:class:`Int8MultiHeadAttention`.
+
+- ``fp32``: parameters and buffers as float32 (a no-op for a freshly loaded model).
+- ``bf16``: every parameter and floating buffer cast to bfloat16 (weights *and* activations:
+  the inputs are token ids, so each layer then computes in bf16). Nothing is kept in float32
+  inside the model: LayerNorm and softmax on CPU accumulate in float32 internally and round
+  their outputs, which the tests bound (``tests/models/test_precision.py``). What must stay
+  exact is done by the callers: greedy, beam search and sampling cast the logits to float32
+  before ``log_softmax``, so hypothesis scores accumulate in float32.
+- ``int8``: dynamic quantization (``torch.ao.quantization.quantize_dynamic``, the fbgemm/onednn
+  ``x86`` engine, VNNI where the CPU has it): every ``nn.Linear`` and the recurrent layers
+  (``nn.GRU``/``nn.LSTM``) get int8 weights, quantized once per output row (per-channel
+  scales), and their input activations are quantized per call (per-tensor, from their observed
+  range); outputs are float32. dhian's fused attention in-projection (a raw ``(3E, E)``
+  parameter, not an ``nn.Linear``) is quantized too, by swapping each
+  :class:`~dhian.nn.MultiHeadAttention` for :class:`Int8MultiHeadAttention`. Embeddings,
+  LayerNorms and the logits of models whose output layer *is* the embedding matrix (tied GPT,
+  BERT's masked-LM decoder) stay float32. CPU only, inference only (the result has no
+  trainable quantized weights).
+
+``torch.ao.quantization`` is deprecated in favour of torchao (torch 2.13 still ships it and it
+works; its deprecation warnings are silenced here). If a later torch drops it, ``int8`` raises
+:class:`~dhian.errors.ConfigError` saying so.
+
+Notation: B batch, T length, E model dim.
+Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.errors`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dhian.errors import ConfigError, nearest
+from dhian.nn import MultiHeadAttention
+
+__all__ = [
+    "PRECISIONS",
+    "Int8MultiHeadAttention",
+    "apply_precision",
+    "check_precision",
+    "model_precision",
+]
+
+#: the accepted ``--dtype`` values
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def check_precision(dtype: str) -> str:
+    """``dtype`` itself if it is one of :data:`PRECISIONS`, else a one-line ConfigError."""
+    if dtype not in PRECISIONS:
+        raise ConfigError(
+            f"unknown dtype {dtype!r}{nearest(str(dtype), PRECISIONS)}; "
+            f"choose one of {', '.join(PRECISIONS)}"
+        )
+    return dtype
+
+
+def _quantize_dynamic(model: nn.Module, types: set[type[nn.Module]]) -> nn.Module:
+    """``quantize_dynamic`` in place with per-channel int8 weights for ``types``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            from torch.ao.quantization import (
+                default_dynamic_qconfig,
+                per_channel_dynamic_qconfig,
+                quantize_dynamic,
+            )
+
+            spec: dict[Any, Any] = {
+                t: per_channel_dynamic_qconfig if t is nn.Linear else default_dynamic_qconfig
+                for t in types
+            }
+            return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    except (ImportError, AttributeError) as exc:  # pragma: no cover - depends on torch
+        raise ConfigError(
+            f"--dtype int8 needs torch.ao.quantization.quantize_dynamic, which torch "
+            f"{torch.__version__} does not provide ({exc}); use --dtype fp32 or bf16"
+        ) from exc
+
+
+def _int8_linear(weight: Tensor, bias: Tensor | None) -> nn.Module:
+    """A dynamically quantized int8 linear layer computing ``x @ weight.T + bias``."""
+    lin = nn.Linear(weight.size(1), weight.size(0), bias=bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    wrapped = _quantize_dynamic(nn.Sequential(lin), {nn.Linear})
+    assert isinstance(wrapped, nn.Sequential)
+    return wrapped[0]
+
+
+class Int8MultiHeadAttention(MultiHeadAttention):
+    """:class:`~dhian.nn.MultiHeadAttention` whose fused in-projection is int8.
+
+    Made from a float ``mha`` by :meth:`from_float`: the (3E, E) in-projection becomes int8
+    linears for each slice the attention asks for — all of q/k/v (self attention), q alone and
+    k/v together (cross attention), k and v alone (distinct key and value) — so every call is
+    one quantized GEMM. Scales are per output row, so a slice is quantized exactly like the
+    same rows of the fused matrix. Everything else (heads, cache, masks, rotary, ``out_proj``)
+    is the float module's. The float ``in_proj_weight`` / ``in_proj_bias`` are kept (frozen) for
+    code that reads the documented fused layout directly (the transformer's one-off cross
+    attention keys/values in ``start``). Inference only.
+    """
+
+    def __init__(self, mha: MultiHeadAttention) -> None:
+        nn.Module.__init__(self)
+        self.embed_dim = mha.embed_dim
+        self.num_heads = mha.num_heads
+        self.head_dim = mha.head_dim
+        self.dropout = mha.dropout
+        self.rotary = mha.rotary
+        self.out_proj = mha.out_proj
+        self.training = mha.training
+        e = mha.embed_dim
+        w = mha.in_proj_weight.detach().float()  # (3E, E)
+        b = None if mha.in_proj_bias is None else mha.in_proj_bias.detach().float()  # (3E,)
+        self.in_proj_weight = nn.Parameter(w, requires_grad=False)
+        self.in_proj_bias = None if b is None else nn.Parameter(b, requires_grad=False)
+        self.slices = {(0, 3 * e): "qkv", (0, e): "q", (e, 3 * e): "kv", (e, 2 * e): "k"}
+        self.slices[(2 * e, 3 * e)] = "v"
+        self.proj = nn.ModuleDict(
+            {
+                name: _int8_linear(w[lo:hi], None if b is None else b[lo:hi])
+                for (lo, hi), name in self.slices.items()
+            }
+        )
+
+    @classmethod
+    def from_float(cls, mha: MultiHeadAttention) -> Int8MultiHeadAttention:
+        """The int8 version of ``mha`` (its ``out_proj`` is shared, quantize it separately)."""
+        return cls(mha)
+
+    def _proj(self, x: Tensor, part: slice) -> Tensor:
+        """x (B, T, E) → the rows ``part`` of [q; k; v] projections (B, T, |part|)."""
+        lo, hi, _ = part.indices(3 * self.embed_dim)
+        return self.proj[self.slices[(lo, hi)]](x)
+
+
+def _swap_attention(model: nn.Module) -> None:
+    """Replace every float MultiHeadAttention under ``model`` by its int8 version (in place)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MultiHeadAttention) and not isinstance(
+                child, Int8MultiHeadAttention
+            ):
+                setattr(parent, name, Int8MultiHeadAttention.from_float(child))
+
+
+def _devices(model: nn.Module) -> set[str]:
+    return {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
+
+
+def apply_precision(model: nn.Module, dtype: str = "fp32") -> nn.Module:
+    """``model`` converted for inference in ``dtype`` (``fp32`` | ``bf16`` | ``int8``).
+
+    Converts in place and returns the module to use (the same object). Puts the model in eval
+    mode for ``int8`` (quantized layers are inference only). Raises
+    :class:`~dhian.errors.ConfigError` for an unknown ``dtype``, for ``int8`` on a non-CPU
+    device, and for a model already quantized to int8 that is asked for another dtype.
+    """
+    check_precision(dtype)
+    current = model_precision(model)
+    if current == "int8" and dtype != "int8":
+        raise ConfigError(
+            f"this model is already quantized to int8 and cannot become {dtype}; load it again"
+        )
+    if dtype == "fp32":
+        return model.float()
+    if dtype == "bf16":
+        return model.to(torch.bfloat16)
+    if _devices(model) - {"cpu"}:
+        raise ConfigError("--dtype int8 runs on the CPU only; use --device cpu (or --dtype bf16)")
+    if current == "int8":
+        return model
+    model.float().eval()
+    _swap_attention(model)
+    return _quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM})
+
+
+def model_precision(model: nn.Module) -> str:
+    """The precision ``model`` runs in: ``int8`` when it holds quantized layers, else ``bf16``
+    when its floating parameters are bfloat16, else ``fp32``."""
+    for module in model.modules():
+        if isinstance(module, Int8MultiHeadAttention) or "quantized" in type(module).__module__:
+            return "int8"
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return "bf16" if torch.bfloat16 in dtypes else "fp32"
