@@ -2,6 +2,9 @@
 
 :mod:`bench.harness` owns the generic part (thread pinning, a matmul peak measured in the same
 run, warm-up then alternating timed runs, median and min-max, GFLOP/s and fraction of peak,
-peak RSS, ``bench/results/<scenario>.json`` + ``.md``); scenario modules (:mod:`bench.decode`)
-register what to run. Not part of the installed package: run it from a checkout.
+peak RSS, ``bench/results/<scenario>.json`` + ``.md``); scenario modules register what to run:
+:mod:`bench.decode` (Marian greedy / beam-4 decoding), :mod:`bench.bert` (BERT-base encoder),
+:mod:`bench.gpt` (GPT-2-shaped generation); :mod:`bench.ct2` and :mod:`bench.ort` wrap the
+optional CTranslate2 and ONNX Runtime peers. Not part of the installed package: run it from a
+checkout.
 """

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import bench.decode  # noqa: F401  (registers the decoding scenarios)
+import bench.bert  # registers bert-base-32x128
+import bench.decode  # registers the decoding scenarios
+import bench.gpt  # noqa: F401  (registers gpt-generate-b8)
 from bench.harness import main
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ so both run the very same weights. 16 source sentences of 30 tokens (no padding)
 translated into exactly 30 output tokens each (29 + a forced EOS) by both: dhian forbids EOS
 before the last step (:class:`MinLength`) and its ``max_len`` forces EOS at the end; HF gets
 ``min_new_tokens=29, max_new_tokens=30`` and its ``forced_eos_token_id``. fp32 and bf16
-(weights cast, ``dtype=torch.bfloat16`` for HF) are timed; throughput = output tokens / s of
-the best hypotheses (B x 30 per run). FLOPs: the algorithm's matmul multiply-adds x 2
+(weights cast, ``dtype=torch.bfloat16`` for HF) are timed, dhian also in int8
+(:func:`dhian.models.precision.apply_precision`), and CTranslate2 int8 on the same weights
+(:mod:`bench.ct2`, optional; ``dhian-best`` = the fastest of dhian's three); throughput =
+output tokens / s of the best hypotheses (B x 30 per run). As in real Marian checkpoints, PAD
+is the last id (V - 1, never generated, never in a source) and the decoder starts from a zero
+embedding (Marian starts from PAD; here the BOS embedding row is zero). FLOPs: the algorithm's matmul multiply-adds x 2
 (encoder, cross-attention keys/values once per sentence, per-step decoder and output layer);
 norms and softmaxes are not counted, and both contenders are credited the same count.
 ``--quick`` uses a tiny shape (a correctness smoke run for the tests).
@@ -29,10 +33,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench import ct2
 from bench.harness import Contender, Scenario, Setup, register
 from dhian.decoding import beam_search, greedy_decode
 from dhian.interop.marian import export_marian
 from dhian.models.configs import TransformerConfig
+from dhian.models.precision import apply_precision
 from dhian.models.transformer import TransformerSeq2Seq, build_transformer
 
 
@@ -57,9 +63,11 @@ QUICK = Shape(layers=2, d=32, heads=4, ff=64, vocab=101, batch=4, src_len=7, out
 
 class MinLength:
     """A step-model wrapper that forbids EOS before ``min_len`` tokens (like HF's
-    ``min_new_tokens``); everything else is the wrapped model's. ``zero_eos``: at step
-    ``min_len`` only EOS is possible, with log-probability 0 — how HF's forced EOS scores it
-    (dhian's own length limit keeps the model's log p(EOS) instead)."""
+    ``min_new_tokens``); everything else is the wrapped model's. ``zero_eos`` scores EOS as HF
+    does: at step ``min_len`` only EOS is possible, with log-probability 0 (dhian's own length
+    limit keeps the model's log p(EOS) instead), and before it the banned EOS keeps its share
+    of the softmax normalizer (HF bans it after ``log_softmax``; its mass is moved to PAD, which
+    the search masks after ``log_softmax`` too), instead of renormalizing without it."""
 
     def __init__(self, model: TransformerSeq2Seq, min_len: int, zero_eos: bool = False) -> None:
         self.model = model
@@ -76,6 +84,9 @@ class MinLength:
         inner, t = state
         logits, inner, attn = self.model.step(prev, inner, need_weights)  # (N, V)
         if t < self.min_len:
+            if self.zero_eos:
+                pad, eos = logits[:, self.pad_id], logits[:, self.eos_id]
+                logits[:, self.pad_id] = torch.logaddexp(pad, eos)
             logits[:, self.eos_id] = -math.inf
         elif self.zero_eos and t == self.min_len:
             logits = torch.full_like(logits, -math.inf)  # (N, V)
@@ -108,18 +119,20 @@ def marian_config(s: Shape) -> TransformerConfig:
 
 
 def build_pair(s: Shape, seed: int = 0) -> tuple[TransformerSeq2Seq, Any, Path]:
-    """A random dhian model of shape ``s`` and HF's MarianMTModel loaded from its export (both
-    fp32, eval mode), and the export dir (deleted at exit)."""
+    """A random dhian model of shape ``s`` (BOS embedding row zero, as Marian's decoder start)
+    and HF's MarianMTModel loaded from its export (both fp32, eval mode), and the export dir
+    (deleted at exit)."""
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     cfg = marian_config(s)
     torch.manual_seed(seed)
-    model = build_transformer(cfg, s.vocab).eval()
+    model = build_transformer(cfg, s.vocab, pad_id=s.vocab - 1).eval()  # Marian: PAD last
     with torch.no_grad():
         assert model.output.bias is not None
         model.output.bias.normal_(0.0, 0.1)  # exercise final_logits_bias too
+        model.tgt_embed.weight[model.bos_id].zero_()  # decoding starts from a zero embedding
     folder = Path(tempfile.mkdtemp(prefix="dhian-bench-marian-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     export_marian(model, cfg, None, folder)
@@ -128,9 +141,10 @@ def build_pair(s: Shape, seed: int = 0) -> tuple[TransformerSeq2Seq, Any, Path]:
 
 
 def inputs(s: Shape, seed: int = 1) -> tuple[Tensor, Tensor, Tensor]:
-    """``src`` (B, Ts) random non-special ids, ``lengths`` (B,) all Ts, HF ``mask`` (B, Ts)."""
+    """``src`` (B, Ts) random non-special ids (not the ids below 7 nor PAD = V - 1),
+    ``lengths`` (B,) all Ts, HF ``mask`` (B, Ts)."""
     g = torch.Generator().manual_seed(seed)
-    src = torch.randint(7, s.vocab, (s.batch, s.src_len), generator=g)
+    src = torch.randint(7, s.vocab - 1, (s.batch, s.src_len), generator=g)
     lengths = torch.full((s.batch,), s.src_len, dtype=torch.long)
     return src, lengths, torch.ones_like(src)
 
@@ -148,6 +162,19 @@ def dhian_decode(
         else:
             best = greedy_decode(wrapped, src, lengths, max_len=s.out_len - 1)
     return [h.tokens for h in best]
+
+
+def dhian_decode_free(model: TransformerSeq2Seq, s: Shape, beam: int) -> list[list[int]]:
+    """How CTranslate2 decodes here (:mod:`bench.ct2`): ``s.out_len`` ordinary tokens (EOS
+    banned HF-style, see :class:`MinLength`), the best hypothesis's first ``s.out_len - 1``."""
+    src, lengths, _ = inputs(s)
+    wrapped: Any = MinLength(model, s.out_len, zero_eos=True)
+    with torch.inference_mode():
+        if beam > 1:
+            best = [h[0] for h in beam_search(wrapped, src, lengths, beam, max_len=s.out_len)]
+        else:
+            best = greedy_decode(wrapped, src, lengths, max_len=s.out_len)
+    return [h.tokens[: s.out_len - 1] for h in best]
 
 
 def hf_decode(hf: Any, s: Shape, beam: int) -> list[list[int]]:
@@ -202,23 +229,55 @@ def _same(a: list[list[int]], b: list[list[int]]) -> str:
     return f"{rows}/{len(a)} sentences, {toks}/{sum(len(x) for x in a)} tokens"
 
 
+def ct2_decode(decoder: ct2.CT2Decoder, s: Shape, beam: int) -> list[list[int]]:
+    """CTranslate2's first ``s.out_len - 1`` of ``s.out_len`` tokens per sentence."""
+    return decoder.decode(inputs(s)[0], s.out_len, beam)
+
+
+def _ct2_peer(
+    folder: Path, model: TransformerSeq2Seq, s: Shape, beam: int, notes: list[str]
+) -> tuple[ct2.CT2Decoder | None, str | None]:
+    """The timed CTranslate2 int8 decoder (or None and why), checking the float32 conversion
+    against dhian fp32 decoding the same way (:func:`dhian_decode_free`) in ``notes``."""
+    why = ct2.unavailable()
+    if why is not None:
+        return None, why
+    try:
+        decoders, _ = ct2.setup(folder, model, s.vocab)
+    except RuntimeError as exc:
+        return None, f"conversion failed: {exc}"
+    ours = dhian_decode_free(model, s, beam)
+    for tag, dec in decoders.items():
+        same = _same(ours, ct2_decode(dec, s, beam))
+        notes.append(f"ct2 {tag} vs dhian fp32 (both {s.out_len} free steps): identical for {same}")
+    return decoders["int8"], None
+
+
 def build(quick: bool, beam: int) -> Setup:
-    """The four contenders (dhian/hf x fp32/bf16) of one decoding scenario."""
+    """The contenders (dhian/hf x fp32/bf16, dhian-int8, ct2-int8) of one decoding scenario."""
     s = QUICK if quick else FULL
     model, hf, folder = build_pair(s)
     import transformers
 
     model16 = copy.deepcopy(model).to(torch.bfloat16)
     hf16 = transformers.MarianMTModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    model8 = apply_precision(copy.deepcopy(model), "int8")
     flops = decode_flops(s, s.batch * beam)
     mode = "greedy" if beam == 1 else f"beam {beam}"
     notes = []
     for tag, ours, theirs in (("fp32", model, hf), ("bf16", model16, hf16)):
         same = _same(dhian_decode(ours, s, beam), hf_decode(theirs, s, beam))
         notes.append(f"{tag} {mode}: dhian and HF outputs identical for {same}")
+    reference = dhian_decode(model, s, beam)
+    for tag, low in (("bf16", model16), ("int8", model8)):
+        same = _same(reference, dhian_decode(low, s, beam))
+        notes.append(f"dhian {tag} vs dhian fp32: identical for {same}")
+    decoder, why = _ct2_peer(folder, model, s, beam, notes)
     notes.append(
-        "Both produce exactly the same number of tokens (EOS blocked until the last step, "
-        "then forced), so the work is the same; FLOPs are the same analytic count for both."
+        "All produce exactly the same number of tokens (EOS blocked until the last step, "
+        "then forced; CTranslate2 runs the same number of steps), so the work is the same; "
+        "FLOPs are the same analytic count for all; int8 contenders are compared with the "
+        "fp32 matmul peak."
     )
     if beam > 1:
         notes.append(
@@ -231,19 +290,31 @@ def build(quick: bool, beam: int) -> Setup:
     def contender(name: str, m: Any, fn: Any, dtype: str) -> Contender:
         return Contender(name, lambda: _units(fn(m, s, beam), s, name), flops, dtype)
 
+    contenders = [
+        contender("dhian-fp32", model, dhian_decode, "fp32"),
+        contender("hf-fp32", hf, hf_decode, "fp32"),
+        contender("dhian-bf16", model16, dhian_decode, "bf16"),
+        contender("hf-bf16", hf16, hf_decode, "bf16"),
+        contender("dhian-int8", model8, dhian_decode, "fp32"),
+    ]
+    if decoder is not None:
+        contenders.append(contender("ct2-int8", decoder, ct2_decode, "fp32"))
     return Setup(
+        contenders,
         [
-            contender("dhian-fp32", model, dhian_decode, "fp32"),
-            contender("hf-fp32", hf, hf_decode, "fp32"),
-            contender("dhian-bf16", model16, dhian_decode, "bf16"),
-            contender("hf-bf16", hf16, hf_decode, "bf16"),
+            ("dhian-fp32", "hf-fp32"),
+            ("dhian-bf16", "hf-bf16"),
+            ("dhian-int8", "ct2-int8"),
+            ("dhian-best", "ct2-int8"),
         ],
-        [("dhian-fp32", "hf-fp32"), ("dhian-bf16", "hf-bf16")],
         f"{mode} decoding, {s.batch} sentences x {s.src_len} source tokens -> exactly "
         f"{s.out_len} output tokens each; Marian-shaped transformer {s.layers}+{s.layers} "
         f"layers, d_model {s.d}, {s.heads} heads, ff {s.ff}, vocab {s.vocab:,}, random weights "
-        f"shared by dhian and HF MarianMTModel (export_marian); {flops / 1e9:.1f} GFLOP per run.",
+        f"shared by dhian, HF MarianMTModel (export_marian) and CTranslate2 "
+        f"(ct2-transformers-converter); {flops / 1e9:.1f} GFLOP per run.",
         notes,
+        best={"dhian-best": ["dhian-fp32", "dhian-bf16", "dhian-int8"]},
+        unavailable={} if why is None else {"ct2-int8": why},
     )
 
 

@@ -17,7 +17,12 @@ correctness notes. :func:`run_scenario` then
 
 JSON schema: ``{"scenario", "unit", "median": {name: x}, "minmax": {name: [lo, hi]},
 "ratio": {"a/b": median_a / median_b}, "runs", "threads", "peak_gflops": {"fp32", "bf16"},
-"command", "date"}``.
+"command", "date", "best": {alias: member}, "unavailable": {name: reason}}``.
+
+A ratio side may be a *best-of alias* (``Setup.best``, e.g. ``dhian-best`` = the fastest median
+among dhian-fp32/bf16/int8; ``"best"`` says which one it was), and a peer that cannot run here
+(not installed, export failed) is listed in ``Setup.unavailable`` with the reason: it is not
+timed, ``"unavailable"`` records why, and every ratio involving it is ``null``.
 """
 
 from __future__ import annotations
@@ -58,12 +63,16 @@ class Contender:
 class Setup:
     """What a scenario hands the harness: ``contenders`` (timed in this order, alternating),
     ``ratios`` as (numerator, denominator) names, the shape ``description`` and ``notes``
-    (correctness checks, caveats) for the Markdown report."""
+    (correctness checks, caveats) for the Markdown report; ``best`` maps an alias usable in
+    ratios to the contenders it picks the fastest of; ``unavailable`` maps peers that could not
+    be set up to the reason (their ratios are ``null``)."""
 
     contenders: list[Contender]
     ratios: list[tuple[str, str]]
     description: str
     notes: list[str] = dataclasses.field(default_factory=list)
+    best: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +193,7 @@ def run_scenario(
             f"  {c.name:>12}: {median[c.name]:.1f} {scenario.unit} "
             f"(min {minmax[c.name][0]:.1f}, max {minmax[c.name][1]:.1f}), {gflops:.1f} GFLOP/s"
         )
-    ratio = {f"{a}/{b}": round(median[a] / median[b], 4) for a, b in setup.ratios}
+    best, ratio = ratios(median, setup)
     result = {
         "scenario": name,
         "unit": scenario.unit,
@@ -198,6 +207,8 @@ def run_scenario(
         or f"python -m bench {name} --runs {runs} --warmup {warmup} "
         f"--threads {threads}{' --quick' if quick else ''}",
         "date": datetime.date.today().isoformat(),
+        "best": best,
+        "unavailable": dict(setup.unavailable),
     }
     folder = (
         Path(out) if out else (Path(tempfile.mkdtemp(prefix="dhian-bench-")) if quick else RESULTS)
@@ -207,19 +218,40 @@ def run_scenario(
     md = markdown(result, setup, rows, warmup, peak_rss_mib())
     (folder / f"{name}.md").write_text(md, encoding="utf-8")
     for key, value in ratio.items():
-        log(f"  {key}: {value:.3f}")
+        log(f"  {key}: " + ("n/a (peer unavailable)" if value is None else f"{value:.3f}"))
+    for peer, why in setup.unavailable.items():
+        log(f"  {peer} unavailable: {why}")
     log(f"wrote {folder / (name + '.json')} and {name}.md")
     return result
 
 
-def _versions() -> str:
-    parts = [f"torch {torch.__version__}", f"Python {platform.python_version()}"]
-    try:
-        import transformers
+def ratios(
+    median: dict[str, float], setup: Setup
+) -> tuple[dict[str, str], dict[str, float | None]]:
+    """The best-of picks (alias → fastest member by median) and ``{"a/b": median_a / median_b}``
+    for ``setup.ratios`` (``None`` when a side is unavailable or was not timed)."""
+    values = dict(median)
+    best: dict[str, str] = {}
+    for alias, members in setup.best.items():
+        timed = [m for m in members if m in median]
+        if timed:
+            best[alias] = max(timed, key=lambda m: median[m])
+            values[alias] = median[best[alias]]
+    out: dict[str, float | None] = {}
+    for a, b in setup.ratios:
+        ok = a in values and b in values and values[b] > 0
+        out[f"{a}/{b}"] = round(values[a] / values[b], 4) if ok else None
+    return best, out
 
-        parts.append(f"transformers {transformers.__version__}")
-    except ImportError:  # pragma: no cover - the peers are optional
-        pass
+
+def _versions() -> str:
+    """Versions of torch, Python and of the peers this run imported."""
+    parts = [f"torch {torch.__version__}", f"Python {platform.python_version()}"]
+    for peer in ("transformers", "onnxruntime", "ctranslate2"):
+        module = sys.modules.get(peer)
+        if module is not None:
+            parts.append(f"{peer} {getattr(module, '__version__', '?')}")
+    parts.append(f"quantized engine {torch.backends.quantized.engine}")
     return ", ".join(parts)
 
 
@@ -262,7 +294,14 @@ def markdown(
             f"{100 * frac:.1f}% of {c.dtype} |"
         )
     lines += ["", "| ratio (medians) | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in result["ratio"].items()]
+    for key, value in result["ratio"].items():
+        lines.append(f"| {key} | {'n/a' if value is None else format(value, '.3f')} |")
+    if result["best"]:
+        picks = ", ".join(f"{alias} = {m}" for alias, m in result["best"].items())
+        lines += ["", f"Best-of: {picks}."]
+    if result["unavailable"]:
+        lines += ["", "Peers not run here:"]
+        lines += [f"- {peer}: {why}" for peer, why in result["unavailable"].items()]
     lines += [
         "",
         f"Matmul peak measured in the same run: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 "

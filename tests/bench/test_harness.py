@@ -25,7 +25,10 @@ def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-CONTENDERS = {"dhian-fp32", "hf-fp32", "dhian-bf16", "hf-bf16"}
+CONTENDERS = {"dhian-fp32", "hf-fp32", "dhian-bf16", "hf-bf16", "dhian-int8"}
+RATIOS = {"dhian-fp32/hf-fp32", "dhian-bf16/hf-bf16", "dhian-int8/ct2-int8", "dhian-best/ct2-int8"}
+KEYS = ["scenario", "unit", "median", "minmax", "ratio", "runs", "threads", "peak_gflops"]
+KEYS += ["command", "date", "best", "unavailable"]
 
 
 @pytest.mark.parametrize("scenario", ["decode-greedy-16x30", "decode-beam4-16x30"])
@@ -51,26 +54,27 @@ def test_quick_run_writes_the_documented_json(tmp_path: Path, scenario: str) -> 
         == 0
     )
     res = json.loads((tmp_path / f"{scenario}.json").read_text())
-    assert list(res) == [
-        "scenario",
-        "unit",
-        "median",
-        "minmax",
-        "ratio",
-        "runs",
-        "threads",
-        "peak_gflops",
-        "command",
-        "date",
-    ]
+    assert list(res) == KEYS
     assert res["scenario"] == scenario and res["unit"] == "tok/s"
-    assert set(res["median"]) == set(res["minmax"]) == CONTENDERS
+    # CTranslate2 is an optional peer: timed when installed, else listed with the reason
+    ct2_ok = "ct2-int8" not in res["unavailable"]
+    assert (
+        set(res["median"]) == set(res["minmax"]) == CONTENDERS | ({"ct2-int8"} if ct2_ok else set())
+    )
     for name, (lo, hi) in res["minmax"].items():
         assert 0 < lo <= res["median"][name] <= hi
-    assert set(res["ratio"]) == {"dhian-fp32/hf-fp32", "dhian-bf16/hf-bf16"}
+    assert set(res["ratio"]) == RATIOS
+    medians = {**res["median"], "dhian-best": res["median"][res["best"]["dhian-best"]]}
+    assert res["best"]["dhian-best"] in {"dhian-fp32", "dhian-bf16", "dhian-int8"}
+    assert medians["dhian-best"] == max(
+        res["median"][f"dhian-{p}"] for p in ("fp32", "bf16", "int8")
+    )
     for key, value in res["ratio"].items():
         a, b = key.split("/")
-        assert value == pytest.approx(res["median"][a] / res["median"][b], rel=1e-3)
+        if b == "ct2-int8" and not ct2_ok:
+            assert value is None
+            continue
+        assert value == pytest.approx(medians[a] / medians[b], rel=1e-3)
     assert res["runs"] == 2 and res["threads"] == 1
     assert set(res["peak_gflops"]) == {"fp32", "bf16"} and min(res["peak_gflops"].values()) > 0
     assert res["command"].startswith(f"python -m bench {scenario} --quick")

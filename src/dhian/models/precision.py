@@ -33,7 +33,7 @@ Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.errors`.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +51,8 @@ __all__ = [
 
 #: the accepted ``--dtype`` values
 PRECISIONS = ("fp32", "bf16", "int8")
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def check_precision(dtype: str) -> str:
@@ -160,10 +162,11 @@ def _devices(model: nn.Module) -> set[str]:
     return {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
 
 
-def apply_precision(model: nn.Module, dtype: str = "fp32") -> nn.Module:
+def apply_precision(model: ModuleT, dtype: str = "fp32") -> ModuleT:
     """``model`` converted for inference in ``dtype`` (``fp32`` | ``bf16`` | ``int8``).
 
-    Converts in place and returns the module to use (the same object). Puts the model in eval
+    Converts in place and returns the module to use (the same object, unless ``model`` is
+    itself a bare ``nn.Linear``/``GRU``/``LSTM`` quantized to int8). Puts the model in eval
     mode for ``int8`` (quantized layers are inference only). Raises
     :class:`~dhian.errors.ConfigError` for an unknown ``dtype``, for ``int8`` on a non-CPU
     device, and for a model already quantized to int8 that is asked for another dtype.
@@ -184,7 +187,8 @@ def apply_precision(model: nn.Module, dtype: str = "fp32") -> nn.Module:
         return model
     model.float().eval()
     _swap_attention(model)
-    return _quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM})
+    # in place (children swapped); a bare Linear/GRU/LSTM root comes back as a new module
+    return cast(ModuleT, _quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}))
 
 
 def model_precision(model: nn.Module) -> str:
