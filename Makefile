@@ -18,7 +18,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@if [ -n "$(TORCH_WHEEL)" ]; then $(BIN)/pip install -q "torch==2.13.0"; \
 	 else $(BIN)/pip install -q "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch>=2.4"; fi
-	$(BIN)/pip install -q -e ".[dev,test,serve]"
+	$(BIN)/pip install -q -e ".[dev,test,serve,bench]"
 	touch $@
 
 install: $(VENV)/.installed
