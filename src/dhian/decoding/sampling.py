@@ -109,6 +109,9 @@ def _check_args(
         raise ValueError(f"generate: repetition_penalty must be > 0, got {repetition_penalty}")
 
 
+_MIN_TEMPERATURE = 1e-5  # below this, sampling is argmax in all but name
+
+
 def _pick(
     scores: Tensor,
     temperature: float,
@@ -116,9 +119,13 @@ def _pick(
     top_p: float,
     generators: Sequence[torch.Generator | None],
 ) -> Tensor:
-    """Next ids (B,) from processed scores (B, V): argmax when temperature == 0, else a sample."""
-    if temperature == 0.0:
+    """Next ids (B,) from processed scores (B, V): argmax when temperature == 0 (or below
+    ``_MIN_TEMPERATURE``, where float32 division would give 0/0), else a sample."""
+    if temperature < _MIN_TEMPERATURE:
         return scores.argmax(dim=-1)
+    # Shift so the best score is 0 before dividing: a tiny temperature then gives 0 / -inf
+    # (a one-hot distribution) instead of inf - inf = NaN. Softmax, top-k, top-p are shift-free.
+    scores = scores.float() - scores.float().amax(dim=-1, keepdim=True)  # (B, V)
     scores = top_p_filter(top_k_filter(apply_temperature(scores, temperature), top_k), top_p)
     probs = torch.softmax(scores.float(), dim=-1)  # (B, V)
     picks = [
