@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import signal
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,27 +22,7 @@ from dhian import config
 from dhian.cli import main
 from dhian.errors import DhianError
 from dhian.text import KINDS, Tokenizer, clean_text, load_tokenizer, normalize, train_tokenizer
-
-
-class Hang(BaseException):
-    """Raised by the alarm: the call under test ran past its time limit."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Turn a hang into a failure (a BaseException, so no ``except Exception`` swallows it)."""
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Hang(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
+from helpers.timing import Hang, time_limit
 
 FAST = settings(
     max_examples=60,

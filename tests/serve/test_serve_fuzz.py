@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from dhian.interop.registry import load_any_model_dir
 from dhian.serve.app import ServeSettings, create_app
+from helpers.timing import time_limit
 
 SETTINGS = ServeSettings(max_batch=4, max_chars=200, timeout=10.0, max_beam=4)
 ENDPOINTS = ("/translate", "/classify", "/generate", "/fill-mask", "/attention")
@@ -35,26 +35,6 @@ FUZZ = settings(
     deadline=timedelta(seconds=8),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-class Hang(BaseException):
-    """Raised by the alarm: a request ran past its time limit."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Turn a hang into a failure (the main thread waits on the TestClient's portal)."""
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Hang(f"no answer after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="module")
