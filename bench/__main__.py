@@ -6,7 +6,8 @@ import sys
 
 import bench.bert  # registers bert-base-32x128
 import bench.decode  # registers the decoding scenarios
-import bench.gpt  # noqa: F401  (registers gpt-generate-b8)
+import bench.gpt  # registers gpt-generate-b8
+import bench.train  # noqa: F401  (registers train-6x6-d512)
 from bench.harness import main
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ correctness notes. :func:`run_scenario` then
 5. writes ``<out>/<scenario>.json`` (the fixed schema below) and ``<out>/<scenario>.md``.
 
 JSON schema: ``{"scenario", "unit", "median": {name: x}, "minmax": {name: [lo, hi]},
-"ratio": {"a/b": median_a / median_b}, "runs", "threads", "peak_gflops": {"fp32", "bf16"},
+"ratio": {"a/b": median_a / median_b, key: fraction of peak}, "runs", "threads", "peak_gflops": {"fp32", "bf16"},
 "command", "date", "best": {alias: member}, "unavailable": {name: reason}}``.
 
 A ratio side may be a *best-of alias* (``Setup.best``, e.g. ``dhian-best`` = the fastest median
@@ -73,6 +73,7 @@ class Setup:
     notes: list[str] = dataclasses.field(default_factory=list)
     best: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
+    fractions: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +195,9 @@ def run_scenario(
             f"(min {minmax[c.name][0]:.1f}, max {minmax[c.name][1]:.1f}), {gflops:.1f} GFLOP/s"
         )
     best, ratio = ratios(median, setup)
+    fraction = {c.name: frac for c, _, frac in rows}
+    for key, who in setup.fractions.items():
+        ratio[key] = round(fraction[who], 4) if who in fraction else None
     result = {
         "scenario": name,
         "unit": scenario.unit,
@@ -293,7 +297,7 @@ def markdown(
             f"| {c.name} | {result['median'][c.name]:.1f} | {lo:.1f}–{hi:.1f} | {gflops:.1f} | "
             f"{100 * frac:.1f}% of {c.dtype} |"
         )
-    lines += ["", "| ratio (medians) | value |", "|---|---:|"]
+    lines += ["", "| ratio of medians (a name without /: fraction of peak) | value |", "|---|---:|"]
     for key, value in result["ratio"].items():
         lines.append(f"| {key} | {'n/a' if value is None else format(value, '.3f')} |")
     if result["best"]:

@@ -29,7 +29,8 @@ def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def quick_run(tmp_path: Path, scenario: str) -> tuple[dict[str, Any], str]:
     """Run ``scenario`` with ``--quick`` (2 timed runs, 1 thread); its JSON and Markdown."""
     import bench.bert
-    import bench.gpt  # noqa: F401
+    import bench.gpt
+    import bench.train  # noqa: F401
     from bench.harness import main
 
     args = [scenario, "--quick", "--runs", "2", "--warmup", "1", "--threads", "1"]
@@ -50,6 +51,9 @@ def check_common(res: dict[str, Any], scenario: str, unit: str) -> None:
     for name, (lo, hi) in res["minmax"].items():
         assert 0 < lo <= res["median"][name] <= hi
     for key, value in res["ratio"].items():
+        if "/" not in key:  # a fraction of the matmul peak (e.g. mfu-fp32)
+            assert value is None or value > 0
+            continue
         a, b = key.split("/")
         if value is not None:
             assert value == pytest.approx(res["median"][a] / res["median"][b], rel=1e-3)
@@ -223,3 +227,40 @@ def test_best_of_alias_and_missing_sides_in_ratios() -> None:
     picks, values = ratios({"a": 2.0, "b": 6.0, "peer": 4.0}, setup)
     assert picks == {"best": "b"}  # c was not timed, b is the fastest
     assert values == {"best/peer": 1.5, "a/peer": 0.5, "a/gone": None, "gone/peer": None}
+
+
+# --------------------------------------------------------------------------- training step
+
+
+def test_train_step_quick_schema_mfu_and_same_weights(tmp_path: Path) -> None:
+    res, md = quick_run(tmp_path, "train-6x6-d512")
+    check_common(res, "train-6x6-d512", "tok/s")
+    assert set(res["median"]) == {"dhian-fp32", "hf-fp32", "dhian-bf16"}
+    assert set(res["ratio"]) == {"dhian-fp32/hf-fp32", "dhian-bf16/dhian-fp32", "mfu-fp32"}
+    assert 0 < res["ratio"]["mfu-fp32"] < 5
+    assert "WARNING" not in md  # dhian and HF start from the very same loss
+    assert "mfu-fp32" in md
+
+
+def test_train_step_matches_hf_update(tmp_path: Path) -> None:
+    """The timed dhian and HF updates are the same computation: equal losses over 3 updates."""
+    from bench.decode import build_pair
+    from bench.train import QUICK, batch, dhian_logits, hf_logits, make_step
+
+    s = QUICK.model
+    model, hf, _ = build_pair(s)
+    data = batch(s)
+    ours = make_step(model, dhian_logits, data, QUICK.smoothing)
+    theirs = make_step(hf, hf_logits, data, QUICK.smoothing)
+    for _ in range(3):
+        assert ours() == pytest.approx(theirs(), rel=1e-4)
+
+
+def test_train_flops_counts_linear_layers() -> None:
+    from bench.decode import Shape
+    from bench.train import train_flops
+
+    s = Shape(layers=1, d=2, heads=1, ff=3, vocab=5, batch=1, src_len=1, out_len=1)
+    # per layer: enc 4e^2 + 2ef = 28, cross k/v 2e^2 = 8, dec 6e^2 + 2ef = 36, output e*v = 10,
+    # attention 2 e (enc) + 2 e + 2 e (dec self + cross) = 12
+    assert train_flops(s) == 3 * 2.0 * (28 + 8 + 36 + 10 + 12)
