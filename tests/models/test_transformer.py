@@ -428,3 +428,35 @@ def test_registry_and_tiny_recipe() -> None:
         EOS,
     )
     assert dataclasses.replace(cfg.model, enc_layers=1).enc_layers == 1
+
+
+def test_reorder_within_sentences_keeps_the_source_side(trained: TransformerSeq2Seq) -> None:
+    """Beams following beams of the same sentence share the cross caches (no copy); a reorder
+    that moves rows across sentences copies them, and decoding stays exact either way."""
+    src, lens = _novel_batch()
+    state = trained.start(src, lens)
+    b, k = src.size(0), 3
+    state = trained.reorder(state, torch.arange(b).repeat_interleave(k))  # (B*k,) expand
+    cross_k = state.cross_caches[0].k
+    assert cross_k is not None and cross_k.size(0) == b * k
+    prev = torch.full((b * k,), trained.bos_id, dtype=torch.long)
+    logits, state, _ = trained.step(prev, state)
+    within = torch.arange(b).repeat_interleave(k) * k  # every row follows beam 0 of its sentence
+    same = trained.reorder(state, within)
+    assert same.cross_caches[0].k is cross_k  # not copied
+    assert same.sources is state.sources
+    across = torch.arange(b * k).roll(k)  # rows change sentence
+    moved = trained.reorder(same, across)
+    assert moved.cross_caches[0].k is not cross_k
+    assert moved.sources is not None
+    assert moved.sources.tolist() == torch.arange(b).repeat_interleave(k).roll(k).tolist()
+    assert moved.src_lengths.tolist() == lens.repeat_interleave(k).roll(k).tolist()
+    # the moved state decodes like a state built in that order from the start
+    order = torch.arange(b).repeat_interleave(k).roll(k)
+    ref = trained.reorder(trained.start(src, lens), order)
+    first = torch.full((b * k,), trained.bos_id, dtype=torch.long)
+    _, ref, _ = trained.step(first, ref)
+    nxt = logits.argmax(-1)[within][across]  # (B*k,) the same next token for both states
+    a, _, _ = trained.step(nxt, moved)
+    r, _, _ = trained.step(nxt, ref)
+    torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)

@@ -1,8 +1,9 @@
 """Batched beam search over the step interface (:class:`dhian.decoding.base.StepModel`).
 
 Owns :func:`beam_search`. All active sentences × beams form one batch of N = n × k rows: one
-``model.step`` call per step, one top-2k over the k × V continuations of each sentence, one
-``model.reorder`` per step (it both follows the surviving beams and drops finished sentences).
+``model.step`` call per step, a top-2k over each row's V continuations then over the k × 2k
+best of each sentence, one ``model.reorder`` per step (it both follows the surviving beams and
+drops finished sentences).
 Only the bookkeeping of finished hypotheses is per sentence.
 
 Algorithm (as in fairseq): among the 2k best continuations of a sentence, EOS candidates ranked
@@ -100,11 +101,15 @@ def beam_search(
             if hist_attn is None:
                 hist_attn = step_attn.new_zeros(n * k, 0, step_attn.size(-1))  # (N, 0, Ts)
 
-        cand = (beam_lp.view(-1, 1) + lp).view(n, k * vocab)  # (n, k*V)
-        width = min(2 * k, k * vocab)
+        # The 2k best of a sentence's k x V continuations are among its rows' 2k best each
+        # (a beam's score shifts its whole row), so rank k x 2k candidates, not k x V.
+        per_row = min(2 * k, vocab)
+        row_lp, row_tok = lp.topk(per_row, dim=1)  # (N, w)
+        cand = (beam_lp.view(-1, 1) + row_lp).view(n, k * per_row)  # (n, k*w)
+        width = min(2 * k, k * per_row)
         top_lp, top_idx = cand.topk(width, dim=1)  # (n, 2k)
-        top_beam = torch.div(top_idx, vocab, rounding_mode="floor")  # (n, 2k)
-        top_tok = top_idx - top_beam * vocab  # (n, 2k)
+        top_beam = torch.div(top_idx, per_row, rounding_mode="floor")  # (n, 2k)
+        top_tok = row_tok.view(n, k * per_row).gather(1, top_idx)  # (n, 2k)
         is_eos = top_tok == model.eos_id  # (n, 2k)
 
         # Finished hypotheses: EOS among the k best candidates (per-sentence bookkeeping).

@@ -82,7 +82,10 @@ class TransformerState:
     (N, H, t, D) after t steps; ``cross_caches``: one static cache per layer, k/v (N, H, Ts, D)
     projected from the encoder output in ``start``; ``memory_mask`` (N, 1, 1, Ts) bool (True =
     real source token) or None when no source is padded; ``src_lengths`` (N,); ``length`` = t,
-    the number of target tokens fed so far (= the position of the next one).
+    the number of target tokens fed so far (= the position of the next one); ``sources`` (N,)
+    the encoded sentence each row's cross cache, mask and length belong to (None: unknown).
+    Rows of the same sentence hold identical copies, so a reorder that keeps every row's
+    sentence (beam search following its beams) leaves them alone instead of copying.
     """
 
     self_caches: list[KVCache]
@@ -90,6 +93,7 @@ class TransformerState:
     memory_mask: Tensor | None
     src_lengths: Tensor
     length: int = 0
+    sources: Tensor | None = None
 
 
 def _static_kv(attn: MultiHeadAttention, memory: Tensor) -> KVCache:
@@ -306,9 +310,9 @@ class TransformerSeq2Seq(nn.Module):
             attn = layer.cross_attn
             assert isinstance(attn, MultiHeadAttention)  # decoder blocks have cross attention
             cross.append(_static_kv(attn, memory))
-        return TransformerState(
-            kv_caches(len(self.decoder)), cross, mask, src_lengths.to(src.device), 0
-        )
+        lengths = src_lengths.to(src.device)
+        sources = torch.arange(lengths.size(0), device=lengths.device)  # (B,)
+        return TransformerState(kv_caches(len(self.decoder)), cross, mask, lengths, 0, sources)
 
     def step(
         self, prev: Tensor, state: TransformerState, need_weights: bool = False
@@ -346,16 +350,36 @@ class TransformerSeq2Seq(nn.Module):
         return logits, state, attn
 
     def reorder(self, state: TransformerState, index: Tensor) -> TransformerState:
-        """Keep rows ``index`` (N',) of every cache, the memory mask and the lengths."""
+        """Keep rows ``index`` (N',) of every cache, the memory mask and the lengths.
+
+        The source side (cross caches, memory mask, lengths) is only copied when some row
+        changes sentence (see :class:`TransformerState`); the self caches always are."""
         index = index.to(state.src_lengths.device)
-        for cache in (*state.self_caches, *state.cross_caches):
-            cache.reorder(index)  # (N', H, T, D)
+        for cache in state.self_caches:
+            cache.reorder(index)  # (N', H, t, D)
+        sources = None if state.sources is None else state.sources.index_select(0, index)
+        if (
+            sources is not None
+            and state.sources is not None
+            and torch.equal(sources, state.sources)
+        ):
+            return TransformerState(
+                state.self_caches,
+                state.cross_caches,
+                state.memory_mask,
+                state.src_lengths,
+                state.length,
+                state.sources,
+            )
+        for cache in state.cross_caches:
+            cache.reorder(index)  # (N', H, Ts, D)
         return TransformerState(
             state.self_caches,
             state.cross_caches,
             None if state.memory_mask is None else state.memory_mask.index_select(0, index),
             state.src_lengths.index_select(0, index),
             state.length,
+            sources,
         )
 
 
