@@ -110,3 +110,20 @@ def test_errors_are_one_line(
     code, _ = run_cli(monkeypatch, "--model", str(model_dir), "--top-p", "0")
     assert code == 2
     assert "--top-p" in capsys.readouterr().err
+
+
+def test_a_run_dir_means_its_best_model(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model runs/X`` (what `dhian train` printed) works as with evaluate: X/best."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run / "best")
+    base = ["--prompt", "let", "--max-new-tokens", "6", "--temperature", "0"]
+    code, rec = run_cli(monkeypatch, "--model", str(run), *base)
+    assert code == 0
+    assert (
+        rec.getvalue()
+        == "let" + library(model_dir, "let", max_new_tokens=6, temperature=0.0) + "\n"
+    )

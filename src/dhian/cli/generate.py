@@ -1,6 +1,6 @@
 """``dhian generate``: continue a prompt with a trained causal LM, streaming to the terminal.
 
-Wiring only: load the model dir (:func:`dhian.models.io.load_model_dir`), call
+Wiring only: load the model (:func:`dhian.decoding.translate.load_model`: model dir or run dir), call
 :func:`dhian.decoding.sampling.generate_text`, print decoded increments as they are produced
 (with flush). ``--n`` samples are generated one after another, sample i with seed ``seed + i``
 (the same text a batch of n would give, see :mod:`dhian.decoding.sampling`).
@@ -71,19 +71,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dhian.decoding.sampling import generate_text
-    from dhian.models.io import load_model_dir
-    from dhian.models.precision import apply_precision
+    from dhian.decoding.translate import load_model
 
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_model_dir(args.model, map_location=device)
+    loaded = load_model(args.model, device, args.dtype)  # a run dir means its best/ (else last/)
     if loaded.kind != "lm":
         raise ConfigError(
             f"{args.model} holds a {loaded.kind!r} model; dhian generate needs a language model "
             "(model.type: gpt)"
         )
-    loaded.model = apply_precision(loaded.model, args.dtype)
     tokenizer = loaded.tokenizers.get("tgt") or loaded.tokenizers.get("src")
     out = sys.stdout
 
