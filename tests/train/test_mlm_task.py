@@ -85,6 +85,28 @@ def test_masked_accuracy_rises_and_fill_mask_works(tmp_path: Path) -> None:
     mask = tok.id_to_token(tok.mask_id)  # <mask> for a WordPiece dhian trained
     top = fill_mask(loaded.model, tok, f"red green {mask} yellow purple orange", top_k=1)
     assert top[0][0][0] == "blue"
+    # `dhian evaluate` on the dev split reproduces the training's last validation exactly
+    from dhian.train import evaluate_mlm
+
+    res = evaluate_mlm(loaded, split="dev", max_docs=cfg.data.max_eval_examples)
+    assert res["mlm_accuracy"] == pytest.approx(acc[-1], abs=1e-12)
+    assert res["loss"] == pytest.approx(loss[-1], rel=1e-5)
+    assert res["blocks"] > 0 and res["masked"] > 0 and res["source"].endswith(" dev")
+    every = evaluate_mlm(loaded, split="dev", batch_size=1)
+    assert every["documents"] == 40 > res["documents"] and every["masked"] > res["masked"]
+    from dhian.cli import main as cli_main
+
+    out = tmp_path / "eval"
+    assert (
+        cli_main(
+            ["evaluate", "--model", str(tmp_path / "run"), "--split", "dev", "--out", str(out)]
+        )
+        == 0
+    )
+    saved = json.loads((out / "eval.dev.json").read_text())
+    assert saved["mlm_accuracy"] == pytest.approx(acc[-1], abs=1e-12)
+    with pytest.raises(ConfigError, match="kind 'mlm'"):
+        evaluate_mlm(type("L", (), {"kind": "lm"})())
 
 
 def test_loss_on_masked_rows_equals_full_output() -> None:

@@ -6,7 +6,8 @@ Public API (imported lazily so ``import dhian.train`` stays light):
 (:mod:`~dhian.train.tasks`), :func:`lr_factor` / :func:`build_scheduler`
 (:mod:`~dhian.train.schedules`). Modules: ``engine`` (loop), ``tasks`` (task interface),
 ``translation`` (the translation task), ``optim`` (AdamW, freeze, device, autocast),
-``lm`` (the causal-LM task), ``lm_eval`` (:func:`evaluate_lm`, perplexity), ``schedules``,
+``lm`` (the causal-LM task), ``lm_eval`` (:func:`evaluate_lm`, perplexity), ``mlm_eval``
+(:func:`evaluate_mlm`, masked-token accuracy), ``schedules``,
 ``checkpoint`` (last/best, RNG, trainer state), ``stopping`` (knob checks,
 improvement, signals), ``warmstart`` (``init_from``), ``metricslog`` (metrics.jsonl writer),
 ``curves`` (PNG), ``progress`` (tqdm bar).
@@ -29,6 +30,7 @@ _EXPORTS = {
     "lr_factor": "schedules",
     "build_scheduler": "schedules",
     "evaluate_lm": "lm_eval",
+    "evaluate_mlm": "mlm_eval",
 }
 
 __all__ = sorted(_EXPORTS)
