@@ -42,7 +42,8 @@ def evaluate_mlm(
 ) -> dict[str, Any]:
     """Masked-token accuracy, loss and perplexity of a loaded masked LM (kind ``mlm``).
 
-    ``max_docs`` > 0 scores only the first documents; ``batch_size`` 0 = the training one.
+    ``max_docs`` > 0 scores only the first documents; ``batch_size`` 0 = the training one (16 if
+    that was 0).
     Returns ``loss`` (NLL per masked token, nats), ``ppl``, ``mlm_accuracy`` and the counts
     ``blocks``, ``masked``, ``documents`` plus ``source``.
     """
@@ -62,7 +63,7 @@ def evaluate_mlm(
     blocks = pack_mlm(tok.encode_batch(docs), tok, int(loaded.config.data.block_size))
     if len(blocks) == 0:
         raise DataError(f"the {split} split of {spec!r} has no text to score")
-    size = batch_size or int(loaded.config.train.batch_size)
+    size = batch_size or int(loaded.config.train.batch_size) or 16  # 0 in a token-budget run
     device = next(model.parameters()).device
     total, count, correct, seen = 0.0, 0, 0, 0
     model.eval()
