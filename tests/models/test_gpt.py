@@ -66,6 +66,20 @@ def test_incremental_caches_equal_full_forward(positions: str) -> None:
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_logits_to_keep_runs_the_head_on_the_last_positions_only() -> None:
+    model = tiny()
+    ids = torch.randint(0, V, (3, 8))
+    full = model(ids).logits  # (B, T, V)
+    for k in (1, 3):
+        kept = model(ids, logits_to_keep=k).logits
+        assert kept.shape == (3, k, V)
+        torch.testing.assert_close(kept, full[:, -k:], atol=1e-6, rtol=1e-6)
+    caches = model.init_caches()
+    model(ids[:, :5], caches=caches, logits_to_keep=1)  # prefill: the caches still fill fully
+    step = model(ids[:, 5:6], caches=caches, logits_to_keep=1).logits
+    torch.testing.assert_close(step, full[:, 5:6], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_left_padding_with_mask_and_positions_equals_unpadded(positions: str) -> None:
     model = tiny(positions).double()

@@ -201,7 +201,7 @@ def generate(
                 caches = model.init_caches() if use_cache and total <= block else None
             pos = _positions(key_mask)[:, key_mask.size(1) - inp.size(1) :]  # (B, T_in)
             attn = None if bool(key_mask.all()) else key_mask
-            out = model(inp, positions=pos, attention_mask=attn, caches=caches)
+            out = model(inp, positions=pos, attention_mask=attn, caches=caches, logits_to_keep=1)
             cached = total if caches is not None else 0
             logits = out.logits[:, -1, :].float()  # (B, V)
             log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)

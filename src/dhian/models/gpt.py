@@ -177,6 +177,7 @@ class GPT(nn.Module):
         attention_mask: Tensor | None = None,
         need_weights: bool = False,
         caches: list[KVCache] | None = None,
+        logits_to_keep: int = 0,
     ) -> GPTOutput:
         """Next-token logits for every position of ``ids`` (B, T) long.
 
@@ -188,8 +189,11 @@ class GPT(nn.Module):
         ``positions`` is then unused. ``attention_mask`` (B, Tc + T) bool, True = real token
         (keys that are False are never attended to); the causal mask is always applied. Without
         a mask and a cache, attention is one fused causal SDPA call. ``need_weights`` returns
-        per-layer self-attention weights (B, H, T, Tc + T).
-        Returns :class:`GPTOutput` (logits (B, T, V), attention, caches).
+        per-layer self-attention weights (B, H, T, Tc + T). ``logits_to_keep`` k > 0 runs the
+        output layer on the last k positions only (generation needs the last one: at V = 50k
+        the output layer costs about as much as the whole stack of a GPT-2-small).
+        Returns :class:`GPTOutput` (logits (B, T, V), or (B, k, V) with ``logits_to_keep``,
+        attention, caches).
         """
         if ids.dim() != 2:
             raise ValueError(f"GPT: expected ids of shape (B, T), received {tuple(ids.shape)}")
@@ -238,9 +242,11 @@ class GPT(nn.Module):
             )  # (B, T, E), (B, H, T, Tk) | None
             if w is not None:
                 weights.append(w)
-        x = self.norm_f(x)  # (B, T, E)
+        if logits_to_keep > 0:
+            x = x[:, -logits_to_keep:]  # (B, k, E)
+        x = self.norm_f(x)  # (B, T|k, E)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # (V, E)
-        logits = F.linear(x, head)  # (B, T, V)
+        logits = F.linear(x, head)  # (B, T|k, V)
         return GPTOutput(logits, weights if need_weights else None, caches)
 
 
