@@ -186,6 +186,13 @@ def score_documents(
     return LMScore(nll, tokens, decoded_chars(tok, ids))
 
 
+def model_and_tokenizer(loaded: Any, kind: str, need: str) -> tuple[Any, Any]:
+    """(model, tokenizer) of a loaded model of ``kind``; else ConfigError ``need`` + what it got."""
+    if getattr(loaded, "kind", None) != kind:
+        raise ConfigError(f"{need}, got a {getattr(loaded, 'kind', '?')!r} model")
+    return loaded.model, loaded.tokenizers.get("tgt") or loaded.tokenizers.get("src")
+
+
 def evaluate_lm(
     loaded: Any,
     corpus: str | None = None,
@@ -207,13 +214,9 @@ def evaluate_lm(
     ``ppl``, ``ppl_char`` = exp(total NLL / characters of the decoded text), ``bpc``, and the
     counts ``tokens``, ``chars``, ``documents`` plus ``source`` (what was read).
     """
-    if getattr(loaded, "kind", None) != "lm":
-        raise ConfigError(
-            f"perplexity evaluation needs a language model (kind 'lm', model.type gpt), got a "
-            f"{getattr(loaded, 'kind', '?')!r} model"
-        )
-    model = loaded.model
-    tok = loaded.tokenizers.get("tgt") or loaded.tokenizers.get("src")
+    model, tok = model_and_tokenizer(
+        loaded, "lm", "perplexity evaluation needs a language model (kind 'lm', model.type gpt)"
+    )
     limit = int(getattr(model, "block_size", 0)) or None
     block = block_size or int(loaded.config.data.block_size)
     if limit is not None:

@@ -23,7 +23,7 @@ from dhian.data.batching import BatchIterator
 from dhian.data.examples import pack_mlm
 from dhian.data.mlm import IGNORE_INDEX
 from dhian.errors import ConfigError, DataError
-from dhian.train.lm_eval import lm_documents
+from dhian.train.lm_eval import lm_documents, model_and_tokenizer
 from dhian.train.mlm import masked_logits
 from dhian.train.tasks import token_loss
 
@@ -47,13 +47,11 @@ def evaluate_mlm(
     Returns ``loss`` (NLL per masked token, nats), ``ppl``, ``mlm_accuracy`` and the counts
     ``blocks``, ``masked``, ``documents`` plus ``source``.
     """
-    if getattr(loaded, "kind", None) != "mlm":
-        raise ConfigError(
-            f"masked-LM evaluation needs a model of kind 'mlm' (model.type bert, model.task "
-            f"mlm), got a {getattr(loaded, 'kind', '?')!r} model"
-        )
-    model = loaded.model
-    tok = loaded.tokenizers.get("src") or loaded.tokenizers.get("tgt")
+    model, tok = model_and_tokenizer(
+        loaded,
+        "mlm",
+        "masked-LM evaluation needs a model of kind 'mlm' (model.type bert, task mlm)",
+    )
     if tok is None:
         raise ConfigError("this model dir has no tokenizer; masked-LM evaluation needs one")
     spec = corpus or str(loaded.config.data.corpus)
