@@ -1,11 +1,12 @@
 """Encoder-decoder Transformer for translation (Vaswani et al., 2017), with KV-cached decoding.
 
-Owns :class:`TransformerSeq2Seq`, its decoder state :class:`TransformerState`, the output record
-:class:`TransformerOutput` and :func:`build_transformer` (the one place that reads a
+Owns :class:`TransformerSeq2Seq`, the output record :class:`TransformerOutput` and
+:func:`build_transformer` (the one place that reads a
 :class:`~dhian.models.configs.TransformerConfig`). Blocks, attention and positions come from
 :mod:`dhian.nn`; this module only wires them.
 
-Seq2seq interface (docs/design.md): ``forward(src, src_lengths, tgt_in, need_weights)`` (teacher
+The decoder state :class:`TransformerState` lives in :mod:`dhian.models.transformer_state`
+(re-exported here). Seq2seq interface (docs/design.md): ``forward(src, src_lengths, tgt_in, need_weights)`` (teacher
 forcing; without ``need_weights`` every attention runs on the SDPA fast path) and
 ``start`` / ``step`` / ``reorder`` for :mod:`dhian.decoding`. ``start`` runs the encoder once and
 projects each decoder layer's cross-attention keys/values once (static :class:`KVCache`);
@@ -17,7 +18,7 @@ logits (tested).
 Notation: B batch, N decoder rows, Ts/Tt source/target lengths, H heads, D head dim, E model
 dim, V target vocab, L decoder layers.
 Imports: torch, :mod:`dhian.nn`, :mod:`dhian.models.configs`, :mod:`dhian.models.outputs`,
-:mod:`dhian.errors`.
+:mod:`dhian.errors`, :mod:`dhian.models.transformer_state`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import dataclasses
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dhian.errors import ConfigError
 from dhian.models.configs import TransformerConfig
 from dhian.models.outputs import Seq2SeqOutput
+from dhian.models.transformer_state import TransformerState, reorder_state, static_kv
 from dhian.nn.attention import KVCache, MultiHeadAttention, kv_caches
 from dhian.nn.blocks import DecoderBlock, EncoderBlock, FeedForward
 from dhian.nn.masks import padding_mask
@@ -72,43 +73,6 @@ class TransformerOutput(Seq2SeqOutput):
 
     encoder_attention: list[Tensor] | None = None
     decoder_attention: list[Tensor] | None = None
-
-
-@dataclasses.dataclass
-class TransformerState:
-    """Decoder state of N rows (sentences × beams).
-
-    ``self_caches``: one growing self-attention :class:`KVCache` per decoder layer, k/v
-    (N, H, t, D) after t steps; ``cross_caches``: one static cache per layer, k/v (N, H, Ts, D)
-    projected from the encoder output in ``start``; ``memory_mask`` (N, 1, 1, Ts) bool (True =
-    real source token) or None when no source is padded; ``src_lengths`` (N,); ``length`` = t,
-    the number of target tokens fed so far (= the position of the next one); ``sources`` (N,)
-    the encoded sentence each row's cross cache, mask and length belong to (None: unknown).
-    Rows of the same sentence hold identical copies, so a reorder that keeps every row's
-    sentence (beam search following its beams) leaves them alone instead of copying.
-    """
-
-    self_caches: list[KVCache]
-    cross_caches: list[KVCache]
-    memory_mask: Tensor | None
-    src_lengths: Tensor
-    length: int = 0
-    sources: Tensor | None = None
-
-
-def _static_kv(attn: MultiHeadAttention, memory: Tensor) -> KVCache:
-    """Project ``memory`` (N, Ts, E) to cross-attention keys/values once: a filled static cache.
-
-    Uses the documented fused layout ``in_proj_weight`` = [W_q; W_k; W_v] (3E, E), i.e. exactly
-    what :class:`MultiHeadAttention` computes on its first call with an empty static cache.
-    """
-    n, ts, e = memory.shape
-    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[e:]  # (2E,)
-    k, v = F.linear(memory, attn.in_proj_weight[e:], bias).split(e, dim=-1)  # 2 x (N, Ts, E)
-    h, d = attn.num_heads, attn.head_dim
-    k = k.view(n, ts, h, d).transpose(1, 2)  # (N, Ts, H, D) -> (N, H, Ts, D)
-    v = v.view(n, ts, h, d).transpose(1, 2)  # (N, Ts, H, D) -> (N, H, Ts, D)
-    return KVCache(k, v, static=True)
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -309,7 +273,7 @@ class TransformerSeq2Seq(nn.Module):
         for layer in self.decoder:
             attn = layer.cross_attn
             assert isinstance(attn, MultiHeadAttention)  # decoder blocks have cross attention
-            cross.append(_static_kv(attn, memory))
+            cross.append(static_kv(attn, memory))
         lengths = src_lengths.to(src.device)
         sources = torch.arange(lengths.size(0), device=lengths.device)  # (B,)
         return TransformerState(kv_caches(len(self.decoder)), cross, mask, lengths, 0, sources)
@@ -350,37 +314,8 @@ class TransformerSeq2Seq(nn.Module):
         return logits, state, attn
 
     def reorder(self, state: TransformerState, index: Tensor) -> TransformerState:
-        """Keep rows ``index`` (N',) of every cache, the memory mask and the lengths.
-
-        The source side (cross caches, memory mask, lengths) is only copied when some row
-        changes sentence (see :class:`TransformerState`); the self caches always are."""
-        index = index.to(state.src_lengths.device)
-        for cache in state.self_caches:
-            cache.reorder(index)  # (N', H, t, D)
-        sources = None if state.sources is None else state.sources.index_select(0, index)
-        if (
-            sources is not None
-            and state.sources is not None
-            and torch.equal(sources, state.sources)
-        ):
-            return TransformerState(
-                state.self_caches,
-                state.cross_caches,
-                state.memory_mask,
-                state.src_lengths,
-                state.length,
-                state.sources,
-            )
-        for cache in state.cross_caches:
-            cache.reorder(index)  # (N', H, Ts, D)
-        return TransformerState(
-            state.self_caches,
-            state.cross_caches,
-            None if state.memory_mask is None else state.memory_mask.index_select(0, index),
-            state.src_lengths.index_select(0, index),
-            state.length,
-            sources,
-        )
+        """Keep rows ``index`` (N',): see :func:`~dhian.models.transformer_state.reorder_state`."""
+        return reorder_state(state, index)
 
 
 def build_transformer(
