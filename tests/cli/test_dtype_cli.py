@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from dhian.cli import main
 from dhian.config import DataConfig, RunConfig
@@ -24,7 +23,7 @@ from dhian.models.configs import BertConfig, GPTConfig
 from dhian.models.io import save_model_dir
 from dhian.models.precision import model_precision
 from dhian.text import train_tokenizer
-from helpers.corpus import write_corpus
+from helpers.corpus import train_word_swap_run
 from helpers.threads import one_thread  # noqa: F401
 
 TEXTS = ["a good film", "a bad film", "what a great story", "the story was bad", "good good"]
@@ -33,33 +32,7 @@ TEXTS = ["a good film", "a bad film", "what a great story", "the story was bad",
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny RNNsearch trained by ``dhian train`` on the word-swap corpus (best/ and last/)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("mt")
-    data = write_corpus(root, {"train": (300, 1, 6), "dev": (8, 1, 6), "test": (24, 1, 8)})
-    cfg = {
-        "model": {"type": "rnnsearch", "embed_dim": 24, "hidden_dim": 24, "dropout": 0.0},
-        "data": {"corpus": f"tsv:{data}", "tokenizer": "bpe", "vocab_size": 80, "max_len": 20},
-        "train": {
-            "out_dir": str(root / "run"),
-            "max_steps": 120,
-            "batch_size": 16,
-            "max_tokens": 0,
-            "lr": 1e-2,
-            "schedule": "constant",
-            "warmup_steps": 0,
-            "eval_every": 120,
-            "eval_max_examples": 8,
-            "log_every": 120,
-            "save_every": 0,
-            "num_threads": 1,
-        },
-    }
-    recipe = root / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    assert main(["train", str(recipe), "--quiet"]) == 0
-    torch.set_num_threads(threads)
-    return root / "run"
+    return train_word_swap_run(tmp_path_factory.mktemp("mt"), test_max_words=8, eval_every=120)
 
 
 def feed_stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from PIL import Image
 from sacrebleu.metrics import BLEU
@@ -26,39 +25,13 @@ from dhian.models import build_model
 from dhian.models.configs import BertConfig
 from dhian.models.io import save_model_dir
 from dhian.text import train_tokenizer
-from helpers.corpus import write_corpus
+from helpers.corpus import train_word_swap_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run dir trained by ``dhian train`` (best/ and last/) on an en→de word-swap corpus."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("mt")
-    data = write_corpus(root, {"train": (300, 1, 6), "dev": (8, 1, 6), "test": (24, 1, 12)})
-    cfg = {
-        "model": {"type": "rnnsearch", "embed_dim": 24, "hidden_dim": 24, "dropout": 0.0},
-        "data": {"corpus": f"tsv:{data}", "tokenizer": "bpe", "vocab_size": 80, "max_len": 20},
-        "train": {
-            "out_dir": str(root / "run"),
-            "max_steps": 120,
-            "batch_size": 16,
-            "max_tokens": 0,
-            "lr": 1e-2,
-            "schedule": "constant",
-            "warmup_steps": 0,
-            "eval_every": 60,
-            "eval_max_examples": 8,
-            "log_every": 60,
-            "save_every": 0,
-            "num_threads": 1,
-        },
-    }
-    recipe = root / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    assert main(["train", str(recipe), "--quiet"]) == 0
-    torch.set_num_threads(threads)
-    run = root / "run"
+    run = train_word_swap_run(tmp_path_factory.mktemp("mt"), test_max_words=12, eval_every=60)
     assert (run / "best" / "model.safetensors").is_file()
     return run
 

@@ -80,3 +80,42 @@ def recipe(root: Path, dropout: float = 0.0, **train: Any) -> Path:
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
+
+
+def train_word_swap_run(root: Path, test_max_words: int = 8, eval_every: int = 120) -> Path:
+    """A tiny RNNsearch trained by ``dhian train`` (120 steps, one thread) on the word-swap
+    corpus written under ``root``; returns its run dir (best/ and last/)."""
+    import torch
+
+    from dhian.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = write_corpus(
+        root, {"train": (300, 1, 6), "dev": (8, 1, 6), "test": (24, 1, test_max_words)}
+    )
+    cfg = {
+        "model": {"type": "rnnsearch", "embed_dim": 24, "hidden_dim": 24, "dropout": 0.0},
+        "data": {"corpus": f"tsv:{data}", "tokenizer": "bpe", "vocab_size": 80, "max_len": 20},
+        "train": {
+            "out_dir": str(root / "run"),
+            "max_steps": 120,
+            "batch_size": 16,
+            "max_tokens": 0,
+            "lr": 1e-2,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "eval_every": eval_every,
+            "eval_max_examples": 8,
+            "log_every": eval_every,
+            "save_every": 0,
+            "num_threads": 1,
+        },
+    }
+    recipe_path = root / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    try:
+        assert main(["train", str(recipe_path), "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run"
