@@ -31,9 +31,10 @@ from torch import Tensor
 
 from bench import ort
 from bench.harness import Contender, Scenario, Setup, register
-from dhian.interop.bert import export_hf_bert
-from dhian.models.bert import BertBackbone, build_bert
-from dhian.models.configs import BertConfig
+from dhian.interop.hf_bert import export_hf_bert
+from dhian.models.bert.config import BertConfig
+from dhian.models.bert.heads import build_bert
+from dhian.models.bert.model import BertBackbone
 from dhian.models.precision import apply_precision
 
 

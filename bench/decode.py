@@ -36,10 +36,10 @@ from torch import Tensor
 from bench import ct2
 from bench.harness import Contender, Scenario, Setup, register
 from dhian.decoding import beam_search, greedy_decode
-from dhian.interop.marian import export_marian
-from dhian.models.configs import TransformerConfig
+from dhian.interop.hf_marian import export_marian
 from dhian.models.precision import apply_precision
-from dhian.models.transformer import TransformerSeq2Seq, build_transformer
+from dhian.models.transformer.config import TransformerConfig
+from dhian.models.transformer.model import TransformerSeq2Seq, build_transformer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,8 +29,8 @@ from torch import Tensor
 
 from bench.harness import Contender, Scenario, Setup, register
 from dhian.decoding.sampling import generate
-from dhian.models.configs import GPTConfig
-from dhian.models.gpt import GPT, build_gpt
+from dhian.models.gpt.config import GPTConfig
+from dhian.models.gpt.model import GPT, build_gpt
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 ``train-6x6-d512``: the transformer-base shape (6+6 post-norm layers, d_model 512, 8 heads,
 ff 2048, swish, shared + tied embeddings, vocab 32,000) with random weights, trained on a fixed
 batch of 16 sentence pairs of 48 source and 48 target tokens (768 target tokens) exactly as the
-engine does it (:meth:`dhian.train.engine_step.StepMixin._train_step`): forward, label-smoothed
+engine does it (:meth:`dhian.train.trainer.StepMixin._train_step`): forward, label-smoothed
 (0.1) summed cross entropy divided by the token count, backward, gradient clipping at 1.0, fused
 AdamW (:func:`dhian.train.optim.build_optimizer`), in fp32 and under bf16 autocast. The peer is
 HF ``MarianMTModel`` loaded from the export of the very same weights

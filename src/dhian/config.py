@@ -2,9 +2,10 @@
 
 A run is described by :class:`RunConfig` = ``model`` (one frozen dataclass per model family,
 picked by ``model.type``) + ``data`` (:class:`DataConfig`) + ``train`` (:class:`TrainConfig`).
-Model families register their config class with :func:`register_model_config`; configs are read
-in exactly one place per family (its builder in ``dhian.models``). Layers in ``dhian.nn`` never
-see a config. Imports: stdlib, PyYAML, :mod:`dhian.errors`.
+The family config dataclasses live in ``dhian/models/<family>/config.py`` (stdlib only) and are
+listed in ``_MODEL_CONFIGS`` below; a family's config is read in exactly one place (its builder).
+Layers in ``dhian.nn`` never see a config. Imports: stdlib, PyYAML, :mod:`dhian.errors` and the
+family config modules (never torch).
 """
 
 from __future__ import annotations
@@ -19,50 +20,41 @@ from typing import Any, TypeVar
 import yaml
 
 from dhian.errors import ConfigError, nearest
+from dhian.models.bert.config import BertConfig
+from dhian.models.gpt.config import GPTConfig
+from dhian.models.keras_classifier.config import KerasClassifierConfig
+from dhian.models.rnn.config import RNNSeq2SeqConfig
+from dhian.models.transformer.config import TransformerConfig
 
 T = TypeVar("T")
 
-_MODEL_CONFIGS: dict[str, type] = {}
-
-
-def register_model_config(*names: str) -> Any:
-    """Class decorator: make a frozen dataclass the config of ``model.type`` in ``names``."""
-
-    def deco(cls: type[T]) -> type[T]:
-        for name in names:
-            _MODEL_CONFIGS[name] = cls
-        return cls
-
-    return deco
+# ``model.type`` → its family's config dataclass. The family configs are stdlib-only modules
+# in their family folders (dhian.models.<family>.config, torch-free package __init__s), so
+# parsing a run config never imports torch. dhian.models.families names the same classes in
+# its records; tests/models/test_families.py checks that the two agree.
+_MODEL_CONFIGS: dict[str, type] = {
+    "rnnencdec": RNNSeq2SeqConfig,
+    "rnnsearch": RNNSeq2SeqConfig,
+    "transformer": TransformerConfig,
+    "bert": BertConfig,
+    "keras_classifier": KerasClassifierConfig,
+    "gpt": GPTConfig,
+}
 
 
 def model_types() -> list[str]:
     """Names accepted as ``model.type``."""
-    _import_families()
     return sorted(_MODEL_CONFIGS)
 
 
 def model_config_class(name: str) -> type:
-    """The config dataclass registered for ``model.type == name``."""
-    _import_families()
+    """The config dataclass of ``model.type == name``."""
     if name not in _MODEL_CONFIGS:
         raise ConfigError(
             f"unknown model.type {name!r}{nearest(name, _MODEL_CONFIGS)}; "
             f"valid: {', '.join(sorted(_MODEL_CONFIGS))}"
         )
     return _MODEL_CONFIGS[name]
-
-
-def _import_families() -> None:
-    # Family configs live in dhian.models.configs (stdlib only) so that config loading
-    # never imports torch.
-    import importlib
-
-    try:
-        importlib.import_module("dhian.models.configs")
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while bootstrapping
-        if exc.name != "dhian.models.configs":
-            raise
 
 
 @dataclasses.dataclass(frozen=True)

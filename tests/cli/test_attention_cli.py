@@ -17,8 +17,8 @@ from tiny_models import save_tiny
 
 from dhian.cli import main
 from dhian.errors import DhianError
-from dhian.interop.registry import load_any_model_dir
-from dhian.serve.attention import extract_attention
+from dhian.inference.attention_maps import extract_attention
+from dhian.inference.load import load_model
 from dhian.viz import decode_weights
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,9 +56,7 @@ def test_rnnsearch_cross_attention(dirs, tmp_path, capsys):
     assert "output: And God saw the light." in printed and str(out / "attention.html") in printed
     html = _check_files(out, ["cross_attention.png", "attention.html"])
     assert not (out / "head_summary.json").exists()  # no self attention in an RNN
-    ref = extract_attention(
-        load_any_model_dir(dirs["rnnsearch"]), SENTENCE, "And God saw the light."
-    )
+    ref = extract_attention(load_model(dirs["rnnsearch"]), SENTENCE, "And God saw the light.")
     payload = _payload(html)
     assert payload["tokens"] == {"src": ref.tokens_src, "tgt": ref.tokens_tgt}
     np.testing.assert_allclose(decode_weights(payload["kinds"][0]), ref.cross_attention, atol=2e-5)
@@ -89,7 +87,7 @@ def test_bert_and_gpt_self_attention(dirs, tmp_path, capsys):
         summary = json.loads((out / "head_summary.json").read_text())
         assert len(summary[name]) == 4  # 2 layers × 2 heads
         tokens = _payload(html)["tokens"]["src"]
-        ref = extract_attention(load_any_model_dir(dirs[kind]), text)
+        ref = extract_attention(load_model(dirs[kind]), text)
         assert tokens == ref.tokens_src
     assert "output: " in capsys.readouterr().out  # the classifier's label
 

@@ -14,12 +14,11 @@ import torch
 
 from dhian.cli import main
 from dhian.config import RunConfig
-from dhian.interop.bert import export_hf_bert
-from dhian.interop.registry import load_any_model_dir
-from dhian.models.bert import build_bert
-from dhian.models.bert_heads import classify, fill_mask
-from dhian.models.configs import BertConfig
-from dhian.models.io import save_model_dir
+from dhian.inference.load import load_model
+from dhian.interop.hf_bert import export_hf_bert
+from dhian.models.bert.config import BertConfig
+from dhian.models.bert.heads import build_bert, classify, fill_mask
+from dhian.models.model_dir import save_model_dir
 from dhian.text import Tokenizer, wordpiece_from_vocab
 from helpers.bert import tiny_bert_config, write_vocab
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture
@@ -72,7 +71,7 @@ def test_fill_mask_prints_the_library_result(
     assert code == 0, err
     rows = [ROW.match(line) for line in out.splitlines()]
     assert all(rows) and len(rows) == 4
-    expect = fill_mask(load_any_model_dir(d).model, tok, "the [MASK] sat .", 4)[0]
+    expect = fill_mask(load_model(d).model, tok, "the [MASK] sat .", 4)[0]
     got = [(m.group(2), float(m.group(3))) for m in rows if m]
     assert [t for t, _ in got] == [t for t, _ in expect]
     assert all(abs(p - q) < 1e-4 for (_, p), (_, q) in zip(got, expect, strict=True))
@@ -95,7 +94,7 @@ def test_classify_reads_stdin_in_batches(
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == len(texts)
-    expect = classify(load_any_model_dir(d).model, tok, texts, batch_size=32)
+    expect = classify(load_model(d).model, tok, texts, batch_size=32)
     for line, res in zip(lines, expect, strict=True):
         label, probs = line.split("\t")
         assert label == res.label and label in LABELS
@@ -143,7 +142,7 @@ def test_import_then_export_hf_directories(
         "neg,pos",
     )
     assert code == 0 and "classification head not in the checkpoint" in err
-    loaded = load_any_model_dir(tmp_path / "cls")
+    loaded = load_model(tmp_path / "cls")
     assert loaded.kind == "classification" and loaded.config.model.labels == ("neg", "pos")
 
 

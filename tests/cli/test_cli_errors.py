@@ -22,9 +22,9 @@ import torch
 
 from dhian.cli import describe_os_error, main
 from dhian.config import DataConfig, RunConfig
-from dhian.models import build_model
-from dhian.models.configs import RNNSeq2SeqConfig
-from dhian.models.io import save_model_dir
+from dhian.models.families import build_model
+from dhian.models.model_dir import save_model_dir
+from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.text import train_tokenizer
 
 LONG = "x" * 300  # longer than NAME_MAX (255)

@@ -17,10 +17,12 @@ import torch
 
 from dhian.cli import main
 from dhian.config import DataConfig, RunConfig
-from dhian.decoding.translate import load_model, load_translation_model, translate_texts
-from dhian.models import build_model
-from dhian.models.configs import BertConfig, GPTConfig
-from dhian.models.io import save_model_dir
+from dhian.inference.load import load_model
+from dhian.inference.translate import load_translation_model, translate_texts
+from dhian.models.bert.config import BertConfig
+from dhian.models.families import build_model
+from dhian.models.gpt.config import GPTConfig
+from dhian.models.model_dir import save_model_dir
 from dhian.models.precision import model_precision
 from dhian.text import train_tokenizer
 from helpers.corpus import train_word_swap_run

@@ -12,8 +12,8 @@ import torch
 from dhian.cli import main
 from dhian.config import DataConfig, RunConfig
 from dhian.decoding.sampling import generate_text
-from dhian.models.configs import GPTConfig
-from dhian.models.gpt import build_gpt, lm_loss
+from dhian.models.gpt.config import GPTConfig
+from dhian.models.gpt.model import build_gpt, lm_loss
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 CORPUS = ["in the beginning was the word", "and the word was with god", "let there be light"]
@@ -21,14 +21,9 @@ CORPUS = ["in the beginning was the word", "and the word was with god", "let the
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    io_mod = pytest.importorskip("dhian.models.io")
-    from dhian.models import builder_for
-    from dhian.text.build import train_tokenizer
+    io_mod = pytest.importorskip("dhian.models.model_dir")
+    from dhian.text.training import train_tokenizer
 
-    try:
-        builder_for("gpt")
-    except Exception as exc:  # pragma: no cover - until the 'gpt' entry is registered
-        pytest.skip(f"'gpt' is not in the dhian.models builder registry yet: {exc}")
     tok = train_tokenizer("char", CORPUS, 64)
     cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, dropout=0.0, init_std=0.3)
     torch.manual_seed(0)
@@ -67,7 +62,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, Recorder]
 
 
 def library(model_dir: Path, prompt: str, **kw: Any) -> str:
-    from dhian.models.io import load_model_dir
+    from dhian.models.model_dir import load_model_dir
 
     loaded = load_model_dir(model_dir)
     return generate_text(loaded.model, loaded.tokenizers["tgt"], [prompt], **kw)[0]

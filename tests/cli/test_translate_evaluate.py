@@ -20,10 +20,10 @@ from sacrebleu.metrics import BLEU
 
 from dhian.cli import main
 from dhian.config import RunConfig
-from dhian.decoding.translate import load_translation_model, translate_texts
-from dhian.models import build_model
-from dhian.models.configs import BertConfig
-from dhian.models.io import save_model_dir
+from dhian.inference.translate import load_translation_model, translate_texts
+from dhian.models.bert.config import BertConfig
+from dhian.models.families import build_model
+from dhian.models.model_dir import save_model_dir
 from dhian.text import train_tokenizer
 from helpers.corpus import train_word_swap_run
 
@@ -123,10 +123,9 @@ def bert_dir(root: Path, task: str = "mlm") -> Path:
 def test_evaluate_dispatches_other_kinds_to_dhian_train(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A kind without its own CLI branch (here a masked LM) goes to
-    ``dhian.train.evaluate_<kind>`` when the training package has one, with the options it
-    accepts; its dict is printed and saved."""
-    import dhian.train
+    """A kind without its own CLI branch (here a masked LM) goes to its task's library
+    evaluator with the options it accepts; its dict is printed and saved."""
+    from dhian.cli import evaluate as cli_evaluate
 
     calls: list[tuple[str, dict[str, object]]] = []
 
@@ -137,7 +136,9 @@ def test_evaluate_dispatches_other_kinds_to_dhian_train(
         return {"mlm_accuracy": 0.5, "loss": 0.25}
 
     model = bert_dir(tmp_path)
-    monkeypatch.setattr(dhian.train, "evaluate_mlm", evaluate_mlm, False)
+    monkeypatch.setitem(
+        cli_evaluate.EVALUATORS, "mlm", cli_evaluate.library_evaluator(evaluate_mlm)
+    )
     out = tmp_path / "out"
     assert main(["evaluate", "--model", str(model), "--split", "dev", "--out", str(out)]) == 0
     assert calls == [("mlm", {"split": "dev", "corpus": None})]

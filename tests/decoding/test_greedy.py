@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dhian.decoding import greedy_decode, length_limits
-from dhian.models.configs import RNNSeq2SeqConfig
-from dhian.models.rnn_seq2seq import RNNSeq2Seq, build_rnn_seq2seq
+from dhian.models.rnn.config import RNNSeq2SeqConfig
+from dhian.models.rnn.model import RNNSeq2Seq, build_rnn_seq2seq
 
 PAD, BOS, EOS = 0, 1, 2
 

@@ -21,7 +21,7 @@ from dhian.decoding.sampling import (
     top_k_filter,
     top_p_filter,
 )
-from dhian.models.gpt import GPT
+from dhian.models.gpt.model import GPT
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 V = 23
@@ -289,7 +289,7 @@ def test_generate_text_stop_strings_and_streaming() -> None:
 
 
 def test_generate_text_with_a_trained_char_tokenizer_and_empty_prompt() -> None:
-    from dhian.text.build import train_tokenizer
+    from dhian.text.training import train_tokenizer
 
     tok = train_tokenizer("char", ["the quick brown fox", "jumps over the lazy dog"], 64)
     model = GPT(tok.vocab_size, 1, 2, 16, 48, init_std=0.3).eval()

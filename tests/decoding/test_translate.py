@@ -13,17 +13,18 @@ import torch
 
 from dhian.config import RunConfig
 from dhian.decoding import beam_search, greedy_decode
-from dhian.decoding.translate import (
+from dhian.errors import ConfigError, ModelLoadError
+from dhian.inference.translate import (
     forced_attention,
     load_translation_model,
     require_translation,
     resolve_model_dir,
     translate_texts,
 )
-from dhian.errors import ConfigError, ModelLoadError
-from dhian.models import build_model
-from dhian.models.configs import RNNSeq2SeqConfig, TransformerConfig
-from dhian.models.io import LoadedModel, save_model_dir
+from dhian.models.families import build_model
+from dhian.models.model_dir import LoadedModel, save_model_dir
+from dhian.models.rnn.config import RNNSeq2SeqConfig
+from dhian.models.transformer.config import TransformerConfig
 from dhian.text import train_tokenizer
 
 TEXTS = [
@@ -179,8 +180,8 @@ def test_resolve_and_load_errors(tmp_path: Path) -> None:
 
 
 def test_hf_marian_dir_gets_source_eos(tmp_path: Path) -> None:
-    from dhian.decoding.translate import default_src_eos
-    from dhian.interop.registry import export_hf_dir
+    from dhian.inference.translate import default_src_eos
+    from dhian.interop.hf_dirs import export_hf_dir
 
     loaded = tiny("transformer", positions="sinusoidal_marian", norm="post")
     export_hf_dir(loaded, tmp_path / "hf")

@@ -1,4 +1,4 @@
-"""Training-test helpers: a quiet :class:`~dhian.train.engine.Trainer`, the straight-vs-resumed
+"""Training-test helpers: a quiet :class:`~dhian.train.trainer.Trainer`, the straight-vs-resumed
 exactness check, ``metrics.jsonl`` rows without timing fields, weight comparison, polling."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from dhian.config import RunConfig, replace
-from dhian.train.engine import Trainer
+from dhian.train.trainer import Trainer
 
 #: metrics.jsonl fields that differ between two otherwise identical runs
 TIMING = ("wall", "tokens_per_s")

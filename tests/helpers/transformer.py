@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from dhian.models.configs import TransformerConfig
-from dhian.models.transformer import TransformerSeq2Seq, build_transformer
+from dhian.models.transformer.config import TransformerConfig
+from dhian.models.transformer.model import TransformerSeq2Seq, build_transformer
 
 PAD, BOS, EOS = 0, 2, 3
 V = 24  # 7 specials + 17 word ids

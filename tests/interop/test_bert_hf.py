@@ -1,4 +1,4 @@
-"""dhian.interop.bert: parity with HF transformers' BERT (real MiniLM checkpoint and tiny random
+"""dhian.interop.hf_bert: parity with HF transformers' BERT (real MiniLM checkpoint and tiny random
 models), tokenizer parity, export → from_pretrained round trips, weight-name reporting."""
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dhian.errors import DhianError, ModelLoadError
-from dhian.interop.bert import export_hf_bert, import_hf_bert
-from dhian.interop.registry import export_hf_dir, import_hf_dir, load_any_model_dir
-from dhian.models.bert import backbone_kwargs, build_bert
-from dhian.models.io import load_model_dir
+from dhian.inference.load import load_model
+from dhian.interop.hf_bert import export_hf_bert, import_hf_bert
+from dhian.interop.hf_dirs import export_hf_dir, import_hf_dir
+from dhian.models.bert.heads import build_bert
+from dhian.models.bert.model import backbone_kwargs
+from dhian.models.model_dir import load_model_dir
 from dhian.text import load_tokenizer, wordpiece_from_vocab
 from helpers.bert import tiny_bert_config
 from helpers.bert import write_vocab as write_tiny_vocab
@@ -205,7 +207,7 @@ def test_minilm_mlm_task_initialises_head_and_round_trips(minilm_dir: Path, tmp_
     _, cfg, _ = import_hf_bert(minilm_dir, task="mlm", log=lines.append)
     assert any(line.startswith("mlm head not in the checkpoint, initialised") for line in lines)
     assert cfg.pooler is True  # the checkpoint has one; kept
-    loaded = load_any_model_dir(minilm_dir)
+    loaded = load_model(minilm_dir)
     assert loaded.kind == "backbone" and loaded.tokenizers["src"] is not None
     with pytest.warns(UserWarning, match="truncated"):
         out = loaded.model(torch.full((1, 600), 1000))
@@ -380,14 +382,14 @@ def test_import_hf_dir_writes_a_dhian_dir_and_export_reads_it(tmp_path: Path) ->
     assert (out / "config.yaml").is_file() and (out / "tokenizer").is_dir()
     loaded = load_model_dir(out)
     assert loaded.kind == "mlm" and loaded.config.model.task == "mlm"
-    assert load_any_model_dir(out).kind == "mlm"  # dhian dirs defer to dhian.models.io
+    assert load_model(out).kind == "mlm"  # dhian dirs defer to dhian.models.model_dir
     ids, mask = batch(V, [7, 5])
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=mask).logits
         assert (loaded.model(ids, attention_mask=mask).logits - ref)[
             mask.bool()
         ].abs().max() <= 1e-5
-    back = export_hf_dir(out, tmp_path / "hf2")
+    back = export_hf_dir(load_model(out), tmp_path / "hf2")
     hf2 = transformers.BertForMaskedLM.from_pretrained(str(back)).eval()
     with torch.no_grad():
         assert (hf2(input_ids=ids, attention_mask=mask).logits - ref)[

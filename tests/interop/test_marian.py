@@ -13,9 +13,9 @@ from torch import Tensor
 
 from dhian.decoding import greedy_decode
 from dhian.errors import ConfigError, ModelLoadError
-from dhian.interop import export_marian, import_marian, load_marian
-from dhian.models.configs import TransformerConfig
-from dhian.models.transformer import TransformerSeq2Seq, build_transformer
+from dhian.interop.hf_marian import export_marian, import_marian, load_marian
+from dhian.models.transformer.config import TransformerConfig
+from dhian.models.transformer.model import TransformerSeq2Seq, build_transformer
 from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 
 transformers = pytest.importorskip("transformers")
@@ -228,7 +228,8 @@ def test_import_refuses_unmapped_parameters(tmp_path: Path) -> None:
 
 def test_registry_round_trip_through_model_dirs(tmp_path: Path) -> None:
     """HF Marian dir → dhian model dir (registry import) → HF dir again: logits unchanged."""
-    from dhian.interop.registry import export_hf_dir, import_hf_dir, load_any_model_dir
+    from dhian.inference.load import load_model
+    from dhian.interop.hf_dirs import export_hf_dir, import_hf_dir
     from dhian.text import train_tokenizer
 
     texts = ["der Hund bellt", "the dog barks", "die Katze", "the cat"] * 5
@@ -237,9 +238,9 @@ def test_registry_round_trip_through_model_dirs(tmp_path: Path) -> None:
     model = random_model(cfg, tgt_vocab=tok.vocab_size)
     export_marian(model, cfg, tok, tmp_path / "hf")
     import_hf_dir(tmp_path / "hf", tmp_path / "dhian")
-    loaded = load_any_model_dir(tmp_path / "dhian")
+    loaded = load_model(tmp_path / "dhian")
     assert isinstance(loaded.model, TransformerSeq2Seq) and loaded.kind == "translation"
-    export_hf_dir(tmp_path / "dhian", tmp_path / "hf2")
+    export_hf_dir(load_model(tmp_path / "dhian"), tmp_path / "hf2")
     hf = transformers.MarianMTModel.from_pretrained(tmp_path / "hf2").eval()
     src, lens, tgt = inputs(6)
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dhian.models.transformer import TransformerSeq2Seq
+from dhian.models.transformer.model import TransformerSeq2Seq
 from helpers.transformer import train_tiny
 
 

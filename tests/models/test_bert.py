@@ -1,4 +1,4 @@
-"""dhian.models.bert / bert_heads / keras_classifier: shapes, masks, heads, length policy,
+"""dhian.models.bert.model / bert_heads / keras_classifier: shapes, masks, heads, length policy,
 fill-mask and classify on tiny random models (no network; HF parity is in tests/interop)."""
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ import torch
 
 from dhian.config import run_config_from_dict
 from dhian.errors import ConfigError, DataError
-from dhian.models.bert import BertBackbone, build_bert
-from dhian.models.bert_heads import (
+from dhian.models.bert.config import BertConfig
+from dhian.models.bert.heads import (
     BertForMaskedLM,
     BertForSequenceClassification,
+    build_bert,
     classify,
     encode_texts,
     fill_mask,
 )
-from dhian.models.configs import BertConfig, KerasClassifierConfig
-from dhian.models.keras_classifier import KerasTextClassifier, build_keras_classifier
+from dhian.models.bert.model import BertBackbone
+from dhian.models.keras_classifier.config import KerasClassifierConfig
+from dhian.models.keras_classifier.model import KerasTextClassifier, build_keras_classifier
 from dhian.text import Tokenizer, wordpiece_from_vocab
 from helpers.bert import write_vocab
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture
@@ -146,7 +148,7 @@ def test_config_validation_and_yaml() -> None:
 
 
 def test_build_model_registry_builds_each_task() -> None:
-    from dhian.models import build_model
+    from dhian.models.families import build_model
 
     for task, cls in [
         ("backbone", BertBackbone),

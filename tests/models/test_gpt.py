@@ -1,4 +1,4 @@
-"""dhian.models.gpt: shapes, causality, caches, padding, block_size, HF GPT-2 parity, learning."""
+"""dhian.models.gpt.model: shapes, causality, caches, padding, block_size, HF GPT-2 parity, learning."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 from dhian.config import run_config_from_dict
 from dhian.errors import ConfigError
-from dhian.models.configs import GPTConfig
-from dhian.models.gpt import GPT, build_gpt, lm_loss
+from dhian.models.gpt.config import GPTConfig
+from dhian.models.gpt.model import GPT, build_gpt, lm_loss
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 
 V = 37
@@ -235,7 +235,7 @@ def test_config_and_builder() -> None:
 
 
 def test_build_model_registry_builds_gpt() -> None:
-    from dhian.models import build_model
+    from dhian.models.families import build_model
 
     try:
         model = build_model(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8), 30)

@@ -11,9 +11,9 @@ import yaml
 
 from dhian.config import DataConfig, RunConfig, TrainConfig
 from dhian.errors import ModelLoadError
-from dhian.models import build_model
-from dhian.models import io as model_io
-from dhian.models.configs import RNNSeq2SeqConfig
+from dhian.models import model_dir as model_io
+from dhian.models.families import build_model
+from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.text import train_tokenizer
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "der hund lief im park"] * 4

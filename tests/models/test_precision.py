@@ -25,20 +25,18 @@ from torch import Tensor, nn
 from dhian.decoding import beam_search, greedy_decode
 from dhian.decoding.sampling import generate
 from dhian.errors import ConfigError
-from dhian.models import build_model
-from dhian.models.configs import (
-    BertConfig,
-    GPTConfig,
-    KerasClassifierConfig,
-    RNNSeq2SeqConfig,
-    TransformerConfig,
-)
+from dhian.models.bert.config import BertConfig
+from dhian.models.families import build_model
+from dhian.models.gpt.config import GPTConfig
+from dhian.models.keras_classifier.config import KerasClassifierConfig
 from dhian.models.precision import (
     Int8MultiHeadAttention,
     apply_precision,
     check_precision,
     model_precision,
 )
+from dhian.models.rnn.config import RNNSeq2SeqConfig
+from dhian.models.transformer.config import TransformerConfig
 from dhian.nn import MultiHeadAttention
 from helpers.threads import one_thread  # noqa: F401
 

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 from dhian.config import RunConfig
 from dhian.decoding import beam_search, greedy_decode
 from dhian.errors import ConfigError
-from dhian.models import build_model
-from dhian.models.configs import RNNSeq2SeqConfig
-from dhian.models.rnn_seq2seq import RNNSeq2Seq
+from dhian.models.families import build_model
+from dhian.models.rnn.config import RNNSeq2SeqConfig
+from dhian.models.rnn.model import RNNSeq2Seq
 from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 
 PAD, BOS, EOS = 0, 2, 3

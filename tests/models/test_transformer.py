@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from dhian.config import load_run_config
 from dhian.errors import ConfigError
-from dhian.models.configs import TransformerConfig
-from dhian.models.transformer import (
+from dhian.models.transformer.config import TransformerConfig
+from dhian.models.transformer.model import (
     MarianSinusoidalEncoding,
     TransformerSeq2Seq,
     build_transformer,
@@ -198,7 +198,7 @@ def test_safetensors_round_trip_with_shared_weights(tmp_path: Path) -> None:
 
 
 def test_registry_and_tiny_recipe() -> None:
-    from dhian.models import build_model
+    from dhian.models.families import build_model
 
     cfg = load_run_config(REPO / "configs" / "transformer-tiny.yaml")
     assert isinstance(cfg.model, TransformerConfig) and cfg.data.corpus == "bible:de-en"

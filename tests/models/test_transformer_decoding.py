@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from dhian.decoding import beam_search, greedy_decode
-from dhian.models.transformer import TransformerSeq2Seq, build_transformer
+from dhian.models.transformer.model import TransformerSeq2Seq, build_transformer
 from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 from helpers.transformer import (
     BOS,

@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 
 from dhian.decoding import greedy_decode
 from dhian.decoding.sampling import generate_text
-from dhian.interop.registry import load_any_model_dir
-from dhian.models.bert_heads import classify, fill_mask
+from dhian.inference.attention_maps import extract_attention
+from dhian.inference.load import load_model
+from dhian.models.bert.heads import classify, fill_mask
 from dhian.serve.app import ServeSettings, create_app
-from dhian.serve.attention import extract_attention
 from dhian.viz import decode_weights
 
 SENTENCES = [
@@ -39,7 +39,7 @@ REVIEWS = ["a good film", "a bad film", "what a great story", "the light was goo
 
 @contextmanager
 def serving(model_dir: Any, **settings: Any) -> Iterator[tuple[TestClient, Any]]:
-    loaded = load_any_model_dir(model_dir)
+    loaded = load_model(model_dir)
     app = create_app(loaded, ServeSettings(**settings), name="tiny")
     with TestClient(app) as client:
         yield client, loaded
@@ -78,13 +78,13 @@ def test_translate_single_and_list_equal_library(tiny_dirs):
 
 
 def test_translate_results_match_one_at_a_time_decoding_and_truncate(tiny_dirs):
-    """inference.translate_texts (through dhian.decoding.translate) in one batch: each result's
+    """inference.translate_texts (through dhian.inference.translate) in one batch: each result's
     log p and display tokens equal greedy decoding of that source alone; a source longer than
     data.max_len (32) is cut to its first 32 ids and flagged."""
-    from dhian.serve.inference import translate_texts
-    from dhian.serve.tokens import display_tokens
+    from dhian.inference.display_tokens import display_tokens
+    from dhian.inference.serving import translate_texts
 
-    loaded = load_any_model_dir(tiny_dirs["transformer"])
+    loaded = load_model(tiny_dirs["transformer"])
     src_tok, tgt_tok = loaded.tokenizers["src"], loaded.tokenizers["tgt"]
     long = " ".join(SENTENCES)
     assert len(src_tok.encode(long)) > 32
@@ -302,7 +302,7 @@ def test_slow_request_times_out_with_504(tiny_dirs):
 
 
 def test_a_bug_in_the_model_call_is_a_json_500_and_the_server_goes_on(tiny_dirs):
-    loaded = load_any_model_dir(tiny_dirs["rnnsearch"])
+    loaded = load_model(tiny_dirs["rnnsearch"])
     app = create_app(loaded, ServeSettings(), name="tiny")
     with TestClient(app, raise_server_exceptions=False) as client:
         batcher = client.app.state.service.batcher

@@ -12,9 +12,9 @@ import torch
 
 from dhian.decoding import greedy_decode
 from dhian.errors import DataError
-from dhian.interop.registry import load_any_model_dir
-from dhian.serve.attention import extract_attention
-from dhian.serve.tokens import display_tokens
+from dhian.inference.attention_maps import extract_attention
+from dhian.inference.display_tokens import display_tokens
+from dhian.inference.load import load_model
 from dhian.text import train_tokenizer
 from dhian.viz import decode_weights
 
@@ -33,7 +33,7 @@ def _rows_sum_to_one(w: np.ndarray) -> None:
 
 
 def test_rnnsearch_cross_attention_equals_step_decoding(tiny_dirs):
-    loaded = load_any_model_dir(tiny_dirs["rnnsearch"])
+    loaded = load_model(tiny_dirs["rnnsearch"])
     res = extract_attention(loaded, SENTENCE)
     hyp = _greedy(loaded, SENTENCE)
     tgt = loaded.tokenizers["tgt"]
@@ -49,7 +49,7 @@ def test_rnnsearch_cross_attention_equals_step_decoding(tiny_dirs):
 
 
 def test_transformer_every_layer_and_head(tiny_dirs):
-    loaded = load_any_model_dir(tiny_dirs["transformer"])
+    loaded = load_model(tiny_dirs["transformer"])
     res = extract_attention(loaded, SENTENCE)
     hyp = _greedy(loaded, SENTENCE)
     ts, tt = len(res.tokens_src), len(hyp.tokens) + 1
@@ -68,7 +68,7 @@ def test_transformer_every_layer_and_head(tiny_dirs):
 
 
 def test_transformer_teacher_forced_target(tiny_dirs):
-    loaded = load_any_model_dir(tiny_dirs["transformer"])
+    loaded = load_model(tiny_dirs["transformer"])
     target = "And God saw the light."
     res = extract_attention(loaded, SENTENCE, target=target)
     tgt = loaded.tokenizers["tgt"]
@@ -86,7 +86,7 @@ def test_transformer_teacher_forced_target(tiny_dirs):
 
 
 def test_bert_layer0_matches_softmax_qk_by_hand(tiny_dirs):
-    loaded = load_any_model_dir(tiny_dirs["bert-cls"])
+    loaded = load_model(tiny_dirs["bert-cls"])
     res = extract_attention(loaded, "a good film about the light")
     assert res.output in ("negative", "positive") and "prediction" in res.meta
     w = res.self_attention["encoder"]
@@ -107,16 +107,16 @@ def test_bert_layer0_matches_softmax_qk_by_hand(tiny_dirs):
 
 
 def test_keras_classifier_and_mlm(tiny_dirs):
-    keras = extract_attention(load_any_model_dir(tiny_dirs["keras"]), "a bad film")
+    keras = extract_attention(load_model(tiny_dirs["keras"]), "a bad film")
     assert keras.self_attention["encoder"].shape[:2] == (1, 2)
-    tok = load_any_model_dir(tiny_dirs["keras"]).tokenizers["src"]
+    tok = load_model(tiny_dirs["keras"]).tokenizers["src"]
     assert keras.tokens_src == display_tokens(tok, tok.encode("a bad film"))  # no [CLS]
-    mlm = extract_attention(load_any_model_dir(tiny_dirs["bert-mlm"]), "the light <mask> good")
+    mlm = extract_attention(load_model(tiny_dirs["bert-mlm"]), "the light <mask> good")
     assert "<mask>" in mlm.tokens_src and mlm.output is None
 
 
 def test_gpt_causal_attention_equals_cached_last_step(tiny_dirs):
-    loaded = load_any_model_dir(tiny_dirs["gpt"])
+    loaded = load_model(tiny_dirs["gpt"])
     prompt = "And God saw the light"
     res = extract_attention(loaded, prompt)
     w = res.self_attention["decoder"]
@@ -136,11 +136,11 @@ def test_gpt_causal_attention_equals_cached_last_step(tiny_dirs):
 
 def test_errors_are_one_line_data_errors(tiny_dirs):
     with pytest.raises(DataError, match=r"rnnencdec.*no attention"):
-        extract_attention(load_any_model_dir(tiny_dirs["rnnencdec"]), SENTENCE)
+        extract_attention(load_model(tiny_dirs["rnnencdec"]), SENTENCE)
     with pytest.raises(DataError, match="target is only for translation"):
-        extract_attention(load_any_model_dir(tiny_dirs["gpt"]), "x", target="y")
+        extract_attention(load_model(tiny_dirs["gpt"]), "x", target="y")
     with pytest.raises(DataError, match="no tokens"):
-        extract_attention(load_any_model_dir(tiny_dirs["rnnsearch"]), "   ")
+        extract_attention(load_model(tiny_dirs["rnnsearch"]), "   ")
 
 
 class FakeTokenizer:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 pytest.importorskip("fastapi", reason="pip install fastapi httpx")
 from fastapi.testclient import TestClient
 
-from dhian.interop.registry import load_any_model_dir
+from dhian.inference.load import load_model
 from dhian.serve.app import ServeSettings, create_app
 from helpers.timing import time_limit
 
@@ -43,7 +43,7 @@ def clients(tiny_dirs: dict[str, Any]) -> Iterator[dict[str, TestClient]]:
     with contextlib.ExitStack() as stack:
         out = {}
         for kind in ("rnnsearch", "bert-cls", "bert-mlm", "gpt"):
-            app = create_app(load_any_model_dir(tiny_dirs[kind]), SETTINGS, name=f"tiny-{kind}")
+            app = create_app(load_model(tiny_dirs[kind]), SETTINGS, name=f"tiny-{kind}")
             out[kind] = stack.enter_context(TestClient(app, raise_server_exceptions=False))
         yield out
 

@@ -17,11 +17,11 @@ from server_proc import free_port, server_process
 
 from dhian.cli import main
 from dhian.decoding import greedy_decode
-from dhian.interop.registry import load_any_model_dir
+from dhian.inference.load import load_model
 
 SLOW_SERVER = """
 import sys, time
-import dhian.serve.inference as inference
+import dhian.inference.serving as inference
 from dhian.serve.app import ServeSettings
 from dhian.serve.server import run_server
 
@@ -41,7 +41,7 @@ STOPPED = (0, -signal.SIGTERM)
 
 
 def _reference(model_dir: Any, text: str) -> str:
-    loaded = load_any_model_dir(model_dir)
+    loaded = load_model(model_dir)
     ids = loaded.tokenizers["src"].encode(text)
     hyp = greedy_decode(loaded.model, torch.tensor([ids]), torch.tensor([len(ids)]))[0]
     return loaded.tokenizers["tgt"].decode(hyp.tokens)

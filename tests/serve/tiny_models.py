@@ -1,6 +1,6 @@
 """Tiny random models of every family, saved as real model dirs (tokenizers trained here).
 
-``save_tiny(kind, directory)`` builds one with :func:`dhian.models.build_model`, trains its
+``save_tiny(kind, directory)`` builds one with :func:`dhian.models.families.build_model`, trains its
 tokenizer(s) with :func:`dhian.text.train_tokenizer` on a dozen sentences and writes it with
 :func:`dhian.models.io.save_model_dir`, so loading goes through the same path as a trained run.
 Kinds: rnnsearch, rnnencdec, transformer (translation), bert-cls, bert-mlm, keras (classifier),
@@ -15,15 +15,13 @@ from typing import Any
 import torch
 
 from dhian.config import DataConfig, RunConfig
-from dhian.models import build_model
-from dhian.models.configs import (
-    BertConfig,
-    GPTConfig,
-    KerasClassifierConfig,
-    RNNSeq2SeqConfig,
-    TransformerConfig,
-)
-from dhian.models.io import save_model_dir
+from dhian.models.bert.config import BertConfig
+from dhian.models.families import build_model
+from dhian.models.gpt.config import GPTConfig
+from dhian.models.keras_classifier.config import KerasClassifierConfig
+from dhian.models.model_dir import save_model_dir
+from dhian.models.rnn.config import RNNSeq2SeqConfig
+from dhian.models.transformer.config import TransformerConfig
 from dhian.text import train_tokenizer
 
 PAIRS = [

@@ -97,7 +97,7 @@ def test_save_load(trained: Tokenizer, tmp_path: Path) -> None:
     assert again.kind == trained.kind
     assert again.vocab_size == trained.vocab_size
     assert again.encode_batch(ALL) == trained.encode_batch(ALL)
-    assert Tokenizer.load(tmp_path / "tok").encode(LATIN[0]) == trained.encode(LATIN[0])
+    assert load_tokenizer(tmp_path / "tok").encode(LATIN[0]) == trained.encode(LATIN[0])
 
 
 def test_vocab_size_respected() -> None:

@@ -18,11 +18,11 @@ from safetensors.torch import load_file
 from dhian.cli import main
 from dhian.config import RunConfig, load_run_config, replace
 from dhian.errors import ConfigError
-from dhian.models.io import load_model_dir
-from dhian.train.classification import ClassificationTask, evaluate_classification
-from dhian.train.engine import Trainer
-from dhian.train.mlm import MaskedLMTask
+from dhian.models.model_dir import load_model_dir
 from dhian.train.tasks import task_for
+from dhian.train.tasks.classification import ClassificationTask, evaluate_classification
+from dhian.train.tasks.mlm import MaskedLMTask
+from dhian.train.trainer import Trainer
 from helpers.training import assert_resume_is_exact, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ class RecordingTask(ClassificationTask):
 
 
 def test_frozen_encoder_stays_unchanged(tmp_path: Path) -> None:
-    from dhian.interop.registry import load_hf_dir
+    from dhian.interop.hf_dirs import load_hf_dir
 
     data = sentiment_corpus(tmp_path)
     hf = hf_bert_dir(tmp_path, POS + NEG + FILLER)

@@ -21,8 +21,8 @@ from dhian.data.examples import Examples
 from dhian.errors import ConfigError
 from dhian.train import checkpoint as ckpt
 from dhian.train.distributed import ShardedStream, World
-from dhian.train.engine import Trainer
 from dhian.train.tasks import IteratorStream
+from dhian.train.trainer import Trainer
 from helpers.corpus import recipe
 from helpers.training import quiet_trainer, rows, wait_for, weights
 

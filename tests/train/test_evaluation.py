@@ -16,13 +16,12 @@ from sacrebleu.metrics import BLEU
 
 from dhian import metrics
 from dhian.config import DataConfig, RunConfig, TrainConfig
-from dhian.decoding.translate import translate_texts
 from dhian.errors import ConfigError
-from dhian.models import build_model
-from dhian.models.configs import RNNSeq2SeqConfig
-from dhian.models.io import LoadedModel
+from dhian.inference.translate import translate_texts
+from dhian.models.families import build_model
+from dhian.models.model_dir import LoadedModel
+from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.text import train_tokenizer
-from dhian.train.alignments import write_alignments
 from dhian.train.evaluation import (
     DEFAULT_BUCKETS,
     Bucket,
@@ -32,6 +31,7 @@ from dhian.train.evaluation import (
     parse_buckets,
     write_report,
 )
+from dhian.viz.alignments import write_alignments
 
 PAIRS = [
     ("ein roter hund", "a red dog"),
@@ -170,7 +170,7 @@ def test_write_alignments(tmp_path: Path) -> None:
 def test_dev_beam_uses_eval_length_penalty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TranslationTask.evaluate passes train.eval_length_penalty to beam search."""
     import dhian.decoding
-    from dhian.train.translation import TranslationTask
+    from dhian.train.tasks.translation import TranslationTask
 
     d = tmp_path / "c"
     d.mkdir()

@@ -24,7 +24,7 @@ from train_toy import ToyTask, toy_config
 from dhian.cli import main
 from dhian.config import load_run_config
 from dhian.errors import DhianError, ModelLoadError
-from dhian.models import io as model_io
+from dhian.models import model_dir as model_io
 from dhian.train import checkpoint as ckpt
 from helpers.corpus import recipe
 from helpers.training import quiet_trainer, rows, same_weights, wait_for
@@ -330,7 +330,8 @@ def test_trainer_state_with_code_is_refused_not_run(tmp_path: Path) -> None:
 def test_hf_pytorch_model_bin_with_code_is_refused_not_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dhian.interop.registry import import_hf_dir, load_any_model_dir
+    from dhian.inference.load import load_model
+    from dhian.interop.hf_dirs import import_hf_dir
 
     marker = tmp_path / "pwned.txt"
     bert = tmp_path / "bert"
@@ -349,7 +350,7 @@ def test_hf_pytorch_model_bin_with_code_is_refused_not_run(
     (bert / "config.json").write_text(json.dumps(hf_cfg))
     evil_file(bert / "pytorch_model.bin", marker, lambda p: {"embeddings.word_embeddings": p})
     with pytest.raises(ModelLoadError, match="cannot be read as weights only"):
-        load_any_model_dir(bert)
+        load_model(bert)
     with pytest.raises(ModelLoadError):
         import_hf_dir(bert, tmp_path / "imported")
     assert main(["import-hf", str(bert), str(tmp_path / "imported")]) == 2
@@ -363,7 +364,7 @@ def test_hf_pytorch_model_bin_with_code_is_refused_not_run(
     (marian / "config.json").write_text(json.dumps({"model_type": "marian"}))
     evil_file(marian / "pytorch_model.bin", marker)
     with pytest.raises(DhianError, match="never unpickles"):
-        load_any_model_dir(marian)
+        load_model(marian)
     ours = tmp_path / "ours"
     ours.mkdir()
     evil_file(ours / "pytorch_model.bin", marker)

@@ -17,9 +17,9 @@ import yaml
 from dhian.cli import main
 from dhian.config import RunConfig, replace, run_config_from_dict
 from dhian.errors import ConfigError, DataError
-from dhian.models.io import load_model_dir, save_model_dir
-from dhian.train.lm import LMTask
-from dhian.train.lm_eval import eval_blocks, evaluate_lm, file_documents, lm_documents
+from dhian.models.model_dir import load_model_dir, save_model_dir
+from dhian.train.tasks.lm import LMTask
+from dhian.train.tasks.lm_eval import eval_blocks, evaluate_lm, file_documents, lm_documents
 from helpers.training import assert_resume_is_exact, quiet_trainer
 
 NOUNS = ["cat", "dog", "bird", "king", "child"]

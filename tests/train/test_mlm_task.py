@@ -16,10 +16,10 @@ import torch
 from dhian.config import RunConfig, load_run_config
 from dhian.data.mlm import IGNORE_INDEX
 from dhian.errors import ConfigError
-from dhian.models.bert_heads import fill_mask
-from dhian.models.io import load_model_dir
-from dhian.train.mlm import MaskedLMTask, masked_logits
+from dhian.models.bert.heads import fill_mask
+from dhian.models.model_dir import load_model_dir
 from dhian.train.tasks import token_loss
+from dhian.train.tasks.mlm import MaskedLMTask, masked_logits
 from helpers.training import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_masked_accuracy_rises_and_fill_mask_works(tmp_path: Path) -> None:
     top = fill_mask(loaded.model, tok, f"red green {mask} yellow purple orange", top_k=1)
     assert top[0][0][0] == "blue"
     # `dhian evaluate` on the dev split reproduces the training's last validation exactly
-    from dhian.train import evaluate_mlm
+    from dhian.train.tasks.mlm_eval import evaluate_mlm
 
     res = evaluate_mlm(loaded, split="dev", max_docs=cfg.data.max_eval_examples)
     assert res["mlm_accuracy"] == pytest.approx(acc[-1], abs=1e-12)
@@ -110,8 +110,8 @@ def test_masked_accuracy_rises_and_fill_mask_works(tmp_path: Path) -> None:
 
 
 def test_loss_on_masked_rows_equals_full_output() -> None:
-    from dhian.models import build_model
-    from dhian.models.configs import BertConfig
+    from dhian.models.bert.config import BertConfig
+    from dhian.models.families import build_model
 
     torch.manual_seed(0)
     cfg = BertConfig(task="mlm", embed_dim=16, layers=1, heads=2, ff_dim=32, max_positions=12)
@@ -177,7 +177,7 @@ def test_dynamic_masking_is_fresh_per_epoch_and_resumable(tmp_path: Path) -> Non
 
 def test_init_from_hf_bert_dir_and_block_size_check(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    from dhian.interop.registry import load_hf_dir
+    from dhian.interop.hf_dirs import load_hf_dir
 
     words = " ".join(SENTENCES).split()
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]

@@ -14,10 +14,7 @@ import pytest
 import sacrebleu
 import torch
 
-from dhian.cli import main
-from dhian.config import load_run_config
-from dhian.errors import ConfigError, DataError
-from dhian.train.quickstart import (
+from dhian.apps.quickstart.run import (
     MARKER,
     MODELS,
     QuickstartOptions,
@@ -26,7 +23,10 @@ from dhian.train.quickstart import (
     recipe_text,
     reuse_or_clear,
 )
-from dhian.train.report import Figure, Report, Section, write_report
+from dhian.apps.report import Figure, Report, Section, write_report
+from dhian.cli import main
+from dhian.config import load_run_config
+from dhian.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,7 +219,7 @@ def test_fast_quickstart_end_to_end(fast_run: tuple[Path, str, float]) -> None:
 def test_fast_quickstart_output_matches_the_saved_model(fast_run: tuple[Path, str, float]) -> None:
     """The printed translation of the first test verse is what the saved model decodes."""
     from dhian.decoding import greedy_decode
-    from dhian.models.io import load_model_dir
+    from dhian.models.model_dir import load_model_dir
 
     out, _, _ = fast_run
     loaded = load_model_dir(out / "best", expect_type="transformer")

@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 from train_toy import ToyTask, ToyTokenizer, build_toy, toy_config
 
 from dhian.errors import ModelLoadError
-from dhian.models import io as model_io
+from dhian.models import model_dir as model_io
 from dhian.train import checkpoint as ckpt
-from dhian.train.engine import Trainer
+from dhian.train.trainer import Trainer
 
 
 def save(out: Path, model: torch.nn.Module, step: int) -> Path:

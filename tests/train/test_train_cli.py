@@ -12,7 +12,7 @@ import yaml
 
 from dhian.cli import main
 from dhian.decoding import greedy_decode
-from dhian.models.io import load_model_dir
+from dhian.models.model_dir import load_model_dir
 from helpers.corpus import recipe
 from helpers.training import assert_resume_is_exact
 

@@ -19,13 +19,13 @@ from tiny_corpus import recipe, rows, same_weights, wait_for
 from dhian.cli import main
 from dhian.config import DataConfig
 from dhian.errors import ConfigError, ModelLoadError
-from dhian.models import build_model
+from dhian.models.families import build_model
 from dhian.train.warmstart import has_checkpoint, init_source, load_init_weights, resolve_resume
 
 
 def test_init_from_hf_bert_dir(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    from dhian.interop.registry import load_hf_dir
+    from dhian.interop.hf_dirs import load_hf_dir
 
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "##s"]
     cfg = transformers.BertConfig(
@@ -228,9 +228,9 @@ def test_train_with_init_from_pretrained_name(
     """A BERT classifier recipe with ``train.init_from: pretrained:tiny``: tokenizer and frozen
     backbone are the resolved HF dir's, bitwise; the saved config keeps the portable name."""
     from dhian.config import load_run_config
-    from dhian.interop.registry import load_hf_dir
-    from dhian.models.io import load_model_dir
-    from dhian.train.engine import Trainer
+    from dhian.interop.hf_dirs import load_hf_dir
+    from dhian.models.model_dir import load_model_dir
+    from dhian.train.trainer import Trainer
 
     hf, asked = fake_pretrained
     data = tmp_path / "csv"
@@ -272,7 +272,7 @@ def test_minilm_recipes_resolve_the_real_model(name: str, monkeypatch: pytest.Mo
     from dhian.config import load_run_config, replace
     from dhian.errors import DataError
     from dhian.text import load_tokenizer
-    from dhian.train.classification import load_bert_init
+    from dhian.train.tasks.classification import load_bert_init
 
     if not os.environ.get("DHIAN_WHEELS") and Path("/tmp/wheels").is_dir():
         monkeypatch.setenv("DHIAN_WHEELS", "/tmp/wheels")

@@ -1,7 +1,7 @@
 """``dhian attention --model DIR "text" [--target "..."] --out DIR [--layer L --head H]``.
 
 Wiring only: load the model dir (dhian or HuggingFace, see
-:func:`dhian.interop.registry.load_any_model_dir`), call
+:func:`dhian.inference.load.load_model`), call
 :func:`dhian.serve.attention.extract_attention` and
 :func:`dhian.serve.report.write_attention_report`, print the files written.
 """
@@ -39,13 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise ConfigError("TEXT is empty; give the sentence whose attention to draw")
     from dhian.cli.hf import show_interop_logs
-    from dhian.interop.registry import load_any_model_dir
-    from dhian.serve.attention import extract_attention
-    from dhian.serve.inference import model_name
-    from dhian.serve.report import write_attention_report
+    from dhian.inference.attention_maps import extract_attention
+    from dhian.inference.attention_report import write_attention_report
+    from dhian.inference.load import load_model, model_name
 
     show_interop_logs()
-    loaded = load_any_model_dir(args.model)
+    loaded = load_model(args.model)
     if args.target is not None and loaded.kind != "translation":
         raise ConfigError(
             f"--target is for translation models; {args.model} holds a {loaded.kind!r} model"

@@ -1,7 +1,7 @@
 """``dhian classify --model DIR < texts.txt``: one line in, one label and probabilities out.
 
 Wiring only: load the model dir (dhian or HuggingFace BERT classifier, see
-:func:`dhian.interop.registry.load_any_model_dir`), read stdin lines, call
+:func:`dhian.inference.load.load_model`), read stdin lines, call
 :func:`dhian.models.bert_heads.classify` ``--batch-size`` lines at a time, print
 ``LABEL<TAB>name=prob name=prob ...`` per input line (``--json`` prints one JSON object a line).
 """
@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from dhian.cli.translate import add_dtype_argument
+from dhian.cli.options import add_dtype_argument
 from dhian.errors import ConfigError
 
 
@@ -37,17 +37,15 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     from dhian.cli.hf import show_interop_logs
-    from dhian.interop.registry import load_any_model_dir
-    from dhian.models.bert_heads import classify
-    from dhian.models.precision import apply_precision
+    from dhian.inference.load import load_model
+    from dhian.models.bert.heads import classify
 
     show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
-    loaded = load_any_model_dir(args.model, task="classification")
+    loaded = load_model(args.model, dtype=args.dtype, task="classification")
     if loaded.kind != "classification":
         raise ConfigError(
             f"{args.model} holds a {loaded.kind!r} model; dhian classify needs a classifier"
         )
-    loaded.model = apply_precision(loaded.model, args.dtype)
     tok = loaded.tokenizers["src"]
     batch: list[str] = []
 

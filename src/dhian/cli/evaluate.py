@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from dhian.errors import ConfigError, DhianError
+from dhian.train.tasks.lm_eval import evaluate_lm
+from dhian.train.tasks.mlm_eval import evaluate_mlm
 
 Evaluator = Callable[[Any, argparse.Namespace], int]
 EVALUATORS: dict[str, Evaluator] = {}
@@ -45,7 +47,7 @@ def evaluator(*kinds: str) -> Callable[[Evaluator], Evaluator]:
 
 def register(sub: Any) -> None:
     """Add the ``evaluate`` verb."""
-    from dhian.cli.translate import add_dtype_argument
+    from dhian.cli.options import add_dtype_argument
     from dhian.train.evaluation import DEFAULT_BUCKETS
 
     p = sub.add_parser(
@@ -98,10 +100,9 @@ def run(args: argparse.Namespace) -> int:
     """Load ``--model`` and run the evaluator of its kind."""
     if args.max_examples < 0:
         raise ConfigError(f"--max-examples must be >= 0 (0 = all), got {args.max_examples}")
-    from dhian.cli.translate import pick_device
-    from dhian.decoding.translate import load_model
+    from dhian.inference.load import load_model
 
-    loaded = load_model(args.model, pick_device(args.device), args.dtype)
+    loaded = load_model(args.model, args.device, args.dtype)
     fn = EVALUATORS.get(loaded.kind)
     if fn is None:
         raise DhianError(f"evaluate for {loaded.kind} models is not available yet")
@@ -117,7 +118,7 @@ def system_name(path: str) -> str:
 @evaluator("translation")
 def evaluate_translation_cli(loaded: Any, args: argparse.Namespace) -> int:
     """BLEU / chrF / BLEU-by-length of ``--model`` and each ``--compare`` model; report files."""
-    from dhian.decoding.translate import default_src_eos, load_translation_model
+    from dhian.inference.translate import default_src_eos, load_translation_model
     from dhian.train.evaluation import evaluate_translation, parse_buckets, write_report
 
     for name in ("beam", "batch_size"):
@@ -174,15 +175,10 @@ def evaluate_translation_cli(loaded: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(kind: str) -> Evaluator:
-    """An evaluator calling ``dhian.train.evaluate_<kind>`` if the training package has it."""
+def library_evaluator(fn: Callable[..., Any]) -> Evaluator:
+    """An evaluator calling the task's library evaluator ``fn`` with the options it accepts."""
 
     def run_kind(loaded: Any, args: argparse.Namespace) -> int:
-        import dhian.train
-
-        fn = getattr(dhian.train, f"evaluate_{kind}", None)
-        if fn is None:
-            raise DhianError(f"evaluate for {kind} models is not available yet")
         offered = {
             "corpus": args.corpus,
             "split": args.split,
@@ -208,14 +204,14 @@ def _delegate(kind: str) -> Evaluator:
     return run_kind
 
 
-for _kind in ("classification", "lm", "mlm"):
-    EVALUATORS[_kind] = _delegate(_kind)
+EVALUATORS["lm"] = library_evaluator(evaluate_lm)
+EVALUATORS["mlm"] = library_evaluator(evaluate_mlm)
 
 
 @evaluator("classification")
 def evaluate_classification_cli(loaded: Any, args: argparse.Namespace) -> int:
     """Accuracy, macro-F1 and the confusion matrix (Markdown table + PNG) of a classifier."""
-    from dhian.train.classification import evaluate_classification
+    from dhian.train.tasks.classification import evaluate_classification
 
     corpus = args.corpus or str(loaded.config.data.corpus)
     out = Path(args.out) if args.out else Path(args.model) / "eval"

@@ -1,7 +1,7 @@
 """``dhian fill-mask --model DIR "The [MASK] of France is Paris." [--top-k 5]``.
 
 Wiring only: load the model dir (dhian or HuggingFace BERT, see
-:func:`dhian.interop.registry.load_any_model_dir`), call
+:func:`dhian.inference.load.load_model`), call
 :func:`dhian.models.bert_heads.fill_mask`, print one block per [MASK]: rank, token, probability.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dhian.cli.translate import add_dtype_argument
+from dhian.cli.options import add_dtype_argument
 from dhian.errors import ConfigError
 
 
@@ -34,13 +34,11 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     from dhian.cli.hf import show_interop_logs
-    from dhian.interop.registry import load_any_model_dir
-    from dhian.models.bert_heads import fill_mask
-    from dhian.models.precision import apply_precision
+    from dhian.inference.load import load_model
+    from dhian.models.bert.heads import fill_mask
 
     show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
-    loaded = load_any_model_dir(args.model, task="mlm")
-    loaded.model = apply_precision(loaded.model, args.dtype)
+    loaded = load_model(args.model, dtype=args.dtype, task="mlm")
     results = fill_mask(loaded.model, loaded.tokenizers["src"], args.text, args.top_k)
     for m, top in enumerate(results):
         if len(results) > 1:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from dhian.cli.translate import add_dtype_argument
+from dhian.cli.options import add_dtype_argument
 from dhian.errors import ConfigError
 
 
@@ -68,15 +68,12 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model, then generate and stream ``--n`` continuations of ``--prompt``."""
     _check(args)
-    import torch
-
     from dhian.decoding.sampling import generate_text
-    from dhian.decoding.translate import load_model
+    from dhian.inference.load import load_model
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_model(args.model, device, args.dtype)  # a run dir means its best/ (else last/)
+    loaded = load_model(
+        args.model, args.device, args.dtype
+    )  # a run dir means its best/ (else last/)
     if loaded.kind != "lm":
         raise ConfigError(
             f"{args.model} holds a {loaded.kind!r} model; dhian generate needs a language model "

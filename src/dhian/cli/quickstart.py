@@ -1,5 +1,5 @@
 """``dhian quickstart [--minutes 15] [--model transformer|rnn] [--out DIR] [--corpus SPEC]
-[--fast] [--retrain] [--beam K] [--max-test N]``: wiring for :mod:`dhian.train.quickstart`.
+[--fast] [--retrain] [--beam K] [--max-test N]``: wiring for :mod:`dhian.apps.quickstart.run`.
 
 Parses the options, asks before reusing a finished run when stdin is a terminal (otherwise
 reuses it and says so), runs the quickstart and prints its summary. Ctrl-C during training ends
@@ -60,15 +60,15 @@ def register(sub: Any) -> None:
 
 
 def _ask(question: str) -> bool:
-    from dhian.train.quickstart import check_interactive_answer
+    from dhian.apps.quickstart.run import check_interactive_answer
 
     return check_interactive_answer(input(f"{question} [Y/n] "))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the quickstart; print its summary; return the exit status."""
-    from dhian.train.quickstart import QuickstartOptions, run_quickstart
-    from dhian.train.quickstart_eval import format_summary
+    from dhian.apps.quickstart.evaluate import format_summary
+    from dhian.apps.quickstart.run import QuickstartOptions, run_quickstart
 
     opts = QuickstartOptions(
         minutes=args.minutes,

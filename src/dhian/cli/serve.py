@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dhian.cli.translate import add_dtype_argument
+from dhian.cli.options import add_dtype_argument
 from dhian.errors import ConfigError
+from dhian.inference.load import load_model
 
 
 def register(sub: Any) -> None:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     try:
         from dhian.serve.app import ServeSettings
-        from dhian.serve.server import load_for_serving, run_server
+        from dhian.serve.server import run_server
     except ImportError as exc:
         raise ConfigError(
             f"dhian serve needs FastAPI and uvicorn ({exc.name} is missing): "
@@ -73,9 +74,6 @@ def run(args: argparse.Namespace) -> int:
         max_chars=args.max_chars,
         batch_wait_ms=args.batch_wait_ms,
     )
-    from dhian.models.precision import apply_precision
-
-    loaded = load_for_serving(args.model, args.device)
-    loaded.model = apply_precision(loaded.model, args.dtype)
+    loaded = load_model(args.model, args.device, args.dtype)
     run_server(args.model, args.host, args.port, settings, device=args.device, loaded=loaded)
     return 0

@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train; print a summary; return the exit status."""
     from dhian.config import load_run_config, replace
-    from dhian.train import train
+    from dhian.train.trainer import train
     from dhian.train.warmstart import resolve_resume
 
     cfg = load_run_config(args.config, args.overrides)

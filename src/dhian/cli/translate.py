@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dhian.cli.options import add_dtype_argument
 from dhian.errors import ConfigError, DataError
 
 PROGRESS_MIN_LINES = 100
@@ -71,28 +72,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def add_dtype_argument(p: argparse.ArgumentParser) -> None:
-    """Add ``--dtype {fp32,bf16,int8}`` (see :func:`dhian.models.precision.apply_precision`)."""
-    p.add_argument(
-        "--dtype",
-        choices=("fp32", "bf16", "int8"),
-        default="fp32",
-        help="inference precision: fp32, bf16 weights+activations, or int8 dynamic "
-        "quantization of linear/recurrent layers (CPU only) (default fp32)",
-    )
-
-
-def pick_device(name: str) -> str:
-    """``auto`` → cuda when available, else cpu."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device here; use --device cpu")
-    return name
-
-
 def read_lines(path: str | None) -> list[str]:
     """Lines of ``path`` (or stdin) as UTF-8, without line ends; an empty input is an error."""
     where = path or "stdin"
@@ -130,13 +109,13 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Translate the input lines and write them (and the alignments when asked)."""
     _check(args)
-    from dhian.decoding.translate import (
+    from dhian.inference.translate import (
         default_src_eos,
         load_translation_model,
         translate_texts,
     )
 
-    loaded = load_translation_model(args.model, "translate", pick_device(args.device), args.dtype)
+    loaded = load_translation_model(args.model, "translate", args.device, args.dtype)
     mtype = str(getattr(loaded.config.model, "type", ""))
     if args.attention_out and mtype == "rnnencdec":
         raise ConfigError(
@@ -182,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     if args.attention_out:
-        from dhian.train.alignments import write_alignments
+        from dhian.viz.alignments import write_alignments
 
         pngs = write_alignments(out, args.attention_out)
         print(f"wrote {len(pngs)} alignment plots to {args.attention_out}", file=sys.stderr)

@@ -25,8 +25,9 @@ from dhian.data.examples import (
 )
 from dhian.data.loaders import load_corpus
 from dhian.errors import DataError
-from dhian.text.build import train_tokenizer
-from dhian.text.tokenizer import META_FILE, Tokenizer, load_tokenizer
+from dhian.text.tokenizer import META_FILE, Tokenizer
+from dhian.text.tokenizer_files import load_tokenizer
+from dhian.text.training import train_tokenizer
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from dhian.errors import ConfigError, DataError
-from dhian.text.bert import build_bert_input
+from dhian.text.bert_inputs import build_bert_input
 from dhian.text.tokenizer import Tokenizer
 
 TASKS = ("seq2seq", "classify", "lm", "mlm")

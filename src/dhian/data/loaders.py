@@ -2,13 +2,14 @@
 
 Spec strings (``DataConfig.corpus``): built-ins ``bible:SRC-TGT``, ``bible:LANG``,
 ``rotten-tomatoes``, ``news`` (see :mod:`dhian.data.corpora`), and local ``KIND:PATH`` specs
-(see :mod:`dhian.data.local`). Imports: :mod:`dhian.data.corpora`, :mod:`dhian.data.local`,
+(see :mod:`dhian.data.local`, :mod:`dhian.data.standard`). Imports: :mod:`dhian.data` (corpora,
+local, standard),
 :mod:`dhian.data.corpus`, :mod:`dhian.errors`; no torch.
 """
 
 from __future__ import annotations
 
-from dhian.data import corpora
+from dhian.data import corpora, local, standard
 from dhian.data.corpus import SPLITS, AnyCorpus, CorpusInfo, check_split, split_tokens
 from dhian.errors import DataError, nearest
 
@@ -31,9 +32,7 @@ def load_corpus(
     _check_known(spec)
     if corpora.is_builtin(spec):
         return corpora.load_builtin(spec, split, quiet=quiet)
-    from dhian.data import local
-
-    return local.load_local(spec, split, text_column, label_column)
+    return _load_local(spec, split, text_column, label_column)
 
 
 def corpus_info(
@@ -43,19 +42,26 @@ def corpus_info(
     _check_known(spec)
     if corpora.is_builtin(spec):
         return corpora.builtin_info(spec, quiet=quiet)
-    from dhian.data import local
-
     sizes: dict[str, int] = {}
     tokens: dict[str, dict[str, int]] = {}
     kind = "?"
     for split in SPLITS:
-        c = local.load_local(spec, split, text_column, label_column)
+        c = _load_local(spec, split, text_column, label_column)
         kind = c.kind
         sizes[split] = len(c)
         tokens[split] = split_tokens(c)
     return CorpusInfo(
         spec, kind, f"local files ({spec})", "as stated by the files' owner", sizes, tokens
     )
+
+
+def _load_local(spec: str, split: str, text_column: str, label_column: str) -> AnyCorpus:
+    """A split of a local ``KIND:PATH`` corpus: a standard set or a generic format."""
+    check_split(split)
+    kind, path, langs = local.parse_local_spec(spec)
+    if kind in local.STANDARD:
+        return standard.load_standard(kind, path, split, langs, spec)
+    return local.load_local(spec, split, text_column, label_column)
 
 
 def _check_known(spec: str) -> None:

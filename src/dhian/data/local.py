@@ -1,4 +1,4 @@
-"""Local corpus files: ``KIND:DIR`` specs for generic formats, dispatching standard sets.
+"""Local corpus files: ``KIND:DIR`` specs and the generic formats.
 
 Generic kinds (one file per split; dev may be named dev/valid/val/validation):
 ``tsv:DIR`` (``train.tsv``: source TAB target, no header), ``files:DIR[@SRC-TGT]`` (two aligned
@@ -7,7 +7,8 @@ files ``train.SRC``/``train.TGT``; default suffixes ``src``/``tgt``), ``jsonl:DI
 ``{"text"}`` → monolingual), ``csv:DIR`` (``train.csv``/``.tsv`` with a header, text and label
 columns), ``text:DIR`` (``train.txt``; documents separated by blank lines).
 Standard sets (``multi30k``, ``iwslt``, ``agnews``, ``wikitext``, ``hf``) live in
-:mod:`dhian.data.standard`. Every error names the file, line or value and the fix.
+:mod:`dhian.data.standard` (which reuses the file helpers here); :func:`dhian.data.loaders.load_corpus`
+picks between the two. Every error names the file, line or value and the fix.
 Imports: stdlib (csv, json), :mod:`dhian.data.corpus`, :mod:`dhian.errors`; no torch.
 """
 
@@ -274,9 +275,7 @@ def load_local(
     check_split(split)
     kind, path, langs = parse_local_spec(spec)
     if kind in STANDARD:
-        from dhian.data import standard
-
-        return standard.load_standard(kind, path, split, langs, spec)
+        raise DataError(f"{spec}: {kind} is a standard set; load it with dhian.data.standard")
     d = require_dir(path, spec)
     if kind == "tsv":
         return _tsv(spec, d, split, langs)

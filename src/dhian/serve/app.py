@@ -15,7 +15,7 @@ shutdown), 504 when a request is not answered within ``timeout`` seconds.
 Translate and classify requests arriving together run as one model batch
 (:class:`dhian.serve.batching.Batcher`); the model is used by the batcher's thread only.
 Imports: fastapi, starlette, :mod:`dhian.serve` (batching, inference, attention, schemas, page,
-limits), :mod:`dhian.models.io`, :mod:`dhian.text` (clean_text), :mod:`dhian.errors`.
+limits), :mod:`dhian.models.model_dir`, :mod:`dhian.text` (clean_text), :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dhian.errors import DhianError
-from dhian.models.io import LoadedModel
-from dhian.serve import inference, schemas
+from dhian.inference import serving
+from dhian.models.model_dir import LoadedModel
+from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
 from dhian.serve.limits import ApiError, BodyLimit, validation_message
 from dhian.text import clean_text
@@ -82,8 +83,8 @@ class Service:
     def __init__(self, loaded: LoadedModel, settings: ServeSettings, name: str) -> None:
         self.loaded, self.settings, self.name = loaded, settings, name
         self.kind = loaded.kind
-        self.model_type = inference.model_type(loaded)
-        self.endpoints = inference.endpoints_for(loaded)
+        self.model_type = serving.model_type(loaded)
+        self.endpoints = serving.endpoints_for(loaded)
         self.started = time.monotonic()
         tok = loaded.tokenizers.get("src")
         self.mask_token: str | None = None
@@ -106,23 +107,23 @@ class Service:
 
     # handlers: run on the batcher's thread, one result per item
     def _translate(self, params: Any, texts: list[str]) -> list[Any]:
-        return inference.translate_texts(self.loaded, texts, beam=int(params))
+        return serving.translate_texts(self.loaded, texts, beam=int(params))
 
     def _classify(self, _params: Any, texts: list[str]) -> list[Any]:
-        return inference.classify_texts(self.loaded, texts)
+        return serving.classify_texts(self.loaded, texts)
 
     def _generate(self, params: Any, prompts: list[str]) -> list[Any]:
         max_new, temperature, top_k, top_p, seed = params
         return [
-            inference.generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed)
+            serving.generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed)
             for p in prompts
         ]
 
     def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
-        return [inference.fill_mask_one(self.loaded, t, int(params)) for t in texts]
+        return [serving.fill_mask_one(self.loaded, t, int(params)) for t in texts]
 
     def _attention(self, params: Any, texts: list[str]) -> list[Any]:
-        from dhian.serve.attention import extract_attention
+        from dhian.inference.attention_maps import extract_attention
 
         title = f"{self.name} attention"
         return [extract_attention(self.loaded, t, params).payload(title) for t in texts]

@@ -1,9 +1,9 @@
 """Running the API with uvicorn: load a model dir, build the app, serve until SIGINT/SIGTERM.
 
-Owns :func:`load_for_serving` and :func:`run_server`. Shutdown is graceful: on SIGTERM or
+Owns :func:`run_server`. Shutdown is graceful: on SIGTERM or
 Ctrl-C uvicorn stops accepting connections, lets the requests in flight finish (up to
 ``timeout + 5`` seconds), then the app's lifespan stops the batcher after the queued work.
-Imports: uvicorn, torch, :mod:`dhian.interop.registry`, :mod:`dhian.serve` (app, inference).
+Imports: uvicorn (lazily: an optional dependency), :mod:`dhian.inference.load`, :mod:`dhian.serve.app`.
 """
 
 from __future__ import annotations
@@ -11,25 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dhian.models.io import LoadedModel
+from dhian.inference.load import load_model, model_name
+from dhian.models.model_dir import LoadedModel
 from dhian.serve.app import ServeSettings, create_app
-from dhian.serve.inference import model_name
 
-__all__ = ["load_for_serving", "run_server"]
-
-
-def load_for_serving(model_dir: str | Path, device: str = "auto") -> LoadedModel:
-    """Load a dhian or HF model dir in eval mode on ``device`` (auto = cuda when available)."""
-    import torch
-
-    from dhian.interop.registry import load_any_model_dir
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_any_model_dir(model_dir)
-    loaded.model.to(device)
-    loaded.model.eval()
-    return loaded
+__all__ = ["run_server"]
 
 
 def run_server(
@@ -45,7 +31,7 @@ def run_server(
     import uvicorn
 
     settings = settings or ServeSettings()
-    model = loaded if loaded is not None else load_for_serving(model_dir, device)
+    model = loaded if loaded is not None else load_model(model_dir, device)
     app = create_app(model, settings, name=model_name(model_dir))
     config: Any = uvicorn.Config(
         app,

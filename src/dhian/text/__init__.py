@@ -7,13 +7,7 @@ May import: HF ``tokenizers``, :mod:`dhian.errors`. Never torch or any other dhi
 
 from __future__ import annotations
 
-from dhian.text.bert import build_bert_input, encode_for_bert, encode_pair
-from dhian.text.build import (
-    normalize,
-    train_tokenizer,
-    wordpiece_from_tokenizer_json,
-    wordpiece_from_vocab,
-)
+from dhian.text.bert_inputs import build_bert_input, encode_for_bert, encode_pair
 from dhian.text.specials import (
     BOS_ID,
     CLS_ID,
@@ -24,7 +18,13 @@ from dhian.text.specials import (
     SPECIAL_TOKENS,
     UNK_ID,
 )
-from dhian.text.tokenizer import KINDS, Tokenizer, clean_text, load_tokenizer
+from dhian.text.tokenizer import KINDS, Tokenizer, clean_text
+from dhian.text.tokenizer_files import (
+    load_tokenizer,
+    wordpiece_from_tokenizer_json,
+    wordpiece_from_vocab,
+)
+from dhian.text.training import normalize, train_tokenizer
 
 __all__ = [
     "BOS_ID",

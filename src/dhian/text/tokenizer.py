@@ -3,7 +3,7 @@
 Owns encode/decode (single and batched), token strings for plots, special ids, and the on-disk
 format (``tokenizer.json`` from HF ``tokenizers`` + ``dhian_tokenizer.json`` with the kind and
 special-token roles). Loading also accepts a pretrained HF/BERT directory (``tokenizer.json``
-and/or ``vocab.txt``). Building/training lives in :mod:`dhian.text.build`.
+and/or ``vocab.txt``). Building/training lives in :mod:`dhian.text.training`.
 Imports: HF ``tokenizers``, :mod:`dhian.errors`, :mod:`dhian.text.specials`; never torch.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -173,11 +172,6 @@ class Tokenizer:
         _atomic_text(d / META_FILE, json.dumps(meta, indent=2) + "\n")
         return d
 
-    @classmethod
-    def load(cls, directory: str | Path) -> Tokenizer:
-        """Load a tokenizer saved by :meth:`save`, or a pretrained HF/BERT tokenizer dir."""
-        return load_tokenizer(directory)
-
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
 
@@ -188,64 +182,10 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def load_tokenizer(directory: str | Path, lowercase: bool | None = None) -> Tokenizer:
-    """Load a tokenizer from ``directory``.
-
-    Accepts a dhian tokenizer dir (``dhian_tokenizer.json`` + ``tokenizer.json``), an HF model
-    dir with a WordPiece ``tokenizer.json``, or a BERT dir with only ``vocab.txt`` (then
-    ``lowercase`` — default from ``tokenizer_config.json``'s ``do_lower_case``, else True —
-    decides lower-casing).
-    """
-    d = Path(directory)
-    if not d.is_dir():
-        raise DataError(f"tokenizer directory {str(d)!r} does not exist; train or save one first")
-    meta_path = d / META_FILE
-    if meta_path.is_file():
-        meta = _read_json(meta_path)
-        hf = _read_hf(d / HF_FILE)
-        return Tokenizer(hf, str(meta["kind"]), meta["roles"])
-    from dhian.text.build import wordpiece_from_tokenizer_json, wordpiece_from_vocab
-
-    if (d / HF_FILE).is_file():
-        return wordpiece_from_tokenizer_json(d / HF_FILE)
-    if (d / "vocab.txt").is_file():
-        if lowercase is None:
-            cfg_path = d / "tokenizer_config.json"
-            cfg = _read_json(cfg_path) if cfg_path.is_file() else {}
-            lowercase = bool(cfg.get("do_lower_case", True))
-        return wordpiece_from_vocab(d / "vocab.txt", lowercase=lowercase)
-    raise DataError(
-        f"{str(d)!r} holds no tokenizer (expected {META_FILE}, {HF_FILE} or vocab.txt); "
-        "save one with Tokenizer.save(dir)"
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(
-            f"cannot read {str(path)!r} as JSON ({exc}); re-save the tokenizer"
-        ) from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{str(path)!r} must hold a JSON object; re-save the tokenizer")
-    return data
-
-
-def _read_hf(path: Path) -> HFTokenizer:
-    try:
-        return HFTokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises plain Exception subclasses
-        raise DataError(
-            f"cannot load {str(path)!r} as an HF tokenizer ({exc}); re-save the tokenizer"
-        ) from exc
-
-
 __all__ = [
     "BERT_ROLES",
     "KINDS",
     "TRAINED_ROLES",
     "Tokenizer",
     "clean_text",
-    "load_tokenizer",
 ]

@@ -1,43 +1,15 @@
-"""Training: the model-agnostic engine, tasks, LR schedules, atomic checkpoints, curves.
+"""Training: one trainer, the tasks it trains, LR schedules, atomic checkpoints.
 
-Public API (imported lazily so ``import dhian.train`` stays light):
-:func:`train` / :class:`Trainer` / :class:`TrainResult` / :class:`TrainingDiverged`
-(:mod:`~dhian.train.engine`), :class:`Task` / :func:`register_task` / :func:`task_for`
-(:mod:`~dhian.train.tasks`), :func:`lr_factor` / :func:`build_scheduler`
-(:mod:`~dhian.train.schedules`). Modules: ``engine`` (loop), ``tasks`` (task interface),
-``translation`` (the translation task), ``optim`` (AdamW, freeze, device, autocast),
-``lm`` (the causal-LM task), ``lm_eval`` (:func:`evaluate_lm`, perplexity), ``mlm_eval``
-(:func:`evaluate_mlm`, masked-token accuracy), ``schedules``,
-``checkpoint`` (last/best, RNG, trainer state), ``stopping`` (knob checks,
-improvement, signals), ``warmstart`` (``init_from``), ``metricslog`` (metrics.jsonl writer),
-``curves`` (PNG), ``progress`` (tqdm bar).
-May import every layer to its left: text, data, nn, models, decoding, metrics, viz.
+- :mod:`~dhian.train.trainer` — :class:`Trainer` / :func:`train` / :class:`TrainResult` /
+  :class:`TrainingDiverged`: the loop, one step, evaluation, checkpoints;
+- :mod:`~dhian.train.tasks` — the :class:`Task` interface and one module per task (translation,
+  classification, lm, mlm), listed explicitly; :func:`task_for` picks one;
+- :mod:`~dhian.train.evaluation` — BLEU / chrF / BLEU-by-length of a translation model;
+- :mod:`~dhian.train.optim` (AdamW, freeze, autocast), :mod:`~dhian.train.schedules`,
+  :mod:`~dhian.train.checkpoint` (last/best, RNG, trainer state), :mod:`~dhian.train.stopping`
+  (knob checks, improvement, signals), :mod:`~dhian.train.warmstart` (``init_from``),
+  :mod:`~dhian.train.distributed` (torchrun), :mod:`~dhian.train.metricslog` (metrics.jsonl),
+  :mod:`~dhian.train.progress` (tqdm bar).
+
+This package file imports nothing, so ``import dhian.train.schedules`` stays light.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "train": "engine",
-    "Trainer": "engine",
-    "TrainResult": "engine",
-    "TrainingDiverged": "engine",
-    "Task": "tasks",
-    "register_task": "tasks",
-    "task_for": "tasks",
-    "lr_factor": "schedules",
-    "build_scheduler": "schedules",
-    "evaluate_lm": "lm_eval",
-    "evaluate_mlm": "mlm_eval",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dhian.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"dhian.train.{module}"), name)

@@ -2,14 +2,14 @@
 
 Owns ``OUT/last`` (resumable: weights + optimizer, scheduler, RNG states, data position, loop
 counters), its fallback ``OUT/last.prev`` (the previous ``last``, kept after each save), ``OUT/best``
-(weights only), each a full model dir (see :mod:`dhian.models.io`) plus ``manifest.json`` (size and
+(weights only), each a full model dir (see :mod:`dhian.models.model_dir`) plus ``manifest.json`` (size and
 SHA-256 of every file, checked before a resume), older ``last`` copies under
 ``OUT/checkpoints/step-N`` when ``keep_last > 1``, the choice of the newest *valid* checkpoint on
 resume (corrupt ones are reported, moved aside to ``NAME.corrupt`` and skipped), and RNG capture /
 restore (torch CPU + CUDA, Python ``random``, NumPy). ``trainer_state.pt`` holds only tensors and
 primitives so it loads with ``torch.load(weights_only=True)``. A failed write (disk full...) raises
 :class:`CheckpointWriteError` naming the previous checkpoint, which stays intact.
-Imports: stdlib, numpy, torch, :mod:`dhian.models.io`, :mod:`dhian.config`, :mod:`dhian.errors`.
+Imports: stdlib, numpy, torch, :mod:`dhian.models.model_dir`, :mod:`dhian.config`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 
 from dhian.config import RunConfig
 from dhian.errors import ConfigError, DhianError, ModelLoadError
-from dhian.models.io import (
+from dhian.models.model_dir import (
     fsync_dir,
     fsync_tree,
     read_metadata,

@@ -11,7 +11,7 @@ half-open: ``10-20`` holds sentences of 10 to 19 words, ``60+`` every sentence o
 A bucket with no sentence has BLEU ``None`` (a gap in the plot); a bucket of sentences shorter
 than four words scores 0 (corpus BLEU needs 4-grams). References are normalised as
 in training (:func:`dhian.text.normalize`, with the model's ``data.lowercase``).
-Imports: stdlib, :mod:`dhian.text`, :mod:`dhian.data`, :mod:`dhian.models.io`,
+Imports: stdlib, :mod:`dhian.text`, :mod:`dhian.data`, :mod:`dhian.models.model_dir`,
 :mod:`dhian.decoding`, :mod:`dhian.metrics`, :mod:`dhian.viz`, :mod:`dhian.errors`.
 """
 
@@ -196,7 +196,7 @@ def evaluate_translation(
     from dhian import metrics
     from dhian.data.corpus import ParallelCorpus
     from dhian.data.loaders import load_corpus
-    from dhian.decoding.translate import translate_texts
+    from dhian.inference.translate import translate_texts
     from dhian.text import normalize
 
     spec = corpus or str(loaded.config.data.corpus)

@@ -4,7 +4,7 @@ Owns the writer: every row starts with ``event``, ``step``, ``epoch`` and ``wall
 seconds, summed over resumed invocations); rows are flushed as written; :meth:`MetricsLog.sync`
 fsyncs and returns the byte offset a checkpoint records, and opening with ``truncate_to`` cuts
 rows written after that checkpoint (so a resumed run's log equals an uninterrupted one).
-Reading lives in :mod:`dhian.train.curves`. Imports: stdlib.
+Reading lives in :mod:`dhian.viz.run_curves`. Imports: stdlib.
 """
 
 from __future__ import annotations

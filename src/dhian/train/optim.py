@@ -1,8 +1,8 @@
-"""Optimizer, freezing and device choice for the engine.
+"""Optimizer and freezing for the trainer.
 
 Owns :func:`build_optimizer` (AdamW, ``fused``/``foreach`` where the device allows; no weight
 decay on biases, norms and other 1-D parameters), :func:`apply_freeze` (``train.freeze``:
-comma-separated parameter-name prefixes get ``requires_grad=False``), :func:`resolve_device`
+comma-separated parameter-name prefixes get ``requires_grad=False``)
 and :func:`autocast` (bf16 on CPU or CUDA when ``train.bf16``).
 Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
 """
@@ -16,17 +16,6 @@ import torch
 
 from dhian.config import TrainConfig
 from dhian.errors import ConfigError, nearest
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"train.device must be auto, cpu or cuda, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
 
 
 def apply_freeze(model: torch.nn.Module, freeze: str) -> list[str]:

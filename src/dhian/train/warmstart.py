@@ -4,10 +4,10 @@ Owns :func:`init_source` (where the tokenizer of ``init_from`` lives, checked be
 :func:`load_init_weights` (copy every weight whose name and shape fit; report the rest) and
 :func:`resolve_resume` (``--resume auto``: continue when the output dir holds a checkpoint, else
 start fresh — what ``torchrun --max-restarts`` needs). A dhian model dir is read with
-:mod:`dhian.models.io`; a HuggingFace dir (``config.json`` with a ``model_type`` dhian can
-import) is converted by :mod:`dhian.interop.registry` first.
+:mod:`dhian.models.model_dir`; a HuggingFace dir (``config.json`` with a ``model_type`` dhian can
+import) is converted by :mod:`dhian.interop.hf_dirs` first.
 ``pretrained:NAME`` values resolve through :func:`dhian.data.corpora.resolve_pretrained`.
-Imports: stdlib, torch, :mod:`dhian.data`, :mod:`dhian.models.io`, :mod:`dhian.interop`,
+Imports: stdlib, torch, :mod:`dhian.data`, :mod:`dhian.models.model_dir`, :mod:`dhian.interop`,
 :mod:`dhian.errors`.
 """
 
@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 from dhian.errors import ConfigError, ModelLoadError
-from dhian.models import io as model_io
+from dhian.models import model_dir as model_io
 
 #: ``--resume`` values: True / "must" — continue the run (an error when there is none);
 #: "auto" — continue when the output dir holds a checkpoint, else start fresh; False — fresh.
@@ -29,7 +29,7 @@ ResumeMode = bool | Literal["auto", "must"]
 
 
 def _is_hf(path: Path) -> bool:
-    from dhian.interop.registry import hf_model_type
+    from dhian.interop.hf_dirs import hf_model_type
 
     return hf_model_type(path) is not None
 
@@ -73,7 +73,7 @@ def load_init_weights(
     if (d / model_io.CONFIG).is_file():
         missing, unexpected = model_io.load_weights(d, model, strict=False)
     else:
-        from dhian.interop.registry import load_hf_dir
+        from dhian.interop.hf_dirs import load_hf_dir
 
         source = load_hf_dir(d).model.state_dict()
         own = model.state_dict()

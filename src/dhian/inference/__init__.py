@@ -1,0 +1,15 @@
+"""Using a trained model: the layer under :mod:`dhian.cli`, :mod:`dhian.serve` and the apps.
+
+- :mod:`~dhian.inference.load` — the one loader (built-in name, GGUF/single file, run dir →
+  ``best/`` or ``last/``, HF dir, dhian model dir) with device and precision chosen once;
+- :mod:`~dhian.inference.translate` — translate sentences (sort, batch, greedy/beam, attention);
+- :mod:`~dhian.inference.serving` — the task functions on a loaded model in batches
+  (translate, classify, generate, fill-mask) and its source encoding;
+- :mod:`~dhian.inference.attention_maps` — attention extraction for every family → tokens +
+  weights; :mod:`~dhian.inference.attention_report` — the PNG/JSON/HTML files of it;
+- :mod:`~dhian.inference.display_tokens` — subword strings for display (▁ Ġ ## cleaned up).
+
+Notation: B batch, Ts/Tt source/target length, H heads, L layers.
+"""
+
+from __future__ import annotations
