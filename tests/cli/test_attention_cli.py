@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
-from tiny_models import save_tiny
-
 from dhian.cli import main
 from dhian.errors import DhianError
 from dhian.inference.attention_maps import extract_attention
 from dhian.inference.load import load_model
 from dhian.viz import decode_weights
+from helpers.tiny_models import save_tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SENTENCE = "Und Gott sah das Licht."

@@ -22,16 +22,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dhian.errors import ModelLoadError
+from dhian.errors import ModelLoadError, nearest
 from dhian.interop.hf_dirs import is_hf_dir, load_hf_dir
 from dhian.models import precision
 from dhian.models.device import choose_device
-from dhian.models.families import FAMILIES, family_for_suffix, resolve
+from dhian.models.families import builtin_names, family_for_builtin, family_for_suffix, resolve
 from dhian.models.model_dir import CONFIG, WEIGHTS, LoadedModel, load_model_dir
 
 __all__ = [
     "VERB_FOR_TASK",
-    "builtin_names",
     "load_model",
     "model_name",
     "require_task",
@@ -46,11 +45,6 @@ VERB_FOR_TASK = {
     "mlm": "dhian fill-mask",
     "backbone": "dhian fill-mask or dhian classify (after fine-tuning)",
 }
-
-
-def builtin_names() -> dict[str, str]:
-    """Built-in model name → its loader (``"module:function"``), over every family."""
-    return {name: target for f in FAMILIES for name, target in f.builtins.items()}
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -79,16 +73,20 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def _read(source: str | Path, **options: Any) -> LoadedModel:
     """The source as a LoadedModel (on CPU, before device and precision)."""
-    builtins = builtin_names()
     path = Path(source)
-    if not path.exists() and str(source) in builtins:
-        loaded: LoadedModel = resolve(builtins[str(source)])(**options)
+    builtin = None if path.exists() else family_for_builtin(str(source))
+    if builtin is not None:
+        loaded: LoadedModel = resolve(builtin.builtins[str(source)])(**options)
         return loaded
-    if path.is_file():
-        family = family_for_suffix(path.suffix)
-        if family is not None:
-            loaded = resolve(family.file_import[path.suffix.lower()])(path, **options)
-            return loaded
+    family = family_for_suffix(path.suffix) if path.is_file() else None
+    if family is not None:
+        loaded = resolve(family.file_import[path.suffix.lower()])(path, **options)
+        return loaded
+    if not path.exists() and builtin_names():
+        raise ModelLoadError(
+            f"{str(source)!r} is neither a path nor a built-in model"
+            f"{nearest(str(source), builtin_names())}; built-ins: {', '.join(builtin_names())}"
+        )
     directory = resolve_model_dir(path)
     if is_hf_dir(directory):
         return load_hf_dir(directory, **options)

@@ -47,6 +47,8 @@ __all__ = [
     "TASKS",
     "Family",
     "build_model",
+    "builtin_names",
+    "family_for_builtin",
     "family_for_hf_type",
     "family_for_suffix",
     "family_of",
@@ -183,6 +185,16 @@ def family_for_hf_type(hf_model_type: str) -> Family | None:
 def family_for_suffix(suffix: str) -> Family | None:
     """The family that imports single-file checkpoints ending in ``suffix`` (e.g. ``.gguf``)."""
     return next((f for f in FAMILIES if suffix.lower() in f.file_import), None)
+
+
+def family_for_builtin(name: str) -> Family | None:
+    """The family that lists ``name`` among its built-in models (e.g. ``smollm2``)."""
+    return next((f for f in FAMILIES if name in f.builtins), None)
+
+
+def builtin_names() -> list[str]:
+    """Every built-in model name, over all families."""
+    return sorted(name for f in FAMILIES for name in f.builtins)
 
 
 def resolve(target: str) -> Callable[..., Any]:

@@ -2,7 +2,7 @@
 
 ``save_tiny(kind, directory)`` builds one with :func:`dhian.models.families.build_model`, trains its
 tokenizer(s) with :func:`dhian.text.train_tokenizer` on a dozen sentences and writes it with
-:func:`dhian.models.io.save_model_dir`, so loading goes through the same path as a trained run.
+:func:`dhian.models.model_dir.save_model_dir`, so loading goes through the same path as a trained run.
 Kinds: rnnsearch, rnnencdec, transformer (translation), bert-cls, bert-mlm, keras (classifier),
 gpt (causal LM). Weights are random but seeded: outputs are arbitrary yet deterministic.
 """

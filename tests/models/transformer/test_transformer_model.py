@@ -25,7 +25,7 @@ from dhian.nn.attention import MultiHeadAttention
 from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
 from helpers.transformer import BOS, EOS, PAD, V, batch, randomize, stepwise_logits, tiny
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 # ---------------------------------------------------------------------------------- forward
