@@ -240,7 +240,7 @@ def test_checker_allows_the_right_arrows() -> None:
         "dhian.train.trainer": "from dhian import metrics\nfrom dhian.decoding import greedy",
         "dhian.cli.serve": "from dhian.serve import server",
         "dhian.cli.quickstart": "from dhian.apps.quickstart import run_quickstart",
-        "dhian.serve.app": "from dhian.inference import serving",
+        "dhian.serve.app": "from dhian.inference import capabilities",
         "dhian.nn.masks": "import math\nimport torch\nfrom dhian.errors import DhianError",
         "dhian.config": "import yaml\nfrom dhian.errors import ConfigError\n"
         "from dhian.models.bert.config import BertConfig",

@@ -14,10 +14,12 @@ import torch
 
 from dhian.cli import main
 from dhian.config import RunConfig
+from dhian.inference.classify import classify
+from dhian.inference.fill_mask import fill_mask
 from dhian.inference.load import load_model
 from dhian.interop.hf_bert import export_hf_bert
 from dhian.models.bert.config import BertConfig
-from dhian.models.bert.heads import build_bert, classify, fill_mask
+from dhian.models.bert.heads import build_bert
 from dhian.models.model_dir import save_model_dir
 from dhian.text import Tokenizer, wordpiece_from_vocab
 from helpers.bert import tiny_bert_config, write_vocab

@@ -11,7 +11,7 @@ import torch
 
 from dhian.cli import main
 from dhian.config import DataConfig, RunConfig
-from dhian.decoding.sampling import generate_text
+from dhian.inference.generate import generate_text
 from dhian.models.gpt.config import GPTConfig
 from dhian.models.gpt.model import build_gpt, lm_loss
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture

@@ -137,7 +137,7 @@ def test_evaluate_dispatches_other_kinds_to_dhian_train(
 
     model = bert_dir(tmp_path)
     monkeypatch.setitem(
-        cli_evaluate.EVALUATORS, "mlm", cli_evaluate.library_evaluator(evaluate_mlm)
+        cli_evaluate.EVALUATORS, "mlm", cli_evaluate.library_evaluator(lambda: evaluate_mlm)
     )
     out = tmp_path / "out"
     assert main(["evaluate", "--model", str(model), "--split", "dev", "--out", str(out)]) == 0

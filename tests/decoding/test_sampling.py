@@ -17,10 +17,10 @@ from dhian.decoding.sampling import (
     apply_repetition_penalty,
     apply_temperature,
     generate,
-    generate_text,
     top_k_filter,
     top_p_filter,
 )
+from dhian.inference.generate import generate_text
 from dhian.models.gpt.model import GPT
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 

@@ -19,10 +19,11 @@ pytest.importorskip("fastapi", reason="pip install fastapi httpx")
 from fastapi.testclient import TestClient
 
 from dhian.decoding import greedy_decode
-from dhian.decoding.sampling import generate_text
 from dhian.inference.attention_maps import extract_attention
+from dhian.inference.classify import classify
+from dhian.inference.fill_mask import fill_mask
+from dhian.inference.generate import generate_text
 from dhian.inference.load import load_model
-from dhian.models.bert.heads import classify, fill_mask
 from dhian.serve.app import ServeSettings, create_app
 from dhian.viz import decode_weights
 
@@ -82,7 +83,7 @@ def test_translate_results_match_one_at_a_time_decoding_and_truncate(tiny_dirs):
     log p and display tokens equal greedy decoding of that source alone; a source longer than
     data.max_len (32) is cut to its first 32 ids and flagged."""
     from dhian.inference.display_tokens import display_tokens
-    from dhian.inference.serving import translate_texts
+    from dhian.inference.translate import translate_batch as translate_texts
 
     loaded = load_model(tiny_dirs["transformer"])
     src_tok, tgt_tok = loaded.tokenizers["src"], loaded.tokenizers["tgt"]

@@ -21,17 +21,17 @@ from dhian.inference.load import load_model
 
 SLOW_SERVER = """
 import sys, time
-import dhian.inference.serving as inference
+import dhian.serve.app as app
 from dhian.serve.app import ServeSettings
 from dhian.serve.server import run_server
 
-original = inference.translate_texts
+original = app.translate_batch
 
 def slow(*args, **kwargs):
     time.sleep(float(sys.argv[3]))
     return original(*args, **kwargs)
 
-inference.translate_texts = slow  # the service calls it through the module
+app.translate_batch = slow  # the service looks the name up in its module
 run_server(sys.argv[1], port=int(sys.argv[2]), settings=ServeSettings(timeout=20), device="cpu")
 """
 

@@ -151,7 +151,7 @@ def test_lm_resume_is_bitwise_exact(tmp_path: Path) -> None:
 
 
 def test_train_then_generate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dhian.decoding.sampling import generate_text
+    from dhian.inference.generate import generate_text
 
     cfg = config(tmp_path, max_steps=30, eval_every=0)
     path = tmp_path / "gpt.yaml"

@@ -16,7 +16,7 @@ import torch
 from dhian.config import RunConfig, load_run_config
 from dhian.data.mlm import IGNORE_INDEX
 from dhian.errors import ConfigError
-from dhian.models.bert.heads import fill_mask
+from dhian.inference.fill_mask import fill_mask
 from dhian.models.model_dir import load_model_dir
 from dhian.train.tasks import token_loss
 from dhian.train.tasks.mlm import MaskedLMTask, masked_logits

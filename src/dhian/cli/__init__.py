@@ -1,8 +1,9 @@
 """``dhian <verb>``: wiring only — parse arguments, call the library, print.
 
-Every module in this package that defines ``register(subparsers)`` adds one or more verbs;
-they are discovered automatically, so adding a verb never touches this file. A verb module
-keeps heavy imports (torch, models) inside its handler so ``dhian --help`` stays fast.
+Each verb module defines ``register(subparsers)`` and is listed in :data:`VERBS` (adding a verb
+is its module + one line there). A verb module keeps heavy imports (torch, models) inside its
+handler so ``dhian --help`` stays fast; options shared by several verbs are in
+:mod:`dhian.cli.options`. Every model operation is a :mod:`dhian.inference` function.
 A handler returns an exit status. :class:`dhian.errors.DhianError` becomes one line on
 stderr and exit status 2, and so does an :class:`OSError` (a missing, unreadable or too long
 path, a full disk: ``error: <what> (<path>)``); any other exception is a bug and keeps its
@@ -15,15 +16,45 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import importlib
 import io
 import os
-import pkgutil
 import sys
 from collections.abc import Iterator, Sequence
 
 from dhian import __version__
+from dhian.cli import (
+    attention,
+    classify,
+    data,
+    evaluate,
+    fill_mask,
+    generate,
+    hf,
+    quickstart,
+    selfcheck,
+    serve,
+    train,
+    translate,
+)
 from dhian.errors import DhianError
+
+#: Every verb module, each with ``register(subparsers)``. A verb module imports its heavy
+#: dependencies (torch, the model layers, FastAPI) inside ``run``, so that ``dhian --help`` and
+#: argument errors stay instant; that is the one reason imports sit inside functions in dhian.cli.
+VERBS = (
+    attention,
+    classify,
+    data,
+    evaluate,
+    fill_mask,
+    generate,
+    hf,
+    quickstart,
+    selfcheck,
+    serve,
+    train,
+    translate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dhian {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    for verb in VERBS:
+        verb.register(sub)
     return parser
 
 

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     from dhian.cli.hf import show_interop_logs
+    from dhian.inference.classify import classify
     from dhian.inference.load import load_model
-    from dhian.models.bert.heads import classify
 
     show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
     loaded = load_model(args.model, dtype=args.dtype, task="classification")

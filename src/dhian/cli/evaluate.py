@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from dhian.errors import ConfigError, DhianError
-from dhian.train.tasks.lm_eval import evaluate_lm
-from dhian.train.tasks.mlm_eval import evaluate_mlm
 
 Evaluator = Callable[[Any, argparse.Namespace], int]
 EVALUATORS: dict[str, Evaluator] = {}
@@ -175,10 +173,11 @@ def evaluate_translation_cli(loaded: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def library_evaluator(fn: Callable[..., Any]) -> Evaluator:
-    """An evaluator calling the task's library evaluator ``fn`` with the options it accepts."""
+def library_evaluator(get: Callable[[], Callable[..., Any]]) -> Evaluator:
+    """An evaluator calling the task's library evaluator ``get()`` with the options it accepts."""
 
     def run_kind(loaded: Any, args: argparse.Namespace) -> int:
+        fn = get()
         offered = {
             "corpus": args.corpus,
             "split": args.split,
@@ -204,8 +203,20 @@ def library_evaluator(fn: Callable[..., Any]) -> Evaluator:
     return run_kind
 
 
-EVALUATORS["lm"] = library_evaluator(evaluate_lm)
-EVALUATORS["mlm"] = library_evaluator(evaluate_mlm)
+def _evaluate_lm() -> Callable[..., Any]:
+    from dhian.train.tasks.lm_eval import evaluate_lm  # heavy: see dhian.cli
+
+    return evaluate_lm
+
+
+def _evaluate_mlm() -> Callable[..., Any]:
+    from dhian.train.tasks.mlm_eval import evaluate_mlm  # heavy: see dhian.cli
+
+    return evaluate_mlm
+
+
+EVALUATORS["lm"] = library_evaluator(_evaluate_lm)
+EVALUATORS["mlm"] = library_evaluator(_evaluate_mlm)
 
 
 @evaluator("classification")

@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     from dhian.cli.hf import show_interop_logs
+    from dhian.inference.fill_mask import fill_mask
     from dhian.inference.load import load_model
-    from dhian.models.bert.heads import fill_mask
 
     show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
     loaded = load_model(args.model, dtype=args.dtype, task="mlm")

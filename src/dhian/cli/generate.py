@@ -68,7 +68,7 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model, then generate and stream ``--n`` continuations of ``--prompt``."""
     _check(args)
-    from dhian.decoding.sampling import generate_text
+    from dhian.inference.generate import generate_text
     from dhian.inference.load import load_model
 
     loaded = load_model(

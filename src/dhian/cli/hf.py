@@ -12,9 +12,6 @@ import logging
 import sys
 from typing import Any
 
-from dhian.inference.load import load_model
-from dhian.interop.hf_dirs import export_hf_dir, hf_model_type, import_hf_dir
-
 
 def register(sub: Any) -> None:
     """Add the ``import-hf`` and ``export-hf`` verbs."""
@@ -72,6 +69,8 @@ def show_interop_logs() -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     """Convert ``args.dir`` into a dhian model dir ``args.out``."""
+    from dhian.interop.hf_dirs import hf_model_type, import_hf_dir  # heavy: see dhian.cli
+
     show_interop_logs()
     options: dict[str, Any] = {}
     if hf_model_type(args.dir) == "bert":
@@ -88,7 +87,10 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Write the model in ``args.model`` as an HF dir ``args.out``."""
+    """Write the model in ``args.model`` (a model, run or HF dir) as an HF dir ``args.out``."""
+    from dhian.inference.load import load_model  # heavy: see dhian.cli
+    from dhian.interop.hf_dirs import export_hf_dir
+
     show_interop_logs()
     out = export_hf_dir(load_model(args.model), args.out)
     print(f"wrote HuggingFace model dir {out}")

@@ -11,7 +11,6 @@ from typing import Any
 
 from dhian.cli.options import add_dtype_argument
 from dhian.errors import ConfigError
-from dhian.inference.load import load_model
 
 
 def register(sub: Any) -> None:
@@ -60,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and serve it until interrupted."""
     _check(args)
     try:
+        from dhian.inference.load import load_model  # heavy: see dhian.cli
         from dhian.serve.app import ServeSettings
         from dhian.serve.server import run_server
     except ImportError as exc:

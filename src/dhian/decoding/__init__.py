@@ -10,7 +10,7 @@ from __future__ import annotations
 from dhian.decoding.base import Hypothesis, StepModel, length_limits, length_penalty
 from dhian.decoding.beam import beam_search
 from dhian.decoding.greedy import greedy_decode
-from dhian.decoding.sampling import GenerationResult, generate, generate_text
+from dhian.decoding.sampling import GenerationResult, generate
 
 __all__ = [
     "GenerationResult",
@@ -18,7 +18,6 @@ __all__ = [
     "StepModel",
     "beam_search",
     "generate",
-    "generate_text",
     "greedy_decode",
     "length_limits",
     "length_penalty",

@@ -28,17 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dhian.decoding import greedy_decode
 from dhian.errors import DataError
+from dhian.inference.capabilities import has_attention, model_device, model_family, model_type
 from dhian.inference.display_tokens import display_tokens
-from dhian.inference.serving import (
-    encode_sources,
-    has_attention,
-    input_limit,
-    model_device,
-    model_family,
-    model_type,
-    pad_rows,
-)
+from dhian.inference.encode import encode_sources, encode_texts, input_limit
+from dhian.inference.translate import pad_rows
 from dhian.models.model_dir import LoadedModel
 
 __all__ = ["AttentionResult", "extract_attention"]
@@ -120,8 +115,6 @@ def extract_attention(loaded: LoadedModel, text: str, target: str | None = None)
 
 
 def _seq2seq(loaded: LoadedModel, text: str, target: str | None) -> AttentionResult:
-    from dhian.decoding import greedy_decode
-
     model: Any = loaded.model
     src_tok, tgt_tok = loaded.tokenizers["src"], loaded.tokenizers["tgt"]
     rows, cut = encode_sources(loaded, [text])
@@ -166,8 +159,6 @@ def _seq2seq(loaded: LoadedModel, text: str, target: str | None) -> AttentionRes
 
 
 def _encoder(loaded: LoadedModel, text: str) -> AttentionResult:
-    from dhian.models.bert.heads import encode_texts
-
     model: Any = loaded.model
     tok = loaded.tokenizers["src"]
     style = str(getattr(model, "input_style", "bert"))

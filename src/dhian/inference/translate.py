@@ -39,6 +39,8 @@ from dhian.decoding.base import Hypothesis
 from dhian.decoding.beam import beam_search
 from dhian.decoding.greedy import greedy_decode
 from dhian.errors import ConfigError, DataError, ModelLoadError
+from dhian.inference.display_tokens import display_tokens
+from dhian.inference.encode import source_limit
 from dhian.inference.load import load_model, require_task, resolve_model_dir
 from dhian.interop.hf_dirs import hf_model_type
 from dhian.models.model_dir import LoadedModel
@@ -51,6 +53,7 @@ __all__ = [
     "max_source_length",
     "pad_rows",
     "require_translation",
+    "translate_batch",
     "translate_texts",
 ]
 
@@ -309,3 +312,51 @@ def _fill(
         tr.out_tokens = tgt_tok.ids_to_tokens([*hyps[0].tokens, eos_id])
         att = hyps[0].attention
         tr.attention = None if att is None else att.float().cpu()
+
+
+# --------------------------------------------------------------------------- the server's batch
+
+
+def translate_batch(
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    beam: int = 1,
+    length_penalty: float | None = None,
+) -> list[dict[str, Any]]:
+    """Translate B texts as one decoder batch (greedy for ``beam == 1``, else beam search) with
+    :func:`dhian.decoding.translate.translate_texts`, sources cut to :func:`source_limit`.
+
+    Returns per text the ``/translate`` result: ``{"source", "translation", "tokens"`` (display
+    tokens, EOS excluded), ``"log_prob"`` (of tokens + EOS under the model), ``"truncated"}``.
+    Empty sources translate to ``""`` without running the model. ``length_penalty`` defaults
+    to the model's ``train.eval_length_penalty`` (GNMT alpha, beam search only).
+    """
+    if loaded.kind != "translation":
+        raise DataError(f"translation needs a translation model, this one is {loaded.kind!r}")
+    if beam < 1:
+        raise DataError(f"beam must be >= 1, got {beam}")
+    alpha = length_penalty
+    if alpha is None:
+        alpha = float(getattr(loaded.config.train, "eval_length_penalty", 1.0))
+    tgt = loaded.tokenizers["tgt"]
+    found = translate_texts(
+        loaded,
+        texts,
+        beam=beam,
+        length_penalty=alpha,
+        batch_size=max(len(texts), 1),
+        max_src_len=source_limit(loaded),
+    )
+    return [
+        {
+            "source": tr.source,
+            "translation": tr.text,
+            "tokens": display_tokens(tgt, tr.ids),
+            "log_prob": 0.0 if tr.log_prob is None else tr.log_prob,
+            "truncated": tr.truncated,
+        }
+        for tr in found
+    ]
+
+
+# --------------------------------------------------------------------------- other tasks

@@ -34,7 +34,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dhian.errors import DhianError
-from dhian.inference import serving
+from dhian.inference import capabilities
+from dhian.inference.classify import classify_texts
+from dhian.inference.fill_mask import fill_mask_one
+from dhian.inference.generate import generate_one
+from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
 from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
@@ -83,8 +87,8 @@ class Service:
     def __init__(self, loaded: LoadedModel, settings: ServeSettings, name: str) -> None:
         self.loaded, self.settings, self.name = loaded, settings, name
         self.kind = loaded.kind
-        self.model_type = serving.model_type(loaded)
-        self.endpoints = serving.endpoints_for(loaded)
+        self.model_type = capabilities.model_type(loaded)
+        self.endpoints = capabilities.endpoints_for(loaded)
         self.started = time.monotonic()
         tok = loaded.tokenizers.get("src")
         self.mask_token: str | None = None
@@ -107,20 +111,19 @@ class Service:
 
     # handlers: run on the batcher's thread, one result per item
     def _translate(self, params: Any, texts: list[str]) -> list[Any]:
-        return serving.translate_texts(self.loaded, texts, beam=int(params))
+        return translate_batch(self.loaded, texts, beam=int(params))
 
     def _classify(self, _params: Any, texts: list[str]) -> list[Any]:
-        return serving.classify_texts(self.loaded, texts)
+        return classify_texts(self.loaded, texts)
 
     def _generate(self, params: Any, prompts: list[str]) -> list[Any]:
         max_new, temperature, top_k, top_p, seed = params
         return [
-            serving.generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed)
-            for p in prompts
+            generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed) for p in prompts
         ]
 
     def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
-        return [serving.fill_mask_one(self.loaded, t, int(params)) for t in texts]
+        return [fill_mask_one(self.loaded, t, int(params)) for t in texts]
 
     def _attention(self, params: Any, texts: list[str]) -> list[Any]:
         from dhian.inference.attention_maps import extract_attention

@@ -10,15 +10,11 @@ import torch
 
 from dhian.config import run_config_from_dict
 from dhian.errors import ConfigError, DataError
+from dhian.inference.classify import classify
+from dhian.inference.encode import encode_texts
+from dhian.inference.fill_mask import fill_mask
 from dhian.models.bert.config import BertConfig
-from dhian.models.bert.heads import (
-    BertForMaskedLM,
-    BertForSequenceClassification,
-    build_bert,
-    classify,
-    encode_texts,
-    fill_mask,
-)
+from dhian.models.bert.heads import BertForMaskedLM, BertForSequenceClassification, build_bert
 from dhian.models.bert.model import BertBackbone
 from dhian.models.keras_classifier.config import KerasClassifierConfig
 from dhian.models.keras_classifier.model import KerasTextClassifier, build_keras_classifier

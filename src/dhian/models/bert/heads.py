@@ -17,27 +17,21 @@ Imports: torch, :mod:`dhian.nn`, :mod:`dhian.text`, :mod:`dhian.models` (bert, o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dhian.errors import DataError
 from dhian.models.bert.config import BertConfig
-from dhian.models.bert.model import BertBackbone, backbone_kwargs, check_length, init_bert_weights
+from dhian.models.bert.model import BertBackbone, backbone_kwargs, init_bert_weights
 from dhian.models.outputs import ClassifierOutput, LMOutput
 from dhian.nn import get_activation
-from dhian.text.bert_inputs import build_bert_input
 
 __all__ = [
     "BertForMaskedLM",
     "BertForSequenceClassification",
-    "ClassifyResult",
     "build_bert",
-    "classify",
-    "encode_texts",
-    "fill_mask",
 ]
 
 
@@ -147,137 +141,6 @@ class BertForSequenceClassification(nn.Module):
 
 
 # --------------------------------------------------------------------------- preprocessing
-
-
-def _max_positions(model: nn.Module) -> tuple[int, str]:
-    """(longest input, too_long policy) of a BERT-style or plain classifier model."""
-    inner = getattr(model, "backbone", model)
-    max_len = getattr(inner, "max_positions", None) or getattr(model, "max_len", None)
-    if max_len is None:
-        raise ValueError(f"{type(model).__name__} does not say its maximum input length")
-    return int(max_len), str(getattr(inner, "too_long", "truncate"))
-
-
-def encode_texts(
-    tokenizer: Any,
-    texts: Sequence[str],
-    max_len: int,
-    too_long: str = "truncate",
-    style: str = "bert",
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Tokenise and pad B texts → (ids (B, T), token_type_ids (B, T), lengths (B,)).
-
-    ``style="bert"``: ``[CLS] x [SEP]``; ``"plain"``: the tokens only. A text longer than
-    ``max_len`` ids is truncated with a warning, or raises :class:`DataError` when
-    ``too_long="error"``. Padding uses ``tokenizer.pad_id``.
-    """
-    rows: list[list[int]] = []
-    extra = 2 if style == "bert" else 0
-    for i, ids in enumerate(tokenizer.encode_batch(list(texts))):
-        keep = check_length(len(ids) + extra, max_len, too_long, f"text {i}") - extra
-        if style == "bert":
-            rows.append(build_bert_input(tokenizer, ids[: max(keep, 0)], None, max_len)[0])
-        else:
-            rows.append(ids[:keep])
-    t = max((len(r) for r in rows), default=0) or 1
-    out = torch.full((len(rows), t), int(tokenizer.pad_id), dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    return out, torch.zeros_like(out), lengths
-
-
-# --------------------------------------------------------------------------- inference
-
-
-@torch.no_grad()
-def fill_mask(
-    model: nn.Module, tokenizer: Any, text: str, top_k: int = 5
-) -> list[list[tuple[str, float]]]:
-    """Top-``top_k`` (token, probability) for each [MASK] of ``text``, most probable first.
-
-    One list per mask token, in text order. Probabilities are the softmax over the whole
-    vocabulary, so each list sums to at most 1.
-    """
-    if not isinstance(model, BertForMaskedLM):
-        raise DataError(
-            f"fill-mask needs a BERT masked-LM model, got {type(model).__name__} "
-            "(import an MLM checkpoint or train with model.task=mlm)"
-        )
-    if top_k < 1:
-        raise DataError(f"top_k must be at least 1, got {top_k}")
-    max_len, too_long = _max_positions(model)
-    ids, types, lengths = encode_texts(tokenizer, [text], max_len, too_long)
-    where = (ids[0, : int(lengths[0])] == int(tokenizer.mask_id)).nonzero().flatten()  # (M,)
-    if where.numel() == 0:
-        mask_tok = tokenizer.id_to_token(int(tokenizer.mask_id))
-        raise DataError(f"no {mask_tok} token in the (possibly truncated) text: {text!r}")
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        logits = model(ids.to(device), lengths.to(device), types.to(device)).logits  # (1, T, V)
-    finally:
-        model.train(was_training)
-    probs = torch.softmax(logits[0, where.to(device)].float(), dim=-1)  # (M, V)
-    top = probs.topk(min(top_k, probs.size(-1)), dim=-1)  # (M, k)
-    return [
-        [(tokenizer.id_to_token(int(i)), float(p)) for p, i in zip(ps, ix, strict=True)]
-        for ps, ix in zip(top.values.cpu(), top.indices.cpu(), strict=True)
-    ]
-
-
-class ClassifyResult(NamedTuple):
-    """The predicted ``label`` and ``probs``: class name → probability (sums to 1)."""
-
-    label: str
-    probs: dict[str, float]
-
-
-@torch.no_grad()
-def classify(
-    model: nn.Module,
-    tokenizer: Any,
-    texts: Sequence[str],
-    batch_size: int = 32,
-    labels: Sequence[str] | None = None,
-) -> list[ClassifyResult]:
-    """Label and class probabilities of each text, run ``batch_size`` texts at a time.
-
-    Works for any classifier returning :class:`ClassifierOutput` from
-    ``model(ids, lengths, ...)``: BERT (``[CLS] x [SEP]`` inputs) or the Keras-style model
-    (plain ids). ``labels`` default to the model's own ``labels``. Results are in input order;
-    texts are batched by length so padding stays small.
-    """
-    if batch_size < 1:
-        raise DataError(f"batch_size must be at least 1, got {batch_size}")
-    names = tuple(labels) if labels is not None else tuple(getattr(model, "labels", ()))
-    style = str(getattr(model, "input_style", "bert"))
-    max_len, too_long = _max_positions(model)
-    device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    results: dict[int, ClassifyResult] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            ids, _types, lengths = encode_texts(
-                tokenizer, [texts[i] for i in chunk], max_len, too_long, style
-            )
-            logits = model(ids.to(device), lengths.to(device)).logits  # (B, C)
-            probs = torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
-            if not names:
-                names = tuple(str(c) for c in range(probs.size(-1)))
-            if len(names) != probs.size(-1):
-                raise DataError(f"{len(names)} label names for {probs.size(-1)} classes")
-            for i, row in zip(chunk, probs, strict=True):
-                values = [float(p) for p in row]
-                best = max(range(len(values)), key=values.__getitem__)
-                results[i] = ClassifyResult(names[best], dict(zip(names, values, strict=True)))
-    finally:
-        model.train(was_training)
-    return [results[i] for i in range(len(texts))]
 
 
 def build_bert(

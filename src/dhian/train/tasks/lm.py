@@ -137,7 +137,7 @@ class LMTask(Task):
 
     def _sample(self, model: torch.nn.Module) -> list[tuple[str, str, str]]:
         """(prompt, true continuation, greedy continuation) of the first dev document."""
-        from dhian.decoding.sampling import generate_text
+        from dhian.inference.generate import generate_text
 
         tok = self.tokenizers["tgt"]
         text = tok.decode(tok.encode(self.dev_docs[0]))

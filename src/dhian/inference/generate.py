@@ -1,0 +1,175 @@
+"""Text generation with a loaded causal LM: prompts in, continuations out, stop strings and
+streaming of decoded increments, over the token loop :func:`dhian.decoding.sampling.generate`.
+
+Owns :func:`generate_text` (a model + tokenizer; the prompt → ids step: documents start with
+EOS) and :func:`generate_one` (a :class:`~dhian.models.model_dir.LoadedModel`: the server's
+entry point). Imports: :mod:`dhian.decoding.sampling`, :mod:`dhian.models.model_dir`,
+:mod:`dhian.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from dhian.decoding.sampling import generate
+from dhian.errors import DataError
+from dhian.models.model_dir import LoadedModel
+
+__all__ = ["generate_one", "generate_text"]
+
+
+class _TextTokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many trailing chars of ``text`` to hold back while streaming: an unfinished UTF-8
+    sequence (decoded as U+FFFD) or a tail that could be the start of a stop string."""
+    hold = len(text) - len(text.rstrip("\ufffd"))
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return hold
+
+
+class _TextStream:
+    """Per-row decoded continuation, stop-string detection and increments for streaming."""
+
+    def __init__(
+        self,
+        tokenizer: _TextTokenizer,
+        prompts: Sequence[Sequence[int]],
+        stop: Sequence[str],
+        on_text: Callable[[int, str], None] | None,
+    ) -> None:
+        self.tok = tokenizer
+        self.prompts = [list(p) for p in prompts]
+        self.prefix = [tokenizer.decode(p) for p in self.prompts]
+        self.stop = [s for s in stop if s]
+        self.on_text = on_text
+        self.new: list[list[int]] = [[] for _ in prompts]
+        self.shown = [0] * len(prompts)
+        self.final: list[str | None] = [None] * len(prompts)
+
+    def text(self, row: int) -> str:
+        """The decoded continuation of ``row`` so far (prompt text removed)."""
+        full = self.tok.decode(self.prompts[row] + self.new[row])
+        if full.startswith(self.prefix[row]):
+            return full[len(self.prefix[row]) :]
+        return self.tok.decode(self.new[row])
+
+    def _emit(self, row: int, upto: str) -> None:
+        if self.on_text is not None and len(upto) > self.shown[row]:
+            self.on_text(row, upto[self.shown[row] :])
+        self.shown[row] = max(self.shown[row], len(upto))
+
+    def on_token(self, row: int, token: int) -> bool:
+        """Record ``token``; stream the safe part of the text; True when a stop string appeared."""
+        self.new[row].append(token)
+        text = self.text(row)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.final[row] = text[:cut]
+            self._emit(row, text[:cut])
+            return True
+        self._emit(row, text[: len(text) - _held_back(text, self.stop)])
+        return False
+
+    def finish(self, row: int) -> str:
+        """The final continuation of ``row``; streams whatever was held back."""
+        final = self.final[row]
+        if final is None:
+            final = self.text(row)
+        self._emit(row, final)
+        return final
+
+
+def generate_text(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    use_cache: bool = True,
+    stop_at_eos: bool = True,
+    new_document: bool = False,
+    on_text: Callable[[int, str], None] | None = None,
+) -> list[str]:
+    """Continue each text prompt; returns the continuations (prompt not included).
+
+    ``tokenizer`` has ``encode(str) -> list[int]`` and ``decode(ids) -> str`` (and ``eos_id``,
+    ``pad_id`` where it has them; see :mod:`dhian.text`). Language-model training data separates
+    documents with EOS (:func:`dhian.data.examples.pack_lm`), so ``new_document`` prepends EOS
+    to every prompt (the text then starts a document), and a prompt that encodes to no token
+    (e.g. ``""``) always starts from EOS. Generation
+    of a row stops at EOS (``stop_at_eos``) or as soon as its decoded text contains one of the
+    ``stop`` strings; the text is cut before the stop string. ``on_text(row, increment)``
+    receives the decoded text as it grows (held back while it could still become a stop string
+    or ends inside a UTF-8 character), so the increments of a row add up to its result. The
+    other arguments are those of :func:`generate`.
+    """
+    eos = getattr(tokenizer, "eos_id", None)
+    encoded: list[list[int]] = []
+    for text in prompts:
+        ids = list(tokenizer.encode(text))
+        if (new_document or not ids) and eos is not None:
+            ids = [int(eos), *ids]
+        if not ids:
+            raise ValueError(
+                f"generate_text: prompt {text!r} encodes to no token and the tokenizer has no "
+                "EOS (document separator) to start from"
+            )
+        encoded.append(ids)
+    stream = _TextStream(tokenizer, encoded, stop, on_text)
+    stop_ids = [int(eos)] if stop_at_eos and eos is not None else []
+    pad = getattr(tokenizer, "pad_id", 0)
+    generate(
+        model,
+        encoded,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        stop_token_ids=stop_ids,
+        seed=seed,
+        use_cache=use_cache,
+        pad_id=int(pad) if pad is not None else 0,
+        on_token=stream.on_token,
+    )
+    return [stream.finish(r) for r in range(len(prompts))]
+
+
+def generate_one(
+    loaded: LoadedModel,
+    prompt: str,
+    max_new_tokens: int = 50,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> str:
+    """The continuation of ``prompt`` by a causal LM (prompt not included)."""
+    if loaded.kind != "lm":
+        raise DataError(f"generation needs a language model, this one is {loaded.kind!r}")
+    tok = loaded.tokenizers.get("tgt") or loaded.tokenizers["src"]
+    return generate_text(
+        loaded.model,
+        tok,
+        [prompt],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )[0]
