@@ -169,7 +169,7 @@ def test_write_alignments(tmp_path: Path) -> None:
 
 def test_dev_beam_uses_eval_length_penalty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TranslationTask.evaluate passes train.eval_length_penalty to beam search."""
-    import dhian.decoding
+    from dhian.train.tasks import translation
     from dhian.train.tasks.translation import TranslationTask
 
     d = tmp_path / "c"
@@ -185,12 +185,12 @@ def test_dev_beam_uses_eval_length_penalty(tmp_path: Path, monkeypatch: pytest.M
     task.setup(None)
     model = task.build_model().eval()
     seen: list[float] = []
-    real = dhian.decoding.beam_search
+    real = translation.beam_search
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(args[4] if len(args) > 4 else kwargs["length_penalty"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dhian.decoding, "beam_search", spy)
+    monkeypatch.setattr(translation, "beam_search", spy)
     task.evaluate(model, torch.device("cpu"), beam=2, max_examples=3)
     assert seen == [0.25]

@@ -35,6 +35,7 @@ from dhian.inference.display_tokens import display_tokens
 from dhian.inference.encode import encode_sources, encode_texts, input_limit
 from dhian.inference.translate import pad_rows
 from dhian.models.model_dir import LoadedModel
+from dhian.viz import attention_payload
 
 __all__ = ["AttentionResult", "extract_attention"]
 
@@ -62,8 +63,6 @@ class AttentionResult:
 
     def payload(self, title: str | None = None) -> dict[str, Any]:
         """The viewer's JSON data (see :mod:`dhian.viz.payload`)."""
-        from dhian.viz import attention_payload
-
         return attention_payload(
             tokens_src=self.tokens_src,
             tokens_tgt=self.tokens_tgt,

@@ -27,6 +27,13 @@ import numpy as np
 
 from dhian.errors import ConfigError
 from dhian.inference.attention_maps import AttentionResult
+from dhian.viz import (
+    alignment_heatmap,
+    entropy_heatmap,
+    head_grid,
+    head_summary,
+    write_attention_html,
+)
 
 __all__ = ["write_attention_report"]
 
@@ -63,14 +70,6 @@ def write_attention_report(
     ``layer``/``head`` (0-based, negative from the end) select what the PNGs show; the HTML
     always holds every layer and head. Raises :class:`ConfigError` for an index out of range.
     """
-    from dhian.viz import (
-        alignment_heatmap,
-        entropy_heatmap,
-        head_grid,
-        head_summary,
-        write_attention_html,
-    )
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     num_layers, num_heads = _heads_and_layers(result)

@@ -52,6 +52,7 @@ from dhian.models.bert.config import BertConfig
 from dhian.models.bert.heads import build_bert
 from dhian.models.bert.model import BertBackbone
 from dhian.models.model_dir import LoadedModel
+from dhian.text import load_tokenizer
 
 __all__ = [
     "bert_config_from_hf",
@@ -227,8 +228,6 @@ def import_hf_bert(
     model.eval()
     tokenizer = None
     if (d / "tokenizer.json").is_file() or (d / "vocab.txt").is_file():
-        from dhian.text import load_tokenizer
-
         tokenizer = load_tokenizer(d)
     else:
         say(f"{d} has no tokenizer.json or vocab.txt; no tokenizer loaded")

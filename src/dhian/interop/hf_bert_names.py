@@ -20,6 +20,7 @@ from torch import nn
 
 from dhian.errors import DhianError, ModelLoadError
 from dhian.models.bert.config import BertConfig
+from dhian.models.bert.heads import BertForMaskedLM, BertForSequenceClassification
 
 __all__ = [
     "ARCHITECTURES",
@@ -107,7 +108,6 @@ def qkv_names(i: int, wb: str) -> tuple[list[str], str]:
 
 
 def task_of(model: nn.Module) -> str:
-    from dhian.models.bert.heads import BertForMaskedLM, BertForSequenceClassification
 
     if isinstance(model, BertForMaskedLM):
         return "mlm"

@@ -58,6 +58,7 @@ from dhian.interop.hf_marian_names import (
 from dhian.models.model_dir import LoadedModel
 from dhian.models.transformer.config import TransformerConfig
 from dhian.models.transformer.model import TransformerSeq2Seq, build_transformer
+from dhian.text import load_tokenizer
 
 __all__ = [
     "MarianImport",
@@ -199,8 +200,6 @@ def load_marian(directory: str | Path) -> MarianImport:
     model.eval()
     tokenizers = None
     if (d / "dhian_tokenizer.json").is_file():
-        from dhian.text import load_tokenizer
-
         src = load_tokenizer(d)
         tgt = load_tokenizer(d / TARGET_TOKENIZER) if (d / TARGET_TOKENIZER).is_dir() else src
         tokenizers = {"src": src, "tgt": tgt}

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dhian.errors import DhianError
 from dhian.inference import capabilities
+from dhian.inference.attention_maps import extract_attention
 from dhian.inference.classify import classify_texts
 from dhian.inference.fill_mask import fill_mask_one
 from dhian.inference.generate import generate_one
@@ -43,6 +44,7 @@ from dhian.models.model_dir import LoadedModel
 from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
 from dhian.serve.limits import ApiError, BodyLimit, validation_message
+from dhian.serve.page import page_html
 from dhian.text import clean_text
 
 __all__ = ["ServeSettings", "create_app"]
@@ -126,7 +128,6 @@ class Service:
         return [fill_mask_one(self.loaded, t, int(params)) for t in texts]
 
     def _attention(self, params: Any, texts: list[str]) -> list[Any]:
-        from dhian.inference.attention_maps import extract_attention
 
         title = f"{self.name} attention"
         return [extract_attention(self.loaded, t, params).payload(title) for t in texts]
@@ -275,7 +276,6 @@ def _jsonable(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
-    from dhian.serve.page import page_html
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

@@ -18,6 +18,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from dhian.viz import viewer_assets
+
 __all__ = ["page_html"]
 
 _CSS = """
@@ -216,8 +218,6 @@ def _controls(kind: str, max_beam: int) -> str:
 def page_html(info: Mapping[str, Any]) -> str:
     """The page for a server described by ``info``: ``name``, ``kind``, ``model_type``,
     ``endpoints``, ``max_chars``, ``max_beam``, ``mask_token`` (as in /health)."""
-    from dhian.viz import viewer_assets
-
     kind = str(info["kind"])
     name = html.escape(str(info["name"]))
     mask = str(info.get("mask_token") or "[MASK]")

@@ -25,7 +25,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dhian import metrics
+from dhian.data.corpus import ParallelCorpus
+from dhian.data.loaders import load_corpus
 from dhian.errors import ConfigError, DataError
+from dhian.inference.translate import translate_texts
+from dhian.text import normalize
+from dhian.viz import bleu_by_length_plot
 
 if TYPE_CHECKING:
     from dhian.metrics import MetricResult
@@ -114,8 +120,6 @@ def bleu_by_length(
     buckets: Sequence[Bucket],
 ) -> list[BucketScore]:
     """Corpus BLEU (sacrebleu) of each bucket's sentences; ``lengths`` are source lengths."""
-    from dhian import metrics
-
     if not len(hyps) == len(refs) == len(lengths):
         raise DataError(
             f"{len(hyps)} hypotheses, {len(refs)} references and {len(lengths)} lengths must match"
@@ -193,12 +197,6 @@ def evaluate_translation(
     """Translate ``split`` of ``corpus`` (default: the corpus in the model's saved config) with
     ``loaded`` and score it. ``length_penalty`` None = the config's ``train.eval_length_penalty``;
     ``max_examples`` > 0 keeps the first N pairs."""
-    from dhian import metrics
-    from dhian.data.corpus import ParallelCorpus
-    from dhian.data.loaders import load_corpus
-    from dhian.inference.translate import translate_texts
-    from dhian.text import normalize
-
     spec = corpus or str(loaded.config.data.corpus)
     data = load_corpus(spec, split, quiet=True)
     if not isinstance(data, ParallelCorpus):
@@ -294,8 +292,6 @@ def write_report(evals: Sequence[TranslationEval], out_dir: str | Path) -> dict[
     ``refs.<split>.txt``, and ``hyps.<split>.txt`` (first model) / ``hyps.<split>.<name>.txt``
     (the others). Returns the paths by role (``markdown``, ``json``, ``png``, ``refs``, and
     ``hyps:<name>`` per model)."""
-    from dhian.viz import bleu_by_length_plot
-
     if not evals:
         raise ValueError("write_report: no evaluation to write")
     out = Path(out_dir)

@@ -20,7 +20,9 @@ from typing import Literal
 
 import torch
 
+from dhian.data.corpora import resolve_pretrained
 from dhian.errors import ConfigError, ModelLoadError
+from dhian.interop.hf_dirs import hf_model_type, load_hf_dir
 from dhian.models import model_dir as model_io
 
 #: ``--resume`` values: True / "must" — continue the run (an error when there is none);
@@ -29,7 +31,6 @@ ResumeMode = bool | Literal["auto", "must"]
 
 
 def _is_hf(path: Path) -> bool:
-    from dhian.interop.hf_dirs import hf_model_type
 
     return hf_model_type(path) is not None
 
@@ -38,8 +39,6 @@ def resolve_init(path: str | Path) -> Path:
     """The directory of an ``init_from`` value: ``pretrained:NAME`` is fetched/cached by
     :func:`dhian.data.corpora.resolve_pretrained` (the one resolver for recipe model paths);
     any other value is taken as a path."""
-    from dhian.data.corpora import resolve_pretrained
-
     return resolve_pretrained(path)
 
 
@@ -73,8 +72,6 @@ def load_init_weights(
     if (d / model_io.CONFIG).is_file():
         missing, unexpected = model_io.load_weights(d, model, strict=False)
     else:
-        from dhian.interop.hf_dirs import load_hf_dir
-
         source = load_hf_dir(d).model.state_dict()
         own = model.state_dict()
         bad = [

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dhian.errors import ConfigError
+from dhian.viz import alignment_heatmap
 
 __all__ = ["alignment_stem", "write_alignments"]
 
@@ -32,8 +33,6 @@ def write_alignments(
     """Write ``NNNN.png`` (heatmap) and ``NNNN.json`` (``source``, ``translation``,
     ``src_tokens``, ``out_tokens``, ``weights`` (Tt, Ts) as nested lists) for every translation
     that carries attention; NNNN is the 1-based input line. Returns the PNG paths."""
-    from dhian.viz import alignment_heatmap
-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--attention-out {out} is a file; give a directory")

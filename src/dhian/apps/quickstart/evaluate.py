@@ -27,7 +27,12 @@ import torch
 from dhian import metrics
 from dhian.apps.report import Figure, Report, Section, write_report
 from dhian.config import RunConfig
+from dhian.data.corpus import ParallelCorpus
+from dhian.data.loaders import load_corpus
 from dhian.errors import DataError
+from dhian.inference.translate import translate_texts
+from dhian.train.evaluation import evaluate_translation
+from dhian.viz import alignment_heatmap
 
 __all__ = [
     "Alignment",
@@ -138,10 +143,6 @@ def evaluate_test(
     with ``loaded`` (a translation :class:`~dhian.models.io.LoadedModel`) and score it; draw
     ``heatmaps`` alignment PNGs into ``fig_dir``. ``fast``: shorter heatmap sentences and
     outputs (the ``--fast`` smoke test)."""
-    from dhian.data.corpus import ParallelCorpus
-    from dhian.data.loaders import load_corpus
-    from dhian.train.evaluation import evaluate_translation
-
     spec = str(loaded.config.data.corpus)
     corpus = load_corpus(spec, "test", quiet=True)
     if not isinstance(corpus, ParallelCorpus) or len(corpus) == 0:
@@ -188,9 +189,6 @@ def _alignments(
     fast: bool,
 ) -> list[Alignment]:
     """Re-translate ``picks`` with attention and draw one heatmap each."""
-    from dhian.inference.translate import translate_texts
-    from dhian.viz import alignment_heatmap
-
     if not picks:
         return []
     done = translate_texts(

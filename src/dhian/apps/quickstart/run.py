@@ -30,6 +30,12 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from dhian.apps.quickstart.evaluate import (
+    TRANSLATIONS,
+    evaluate_test,
+    quickstart_report,
+    write_translations,
+)
 from dhian.apps.quickstart.options import (
     FAST,
     FAST_DATA,
@@ -47,6 +53,9 @@ from dhian.apps.quickstart.run_dir import (
 )
 from dhian.config import RunConfig, merge, parse_overrides, run_config_from_dict
 from dhian.errors import ConfigError, DhianError
+from dhian.inference.translate import load_translation_model
+from dhian.models.device import choose_device
+from dhian.train.trainer import Trainer
 
 __all__ = [
     "MARKER",
@@ -150,7 +159,6 @@ class TimeBar:
 
 
 def _train(cfg: RunConfig, progress: bool, log: Log | None) -> dict[str, Any]:
-    from dhian.train.trainer import Trainer
 
     bar = TimeBar(cfg.train.max_minutes * 60, enabled=progress)
     write = log or bar.write
@@ -189,15 +197,6 @@ def run_quickstart(
     ``confirm(question) -> bool`` is asked before reusing a finished run (None: reuse);
     ``log`` gets every console line (default: printed above the progress bars).
     """
-    from dhian.apps.quickstart.evaluate import (
-        TRANSLATIONS,
-        evaluate_test,
-        quickstart_report,
-        write_translations,
-    )
-    from dhian.inference.translate import load_translation_model
-    from dhian.models.device import choose_device
-
     say: Log = log or (lambda m: print(m, flush=True))
     cfg = quickstart_config(opts)
     device = choose_device(cfg.train.device, "train.device")

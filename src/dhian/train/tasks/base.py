@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from dhian.config import RunConfig
+from dhian.data.batching import BatchIterator
 from dhian.errors import ConfigError
+from dhian.models.families import build_model
+from dhian.train.warmstart import load_init_weights
 
 Log = Callable[[str], None]
 
@@ -146,8 +149,6 @@ class Task(abc.ABC):
 
     def build_model(self) -> torch.nn.Module:
         """A freshly initialised model (the engine seeds the RNGs before calling this)."""
-        from dhian.models.families import build_model
-
         return build_model(self.config.model, **self.build_kwargs())
 
     @abc.abstractmethod
@@ -172,8 +173,6 @@ class Task(abc.ABC):
         """``data`` (:class:`~dhian.data.examples.Examples`) as a
         :class:`~dhian.data.batching.BatchIterator` of ``train.max_tokens`` tokens /
         ``train.batch_size`` rows per batch, shuffled with ``seed`` when ``shuffle``."""
-        from dhian.data.batching import BatchIterator
-
         t = self.config.train
         return BatchIterator(data, t.max_tokens, t.batch_size, shuffle=shuffle, seed=seed)
 
@@ -203,8 +202,6 @@ class Task(abc.ABC):
 
     def init_weights(self, model: torch.nn.Module, path: str) -> None:
         """``train.init_from``: copy the weights of the model dir ``path`` into ``model``."""
-        from dhian.train.warmstart import load_init_weights
-
         load_init_weights(model, path, self.log)
 
     def resume_config(self, saved: RunConfig) -> RunConfig:

@@ -30,10 +30,17 @@ import torch.nn.functional as F
 from dhian import metrics
 from dhian.config import RunConfig
 from dhian.data.batching import collate
-from dhian.data.examples import Examples
+from dhian.data.corpus import TextClassificationCorpus
+from dhian.data.datasets import prepare_classification
+from dhian.data.examples import Examples, encode_classification
+from dhian.data.loaders import load_corpus
 from dhian.errors import ConfigError, DataError, ModelLoadError
+from dhian.interop.hf_bert_names import task_of
+from dhian.interop.hf_dirs import load_hf_dir
 from dhian.models import model_dir as model_io
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task
+from dhian.train.warmstart import load_init_weights, resolve_init
+from dhian.viz.confusion import confusion_markdown, confusion_plot
 
 EVAL_BATCH_SIZE = 64
 
@@ -92,13 +99,9 @@ def load_bert_init(
     as a bare backbone (any head it has is dropped, logged) and copied under ``backbone.``; a
     masked-LM model also takes the checkpoint's MLM head when it has one.
     """
-    from dhian.train.warmstart import load_init_weights, resolve_init
-
     d = resolve_init(path)  # pretrained:NAME → its cached dir
     if not hasattr(model, "backbone") or (d / model_io.CONFIG).is_file():
         return load_init_weights(model, d, log)
-    from dhian.interop.hf_bert_names import task_of
-    from dhian.interop.hf_dirs import load_hf_dir
 
     task = "mlm" if task_of(model) == "mlm" else "backbone"
     source = load_hf_dir(d, task=task, log=log).model.state_dict()
@@ -148,7 +151,6 @@ class ClassificationTask(Task):
         return str(self.config.model.type) == "bert"
 
     def setup(self, tokenizer_dir: Path | None) -> None:
-        from dhian.data.datasets import prepare_classification
 
         data = self.config.data
         if tokenizer_dir is not None:
@@ -257,11 +259,6 @@ def evaluate_classification(
     ``out_dir`` it writes ``confusion.md`` (the Markdown table), ``confusion.png`` and
     ``metrics.json`` there (listed in ``files``).
     """
-    from dhian.data.corpus import TextClassificationCorpus
-    from dhian.data.examples import encode_classification
-    from dhian.data.loaders import load_corpus
-    from dhian.viz.confusion import confusion_markdown, confusion_plot
-
     model, cfg = loaded.model, loaded.config
     names = [str(n) for n in getattr(model, "labels", ()) or cfg.model.label_names]
     corpus = load_corpus(

@@ -22,7 +22,11 @@ from typing import Any
 import torch
 
 from dhian.config import RunConfig
+from dhian.data.datasets import load_tokenizers
+from dhian.data.examples import pack_lm
 from dhian.errors import ConfigError, DataError
+from dhian.inference.generate import generate_text
+from dhian.text import train_tokenizer
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task, token_loss
 from dhian.train.tasks.lm_eval import (
     LMScore,
@@ -70,9 +74,6 @@ class LMTask(Task):
     sample_new_tokens = 48
 
     def setup(self, tokenizer_dir: Path | None) -> None:
-        from dhian.data.datasets import load_tokenizers
-        from dhian.data.examples import pack_lm
-        from dhian.text import train_tokenizer
 
         check_lm_config(self.config)
         data = self.config.data
@@ -137,8 +138,6 @@ class LMTask(Task):
 
     def _sample(self, model: torch.nn.Module) -> list[tuple[str, str, str]]:
         """(prompt, true continuation, greedy continuation) of the first dev document."""
-        from dhian.inference.generate import generate_text
-
         tok = self.tokenizers["tgt"]
         text = tok.decode(tok.encode(self.dev_docs[0]))
         cut = text.rfind(" ", 0, self.sample_prompt_chars + 1)

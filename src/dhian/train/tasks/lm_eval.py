@@ -32,8 +32,11 @@ import torch
 from tqdm import tqdm
 
 from dhian import metrics
+from dhian.data.batching import collate
 from dhian.data.corpus import MonolingualCorpus, ParallelCorpus, check_split
 from dhian.data.examples import Examples, pack_lm
+from dhian.data.loaders import load_corpus
+from dhian.data.local import read_lines, split_documents
 from dhian.errors import ConfigError, DataError
 from dhian.train.tasks.base import token_loss
 
@@ -43,8 +46,6 @@ FILE_SPLIT = (0.90, 0.05)
 
 def file_documents(path: str | Path) -> list[str]:
     """All documents of a UTF-8 text file (separated by blank lines, as ``text:DIR``)."""
-    from dhian.data.local import read_lines, split_documents
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"text file {str(p)!r} does not exist (or is a directory); check the path")
@@ -55,8 +56,6 @@ def _file_split(path: Path, split: str) -> list[str]:
     """The documents of ``split`` of a single text file: train/dev/test = 90/5/5% of its
     characters, each cut at the blank line (document break) nearest to the target share, or
     at the nearest line end when the file has no blank line."""
-    from dhian.data.local import read_lines, split_documents
-
     lines = read_lines(path)
     ends = list(itertools.accumulate(len(x) + 1 for x in lines))  # chars up to each line end
     blanks = [i + 1 for i, x in enumerate(lines) if not x.strip()]
@@ -85,8 +84,6 @@ def lm_documents(spec: str, split: str, quiet: bool = False) -> list[str]:
     than a directory) is cut into train/dev/test = 90/5/5% of its characters at the nearest
     blank lines (document breaks), or line ends when it has none.
     """
-    from dhian.data.loaders import load_corpus
-
     check_split(split)
     if spec.startswith("text:") and Path(spec[5:]).expanduser().is_file():
         return _file_split(Path(spec[5:]).expanduser(), split)
@@ -141,8 +138,6 @@ def score_blocks(
     ``model(ids)`` maps (B, T) ids to an output whose ``logits`` are (B, T, V). Padding at the
     end of the last block is ignored (causal attention never lets it reach a real token).
     """
-    from dhian.data.batching import collate
-
     total, count = 0.0, 0
     starts = range(0, len(blocks), batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress, leave=False):

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from dhian import metrics
+from dhian.data.datasets import prepare_lm
 from dhian.data.mlm import IGNORE_INDEX
 from dhian.errors import ConfigError, DataError
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task, token_loss
@@ -59,7 +60,6 @@ class MaskedLMTask(Task):
         return getattr(model_cfg, "type", "") == "bert" and getattr(model_cfg, "task", "") == "mlm"
 
     def setup(self, tokenizer_dir: Path | None) -> None:
-        from dhian.data.datasets import prepare_lm
 
         data = self.config.data
         if tokenizer_dir is not None:

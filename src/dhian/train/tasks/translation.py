@@ -18,7 +18,11 @@ from typing import Any
 import torch
 
 from dhian import metrics
+from dhian.data.batching import collate
+from dhian.data.datasets import prepare_translation
+from dhian.decoding import beam_search, greedy_decode
 from dhian.errors import DataError
+from dhian.text import normalize
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task, token_loss
 
 SEQ2SEQ_TYPES = ("rnnencdec", "rnnsearch", "transformer")
@@ -35,7 +39,6 @@ class TranslationTask(Task):
     num_samples = 3
 
     def setup(self, tokenizer_dir: Path | None) -> None:
-        from dhian.data.datasets import prepare_translation
 
         data = self.config.data
         if tokenizer_dir is not None:
@@ -77,9 +80,6 @@ class TranslationTask(Task):
     def evaluate(
         self, model: torch.nn.Module, device: torch.device, beam: int, max_examples: int
     ) -> EvalResult:
-        from dhian.data.batching import collate
-        from dhian.decoding import beam_search, greedy_decode
-        from dhian.text import normalize
 
         total, count = 0.0, 0
         for batch in self.batches(self.dev_data, 0, shuffle=False):
