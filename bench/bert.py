@@ -3,7 +3,7 @@
 
 A BERT-base-shaped backbone (12 layers, E 768, 12 heads, ff 3072, vocab 30,522, with pooler)
 with random weights is built in dhian and written as an HF directory by
-:func:`dhian.interop.bert.export_hf_bert`; ``transformers.BertModel`` loads it (fp32, and bf16
+:func:`dhian.interop.hf_bert.export_hf_bert`; ``transformers.BertModel`` loads it (fp32, and bf16
 with ``dtype=torch.bfloat16``), and :mod:`bench.ort` exports that HF model to ONNX (optimized,
 and dynamically quantized to int8). dhian runs fp32, bf16 and int8
 (:func:`dhian.models.precision.apply_precision`). Every contender encodes the same 32 sentences

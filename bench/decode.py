@@ -3,7 +3,7 @@
 ``decode-greedy-16x30`` and ``decode-beam4-16x30``: a Marian-shaped model (6+6 post-norm
 layers, d_model 512, 8 heads, ff 2048, swish, vocab 58,101 like opus-mt-de-en, shared + tied
 embeddings, final logits bias) with random weights is built in dhian, exported with
-:func:`dhian.interop.marian.export_marian` and loaded by ``transformers`` from that directory,
+:func:`dhian.interop.hf_marian.export_marian` and loaded by ``transformers`` from that directory,
 so both run the very same weights. 16 source sentences of 30 tokens (no padding) are
 translated into exactly 30 output tokens each (29 + a forced EOS) by both: dhian forbids EOS
 before the last step (:class:`MinLength`) and its ``max_len`` forces EOS at the end; HF gets

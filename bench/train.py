@@ -7,7 +7,7 @@ engine does it (:meth:`dhian.train.trainer.StepMixin._train_step`): forward, lab
 (0.1) summed cross entropy divided by the token count, backward, gradient clipping at 1.0, fused
 AdamW (:func:`dhian.train.optim.build_optimizer`), in fp32 and under bf16 autocast. The peer is
 HF ``MarianMTModel`` loaded from the export of the very same weights
-(:func:`dhian.interop.marian.export_marian`), doing the same update with the same loss,
+(:func:`dhian.interop.hf_marian.export_marian`), doing the same update with the same loss,
 clipping and fused AdamW. Throughput: target tokens per second.
 
 FLOPs: the training step is credited 3x the forward matmul FLOPs (forward, then the gradients

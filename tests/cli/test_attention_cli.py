@@ -104,7 +104,7 @@ def test_bad_requests_are_one_line_errors(dirs, tmp_path, capsys):
 
 def test_minilm_hf_dir(tmp_path, capsys):
     try:
-        from dhian.data.corpora import fetch_pretrained
+        from dhian.data.builtin_corpora import fetch_pretrained
 
         path = fetch_pretrained("minilm", quiet=True)
     except (DhianError, OSError) as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dhian.cli import main
-from dhian.data import corpora
+from dhian.data import builtin_corpora
 from dhian.data.fetch import WheelResource
 
 
@@ -43,7 +43,7 @@ def fake_news(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         {"NewsArticles.zip": hashlib.sha256(payload).hexdigest()},
         "Apache",
     )
-    monkeypatch.setitem(corpora.RESOURCES, "news", res)
+    monkeypatch.setitem(builtin_corpora.RESOURCES, "news", res)
     monkeypatch.setenv("DHIAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DHIAN_WHEELS", raising=False)
     return wheel_dir

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from dhian.models.bert.config import BertConfig
+from dhian.models.bert.heads import build_bert
+from dhian.text import Tokenizer, wordpiece_from_vocab
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
@@ -35,3 +39,28 @@ def tiny_bert_config(
         num_labels=len(labels),
         labels=tuple(labels) if task == "classification" else (),
     )
+
+
+#: words of the small WordPiece vocabulary the BERT tests share
+WORDS = ["the", "of", "is", "and", "to", "in", "capital", "france", "paris"]
+WORDS += ["city", "river", "big", "small", "cat", "dog", "sat", "on", "mat"]
+
+
+def word_tokenizer(directory: Path) -> Tokenizer:
+    """A lower-casing WordPiece tokenizer over :data:`WORDS` (its vocab.txt in ``directory``)."""
+    return wordpiece_from_vocab(write_vocab(directory, WORDS, punctuation=".,!?'"), lowercase=True)
+
+
+def tiny_cfg(**kw: object) -> BertConfig:
+    """A 2-layer BERT over a 90-token vocabulary, 24 positions; ``kw`` override fields."""
+    args: dict[str, object] = dict(
+        vocab_size=90, embed_dim=16, layers=2, heads=2, ff_dim=32, max_positions=24
+    )
+    args.update(kw)
+    return BertConfig(**args)  # type: ignore[arg-type]
+
+
+def tiny(task: str = "backbone", seed: int = 0, **kw: object) -> torch.nn.Module:
+    """:func:`tiny_cfg` built for ``task`` with seed ``seed``, in eval mode."""
+    torch.manual_seed(seed)
+    return build_bert(tiny_cfg(task=task, **kw)).eval()

@@ -47,7 +47,7 @@ def few_threads() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def minilm_dir() -> Path:
-    from dhian.data.corpora import fetch_pretrained
+    from dhian.data.builtin_corpora import fetch_pretrained
 
     try:
         return Path(fetch_pretrained("minilm", quiet=True))

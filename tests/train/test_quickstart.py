@@ -152,7 +152,7 @@ def test_report_md_links_and_html_embeds(tmp_path: Path) -> None:
 def _bible_reachable() -> None:
     if not os.environ.get("DHIAN_WHEELS") and Path("/tmp/wheels").is_dir():
         os.environ["DHIAN_WHEELS"] = "/tmp/wheels"
-    from dhian.data.loaders import load_corpus
+    from dhian.data.corpus_loader import load_corpus
 
     try:
         load_corpus("bible:de-en", "test", quiet=True)

@@ -194,14 +194,14 @@ def fake_pretrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Pa
         asked.append(name)
         return d
 
-    monkeypatch.setattr("dhian.data.corpora.fetch_pretrained", fetch)
+    monkeypatch.setattr("dhian.data.builtin_corpora.fetch_pretrained", fetch)
     return d, asked
 
 
 def test_pretrained_name_resolves_for_init_from_and_tokenizer_path(
     tmp_path: Path, fake_pretrained: tuple[Path, list[str]]
 ) -> None:
-    from dhian.data.datasets import load_tokenizers, prepare_classification
+    from dhian.data.training_data import load_tokenizers, prepare_classification
     from dhian.text import load_tokenizer
 
     hf, asked = fake_pretrained

@@ -25,11 +25,11 @@ from dhian import __version__
 from dhian.cli import (
     attention,
     classify,
+    convert_hf,
     data,
     evaluate,
     fill_mask,
     generate,
-    hf,
     quickstart,
     selfcheck,
     serve,
@@ -48,7 +48,7 @@ VERBS = (
     evaluate,
     fill_mask,
     generate,
-    hf,
+    convert_hf,  # import-hf, export-hf (listed where the old cli/hf.py sorted)
     quickstart,
     selfcheck,
     serve,

@@ -2,8 +2,8 @@
 
 Wiring only: load the model dir (dhian or HuggingFace, see
 :func:`dhian.inference.load.load_model`), call
-:func:`dhian.serve.attention.extract_attention` and
-:func:`dhian.serve.report.write_attention_report`, print the files written.
+:func:`dhian.inference.attention_maps.extract_attention` and
+:func:`dhian.inference.attention_report.write_attention_report`, print the files written.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Extract the attention of ``args.text`` and write the report files."""
     if not args.text.strip():
         raise ConfigError("TEXT is empty; give the sentence whose attention to draw")
-    from dhian.cli.hf import show_interop_logs
+    from dhian.cli.convert_hf import show_interop_logs
     from dhian.inference.attention_maps import extract_attention
     from dhian.inference.attention_report import write_attention_report
     from dhian.inference.load import load_model, model_name

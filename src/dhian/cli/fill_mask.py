@@ -2,7 +2,7 @@
 
 Wiring only: load the model dir (dhian or HuggingFace BERT, see
 :func:`dhian.inference.load.load_model`), call
-:func:`dhian.models.bert_heads.fill_mask`, print one block per [MASK]: rank, token, probability.
+:func:`dhian.inference.fill_mask.fill_mask`, print one block per [MASK]: rank, token, probability.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and print the top-k fillers of each mask."""
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
-    from dhian.cli.hf import show_interop_logs
+    from dhian.cli.convert_hf import show_interop_logs
     from dhian.inference.fill_mask import fill_mask
     from dhian.inference.load import load_model
 

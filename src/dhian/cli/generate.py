@@ -1,7 +1,7 @@
 """``dhian generate``: continue a prompt with a trained causal LM, streaming to the terminal.
 
-Wiring only: load the model (:func:`dhian.decoding.translate.load_model`: model dir or run dir), call
-:func:`dhian.decoding.sampling.generate_text`, print decoded increments as they are produced
+Wiring only: load the model (:func:`dhian.inference.load.load_model`: model dir or run dir), call
+:func:`dhian.inference.generate.generate_text`, print decoded increments as they are produced
 (with flush). ``--n`` samples are generated one after another, sample i with seed ``seed + i``
 (the same text a batch of n would give, see :mod:`dhian.decoding.sampling`).
 """

@@ -1,11 +1,11 @@
 """``dhian translate --model DIR``: translate lines of stdin (or ``--input``) to stdout (or
 ``--output``), one line out per line in, in the same order.
 
-Wiring only: load the model (:func:`dhian.decoding.translate.load_translation_model`: a dhian
+Wiring only: load the model (:func:`dhian.inference.translate.load_translation_model`: a dhian
 model dir, a run dir → its ``best/`` else ``last/``, or an HF Marian dir), call
-:func:`dhian.decoding.translate.translate_texts` (sorted by length internally, order restored),
+:func:`dhian.inference.translate.translate_texts` (sorted by length internally, order restored),
 write the lines, and with ``--attention-out`` one alignment PNG + JSON per sentence
-(:func:`dhian.train.alignments.write_alignments`).
+(:func:`dhian.viz.alignments.write_alignments`).
 
 Empty input lines give empty output lines; an input with no line at all is an error (exit 2).
 With ``--n-best N`` > 1 each input gives N lines ``INDEX ||| TRANSLATION ||| SCORE`` (Moses

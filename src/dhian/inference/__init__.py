@@ -2,9 +2,13 @@
 
 - :mod:`~dhian.inference.load` — the one loader (built-in name, GGUF/single file, run dir →
   ``best/`` or ``last/``, HF dir, dhian model dir) with device and precision chosen once;
-- :mod:`~dhian.inference.translate` — translate sentences (sort, batch, greedy/beam, attention);
-- :mod:`~dhian.inference.serving` — the task functions on a loaded model in batches
-  (translate, classify, generate, fill-mask) and its source encoding;
+- :mod:`~dhian.inference.translate` — translate sentences (sort, batch, greedy/beam, attention)
+  and the server's translation batch;
+- :mod:`~dhian.inference.encode` — text → ids once per task (encoder inputs, translation sources);
+- :mod:`~dhian.inference.classify`, :mod:`~dhian.inference.fill_mask`,
+  :mod:`~dhian.inference.generate` — the other task functions (a model + tokenizer, and a
+  loaded model for the server's batches);
+- :mod:`~dhian.inference.capabilities` — what a loaded model is and serves (family record);
 - :mod:`~dhian.inference.attention_maps` — attention extraction for every family → tokens +
   weights; :mod:`~dhian.inference.attention_report` — the PNG/JSON/HTML files of it;
 - :mod:`~dhian.inference.display_tokens` — subword strings for display (▁ Ġ ## cleaned up).

@@ -1,6 +1,6 @@
 """The files of ``dhian attention``: PNG pictures, per-head statistics and one HTML viewer.
 
-Owns :func:`write_attention_report`, which turns an :class:`~dhian.serve.attention.
+Owns :func:`write_attention_report`, which turns an :class:`~dhian.inference.attention_maps.
 AttentionResult` into, under ``out_dir``:
 
 - ``cross_attention.png`` — :func:`dhian.viz.alignment_heatmap` of the cross attention (an

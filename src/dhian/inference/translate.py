@@ -324,7 +324,7 @@ def translate_batch(
     length_penalty: float | None = None,
 ) -> list[dict[str, Any]]:
     """Translate B texts as one decoder batch (greedy for ``beam == 1``, else beam search) with
-    :func:`dhian.decoding.translate.translate_texts`, sources cut to :func:`source_limit`.
+    :func:`dhian.inference.translate.translate_texts`, sources cut to :func:`source_limit`.
 
     Returns per text the ``/translate`` result: ``{"source", "translation", "tokens"`` (display
     tokens, EOS excluded), ``"log_prob"`` (of tokens + EOS under the model), ``"truncated"}``.

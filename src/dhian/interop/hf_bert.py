@@ -235,7 +235,7 @@ def import_hf_bert(
 
 
 def load_hf_bert(directory: str | Path, **kwargs: Any) -> LoadedModel:
-    """:func:`import_hf_bert` as a :class:`~dhian.models.io.LoadedModel` (``kind`` = task)."""
+    """:func:`import_hf_bert` as a :class:`~dhian.models.model_dir.LoadedModel` (``kind`` = task)."""
     model, cfg, tok = import_hf_bert(directory, **kwargs)
     data = DataConfig(tokenizer="wordpiece", max_len=cfg.max_positions, lowercase=_lowercase(tok))
     build_kwargs = {"src_vocab_size": cfg.vocab_size, "tgt_vocab_size": cfg.vocab_size}

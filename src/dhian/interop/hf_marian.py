@@ -29,7 +29,7 @@ mapping live in :mod:`dhian.interop.hf_marian_names` (:func:`marian_config` is r
 
 Notation: E model dim, V vocab, L layers. Imports: stdlib, torch, safetensors,
 :mod:`dhian.models`, :mod:`dhian.errors`, :mod:`dhian.interop.hf_marian_names`,
-:func:`dhian.interop.bert_mapping.read_json`; :mod:`dhian.text` lazily (reading tokenizers).
+:func:`dhian.interop.hf_bert_names.read_json`; :mod:`dhian.text` lazily (reading tokenizers).
 """
 
 from __future__ import annotations

@@ -23,18 +23,16 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dhian import metrics
 from dhian.data.corpus import ParallelCorpus
-from dhian.data.loaders import load_corpus
+from dhian.data.corpus_loader import load_corpus
 from dhian.errors import ConfigError, DataError
 from dhian.inference.translate import translate_texts
+from dhian.metrics import MetricResult
 from dhian.text import normalize
 from dhian.viz import bleu_by_length_plot
-
-if TYPE_CHECKING:
-    from dhian.metrics import MetricResult
 
 __all__ = [
     "DEFAULT_BUCKETS",

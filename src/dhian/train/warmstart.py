@@ -6,7 +6,7 @@ Owns :func:`init_source` (where the tokenizer of ``init_from`` lives, checked be
 start fresh — what ``torchrun --max-restarts`` needs). A dhian model dir is read with
 :mod:`dhian.models.model_dir`; a HuggingFace dir (``config.json`` with a ``model_type`` dhian can
 import) is converted by :mod:`dhian.interop.hf_dirs` first.
-``pretrained:NAME`` values resolve through :func:`dhian.data.corpora.resolve_pretrained`.
+``pretrained:NAME`` values resolve through :func:`dhian.data.builtin_corpora.resolve_pretrained`.
 Imports: stdlib, torch, :mod:`dhian.data`, :mod:`dhian.models.model_dir`, :mod:`dhian.interop`,
 :mod:`dhian.errors`.
 """
@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from dhian.data.corpora import resolve_pretrained
+from dhian.data.builtin_corpora import resolve_pretrained
 from dhian.errors import ConfigError, ModelLoadError
 from dhian.interop.hf_dirs import hf_model_type, load_hf_dir
 from dhian.models import model_dir as model_io
@@ -37,7 +37,7 @@ def _is_hf(path: Path) -> bool:
 
 def resolve_init(path: str | Path) -> Path:
     """The directory of an ``init_from`` value: ``pretrained:NAME`` is fetched/cached by
-    :func:`dhian.data.corpora.resolve_pretrained` (the one resolver for recipe model paths);
+    :func:`dhian.data.builtin_corpora.resolve_pretrained` (the one resolver for recipe model paths);
     any other value is taken as a path."""
     return resolve_pretrained(path)
 

@@ -2,7 +2,7 @@
 Fig. 3 — source subword tokens on x, output tokens on y) with its numbers beside it as JSON.
 
 Owns :func:`write_alignments`, used by ``dhian translate --attention-out``. It takes
-:class:`dhian.decoding.translate.Translation` records (``attention`` (Tt, Ts), ``src_tokens``,
+:class:`dhian.inference.translate.Translation` records (``attention`` (Tt, Ts), ``src_tokens``,
 ``out_tokens``) and draws with :func:`dhian.viz.alignment_heatmap`.
 Imports: stdlib, :mod:`dhian.viz`, :mod:`dhian.errors`.
 """

@@ -6,7 +6,7 @@ Owns :class:`TestResult` (with :class:`Sample` and :class:`Alignment`), :func:`e
 :func:`format_summary` (the console summary). Translation and scoring are the library's:
 :func:`dhian.train.evaluation.evaluate_translation` (batched, length-sorted greedy or beam
 search; sacrebleu BLEU/chrF with signatures against the normalised references; BLEU by source
-length) and :func:`dhian.decoding.translate.translate_texts` with weights for the heatmaps,
+length) and :func:`dhian.inference.translate.translate_texts` with weights for the heatmaps,
 which show each output token's attention over the source: the RNN's attention, or for a
 transformer the last decoder layer's cross attention averaged over heads.
 Notation: Ts source length, Tt output length (tokens + EOS).
@@ -28,7 +28,7 @@ from dhian import metrics
 from dhian.apps.report import Figure, Report, Section, write_report
 from dhian.config import RunConfig
 from dhian.data.corpus import ParallelCorpus
-from dhian.data.loaders import load_corpus
+from dhian.data.corpus_loader import load_corpus
 from dhian.errors import DataError
 from dhian.inference.translate import translate_texts
 from dhian.train.evaluation import evaluate_translation
@@ -140,7 +140,7 @@ def evaluate_test(
     fast: bool = False,
 ) -> TestResult:
     """Translate the test split of the model's corpus (its first ``limit`` examples; 0 = all)
-    with ``loaded`` (a translation :class:`~dhian.models.io.LoadedModel`) and score it; draw
+    with ``loaded`` (a translation :class:`~dhian.models.model_dir.LoadedModel`) and score it; draw
     ``heatmaps`` alignment PNGs into ``fig_dir``. ``fast``: shorter heatmap sentences and
     outputs (the ``--fast`` smoke test)."""
     spec = str(loaded.config.data.corpus)
@@ -314,7 +314,7 @@ def quickstart_report(
 
 
 def format_summary(result: Any) -> str:
-    """The console summary of a :class:`~dhian.train.quickstart.QuickstartResult`: sample
+    """The console summary of a :class:`~dhian.apps.quickstart.run.QuickstartResult`: sample
     translations, test BLEU/chrF, where the report and the model are."""
     test = result.test
     lines = [f"\nSample translations ({test.split_name}):"]

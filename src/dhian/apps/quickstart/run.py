@@ -81,7 +81,7 @@ class QuickstartResult:
     model_dir: Path
     reused: bool
     train: dict[str, Any]
-    test: Any  # dhian.train.quickstart_eval.TestResult
+    test: Any  # dhian.apps.quickstart.evaluate.TestResult
     report_md: Path
     report_html: Path
 

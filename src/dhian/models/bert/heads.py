@@ -1,17 +1,16 @@
-"""BERT task heads and the inference helpers that use them.
+"""BERT task heads and the family's builder.
 
 Owns :class:`BertForMaskedLM` (transform dense + activation + LayerNorm, decoder tied to the
 word embeddings + an output bias), :class:`BertForSequenceClassification` (dropout + linear on
-the pooled [CLS]), the preprocessing of raw texts into padded tensors (:func:`encode_texts`,
-with the truncate-with-warning / error policy of :func:`dhian.models.bert.check_length`), and
-the library entry points :func:`fill_mask` and :func:`classify` (the CLI only prints them).
+the pooled [CLS]) and :func:`build_bert` (the head of ``model.task`` on a backbone). Text → ids
+and the task functions that use these heads (fill-mask, classify) are in :mod:`dhian.inference`.
 
 Parameter names: ``backbone.*`` (see :mod:`dhian.models.bert.model`), ``mlm.transform.dense``,
 ``mlm.transform.norm``, ``mlm.bias``; ``classifier``. The tied decoder uses
 ``backbone.embeddings.word.weight`` directly, so the state dict holds no shared tensor.
 
 Notation: B batch, T length, H heads, E model dim, V vocab, C classes.
-Imports: torch, :mod:`dhian.nn`, :mod:`dhian.text`, :mod:`dhian.models` (bert, outputs).
+Imports: torch, :mod:`dhian.nn`, :mod:`dhian.models` (bert, outputs).
 """
 
 from __future__ import annotations
@@ -150,8 +149,8 @@ def build_bert(
     **_: Any,
 ) -> nn.Module:
     """The model of ``cfg.task``: :class:`BertBackbone` (``backbone``),
-    :class:`~dhian.models.bert_heads.BertForMaskedLM` (``mlm``) or
-    :class:`~dhian.models.bert_heads.BertForSequenceClassification` (``classification``).
+    :class:`~dhian.models.bert.heads.BertForMaskedLM` (``mlm``) or
+    :class:`~dhian.models.bert.heads.BertForSequenceClassification` (``classification``).
     ``src_vocab_size`` (the tokenizer's V) overrides ``cfg.vocab_size`` when given."""
     backbone = BertBackbone(**backbone_kwargs(cfg, src_vocab_size))
     if cfg.task == "backbone":

@@ -6,7 +6,7 @@ notebook: token + position embedding (embed 32) → one post-norm transformer bl
 ff 32, relu, LayerNorm eps 1e-6, dropout 0.1) → global average pooling → dropout → dense relu
 (20) → dropout → dense (C). Two deliberate differences: padding is masked in attention and
 excluded from the average (so a prediction does not depend on batch padding), and the last
-layer returns logits (softmax is applied by the loss / :func:`dhian.models.bert_heads.classify`).
+layer returns logits (softmax is applied by the loss / :func:`dhian.inference.classify.classify`).
 
 Notation: B batch, T length, H heads, E model dim, C classes.
 Imports: torch, :mod:`dhian.nn`, the family config, :mod:`dhian.models.outputs`.

@@ -314,7 +314,7 @@ class TransformerSeq2Seq(nn.Module):
         return logits, state, attn
 
     def reorder(self, state: TransformerState, index: Tensor) -> TransformerState:
-        """Keep rows ``index`` (N',): see :func:`~dhian.models.transformer_state.reorder_state`."""
+        """Keep rows ``index`` (N',): see :func:`~dhian.models.transformer.state.reorder_state`."""
         return reorder_state(state, index)
 
 

@@ -31,9 +31,9 @@ from dhian import metrics
 from dhian.config import RunConfig
 from dhian.data.batching import collate
 from dhian.data.corpus import TextClassificationCorpus
-from dhian.data.datasets import prepare_classification
+from dhian.data.corpus_loader import load_corpus
 from dhian.data.examples import Examples, encode_classification
-from dhian.data.loaders import load_corpus
+from dhian.data.training_data import prepare_classification
 from dhian.errors import ConfigError, DataError, ModelLoadError
 from dhian.interop.hf_bert_names import task_of
 from dhian.interop.hf_dirs import load_hf_dir

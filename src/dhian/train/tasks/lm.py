@@ -6,9 +6,9 @@ one greedy continuation of a dev prompt as a sample.
 Owns :class:`LMTask` (registered for ``model.type: gpt``; saved models have kind ``lm``, which
 ``dhian generate`` and ``dhian evaluate`` load) and :func:`check_lm_config` (one-line
 ConfigErrors for block and vocabulary sizes). Data: any corpus spec (``news``, ``bible:en``,
-``text:DIR``, ``text:FILE``…, see :func:`dhian.train.lm_eval.lm_documents`); training blocks
+``text:DIR``, ``text:FILE``…, see :func:`dhian.train.tasks.lm_eval.lm_documents`); training blocks
 come from :func:`dhian.data.examples.pack_lm`, dev blocks from
-:func:`dhian.train.lm_eval.eval_blocks` (every dev token predicted once, as ``evaluate_lm``).
+:func:`dhian.train.tasks.lm_eval.eval_blocks` (every dev token predicted once, as ``evaluate_lm``).
 Notation: B batch, T block length, V vocabulary.
 Imports: torch, :mod:`dhian.config`, :mod:`dhian.errors`, :mod:`dhian.text`, :mod:`dhian.data`,
 :mod:`dhian.decoding`, :mod:`dhian.train.tasks`, :mod:`dhian.train.tasks.lm_eval`.
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from dhian.config import RunConfig
-from dhian.data.datasets import load_tokenizers
 from dhian.data.examples import pack_lm
+from dhian.data.training_data import load_tokenizers
 from dhian.errors import ConfigError, DataError
 from dhian.inference.generate import generate_text
 from dhian.text import train_tokenizer

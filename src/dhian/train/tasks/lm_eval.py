@@ -34,9 +34,9 @@ from tqdm import tqdm
 from dhian import metrics
 from dhian.data.batching import collate
 from dhian.data.corpus import MonolingualCorpus, ParallelCorpus, check_split
+from dhian.data.corpus_loader import load_corpus
 from dhian.data.examples import Examples, pack_lm
-from dhian.data.loaders import load_corpus
-from dhian.data.local import read_lines, split_documents
+from dhian.data.local_files import read_lines, split_documents
 from dhian.errors import ConfigError, DataError
 from dhian.train.tasks.base import token_loss
 
@@ -80,7 +80,7 @@ def lm_documents(spec: str, split: str, quiet: bool = False) -> list[str]:
     """Documents of one ``split`` of corpus ``spec`` for language modelling.
 
     Monolingual corpora give their documents, parallel ones their target side, classification
-    ones their texts (as :func:`dhian.data.datasets.prepare_lm`). ``text:FILE`` (a file rather
+    ones their texts (as :func:`dhian.data.training_data.prepare_lm`). ``text:FILE`` (a file rather
     than a directory) is cut into train/dev/test = 90/5/5% of its characters at the nearest
     blank lines (document breaks), or line ends when it has none.
     """
@@ -200,7 +200,7 @@ def evaluate_lm(
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Perplexity of a loaded language model (:class:`dhian.models.io.LoadedModel` of kind
+    """Perplexity of a loaded language model (:class:`dhian.models.model_dir.LoadedModel` of kind
     ``lm``) on ``split`` of ``corpus`` (default: the corpus it was trained on), or on the whole
     text ``file`` (documents separated by blank lines) when given.
 

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from dhian import metrics
-from dhian.data.datasets import prepare_lm
 from dhian.data.mlm import IGNORE_INDEX
+from dhian.data.training_data import prepare_lm
 from dhian.errors import ConfigError, DataError
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task, token_loss
 from dhian.train.tasks.classification import load_bert_init
@@ -34,7 +34,7 @@ from dhian.train.tasks.classification import load_bert_init
 def masked_logits(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, V), targets (N,)) at the N masked positions of ``batch``.
 
-    With a :class:`~dhian.models.bert_heads.BertForMaskedLM` the MLM head runs on the masked
+    With a :class:`~dhian.models.bert.heads.BertForMaskedLM` the MLM head runs on the masked
     rows only (the same numbers as the full (B, T, V) output, about 85% fewer head FLOPs).
     """
     chosen = batch.tgt_out != IGNORE_INDEX  # (B, T)

@@ -19,7 +19,7 @@ import torch
 
 from dhian import metrics
 from dhian.data.batching import collate
-from dhian.data.datasets import prepare_translation
+from dhian.data.training_data import prepare_translation
 from dhian.decoding import beam_search, greedy_decode
 from dhian.errors import DataError
 from dhian.text import normalize

@@ -7,7 +7,7 @@ files ``train.SRC``/``train.TGT``; default suffixes ``src``/``tgt``), ``jsonl:DI
 ``{"text"}`` → monolingual), ``csv:DIR`` (``train.csv``/``.tsv`` with a header, text and label
 columns), ``text:DIR`` (``train.txt``; documents separated by blank lines).
 Standard sets (``multi30k``, ``iwslt``, ``agnews``, ``wikitext``, ``hf``) live in
-:mod:`dhian.data.standard` (which reuses the file helpers here); :func:`dhian.data.loaders.load_corpus`
+:mod:`dhian.data.standard_sets` (which reuses the file helpers here); :func:`dhian.data.corpus_loader.load_corpus`
 picks between the two. Every error names the file, line or value and the fix.
 Imports: stdlib (csv, json), :mod:`dhian.data.corpus`, :mod:`dhian.errors`; no torch.
 """
@@ -275,7 +275,7 @@ def load_local(
     check_split(split)
     kind, path, langs = parse_local_spec(spec)
     if kind in STANDARD:
-        raise DataError(f"{spec}: {kind} is a standard set; load it with dhian.data.standard")
+        raise DataError(f"{spec}: {kind} is a standard set; load it with dhian.data.standard_sets")
     d = require_dir(path, spec)
     if kind == "tsv":
         return _tsv(spec, d, split, langs)

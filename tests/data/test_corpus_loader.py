@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dhian.data.corpus import MonolingualCorpus, ParallelCorpus, TextClassificationCorpus
-from dhian.data.loaders import corpus_info, load_corpus
+from dhian.data.corpus_loader import corpus_info, load_corpus
 from dhian.errors import DataError
 
 DE = ["Ein Mann fährt Rad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest ein Buch."]

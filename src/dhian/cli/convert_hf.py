@@ -1,6 +1,6 @@
 """``dhian import-hf DIR OUT`` and ``dhian export-hf MODEL OUT``: HuggingFace conversion.
 
-Wiring only: :func:`dhian.interop.registry.import_hf_dir` / :func:`export_hf_dir` pick the
+Wiring only: :func:`dhian.interop.hf_dirs.import_hf_dir` / :func:`export_hf_dir` pick the
 family by the HF ``config.json`` ``model_type`` (import) or the dhian ``model.type`` (export).
 Import and export log lines (heads initialised, weights dropped) go to stderr.
 """
