@@ -11,7 +11,8 @@ and may not import each other. ``cli`` sits above ``serve`` and ``apps`` because
 and ``dhian quickstart`` are verbs; nothing imports ``cli``. A family's ``config.py`` belongs to
 the config layer although it lives in its family folder (the config layer parses ``model:``).
 Any file-level cycle — two modules that import each other, directly or around a loop, at the
-top or inside functions — fails, in every package.
+top or inside functions — fails, in every package. Imports sit at the module top: outside the
+CLI's verb handlers a dhian import inside a function needs a comment giving the reason.
 """
 
 from __future__ import annotations
@@ -310,3 +311,42 @@ def test_the_config_layer_does_not_import_torch() -> None:
     code = "import sys, dhian.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def lazy_imports(source: str) -> list[int]:
+    """Lines of dhian imports inside functions (or under ``if``) that carry no comment."""
+    tree = ast.parse(source)
+    top = {id(node) for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)}
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom) or id(node) in top:
+            continue
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+        internal = (isinstance(node, ast.ImportFrom) and node.level > 0) or any(
+            n.startswith("dhian") for n in names
+        )
+        text = lines[node.lineno - 1 : node.end_lineno]
+        if internal and not any("#" in line for line in text):
+            found.append(node.lineno)
+    return found
+
+
+def test_lazy_import_checker() -> None:
+    assert lazy_imports("def f():\n    from dhian.text import x") == [2]
+    assert lazy_imports("def f():\n    from dhian.text import x  # heavy: reason") == []
+    assert lazy_imports("from dhian.text import x\ndef f():\n    import json") == []
+
+
+def test_library_imports_sit_at_the_top() -> None:
+    """Outside dhian.cli (whose verb handlers import their dependencies when run, so that
+    ``dhian --help`` stays instant: said once in dhian/cli/__init__.py), a dhian import inside a
+    function needs a comment saying why it is lazy."""
+    problems = [
+        f"{module}:{line}"
+        for module, (source, _) in all_sources().items()
+        if not module.startswith("dhian.cli")
+        for line in lazy_imports(source)
+    ]
+    assert not problems, "imports inside functions without a reason:\n" + "\n".join(problems)

@@ -1,6 +1,8 @@
 """dhian (ਧਿਆਨ, "attention"): attention mechanisms and transformers, end to end.
 
-Layers import one way: text → data → nn → models → decoding · metrics · viz → train → cli · serve.
+Layers import one way (tests/test_imports.py; docs/design.md "Layers"): errors · config →
+text · nn → data → models → interop → decoding · metrics · viz → inference → train →
+apps · serve → cli.
 """
 
 from __future__ import annotations
