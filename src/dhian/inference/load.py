@@ -24,7 +24,7 @@ from typing import Any
 
 from dhian.errors import ModelLoadError, nearest
 from dhian.interop.hf_dirs import is_hf_dir, load_hf_dir
-from dhian.models import precision
+from dhian.models import families, precision
 from dhian.models.device import choose_device
 from dhian.models.families import builtin_names, family_for_builtin, family_for_suffix, resolve
 from dhian.models.model_dir import CONFIG, WEIGHTS, LoadedModel, load_model_dir
@@ -115,9 +115,11 @@ def require_task(loaded: LoadedModel, path: str | Path, verb: str, *tasks: str) 
         return
     mtype = str(getattr(loaded.config.model, "type", "?"))
     other = VERB_FOR_TASK.get(loaded.kind, "the verb for that kind")
+    fits = [t for f in families.FAMILIES if f.task in tasks for t in f.model_types]
+    fits += [f"HF {t}" for f in families.FAMILIES if f.task in tasks for t in f.hf_model_types]
     raise ModelLoadError(
         f"{path} holds a {loaded.kind!r} model ({mtype}); dhian {verb} needs a "
-        f"{' or '.join(tasks)} model; use {other} for this one"
+        f"{' or '.join(tasks)} model ({', '.join(fits) or 'none yet'}); use {other} for this one"
     )
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "family_for_hf_type",
     "family_for_suffix",
     "family_of",
+    "model_types_of",
     "resolve",
 ]
 
@@ -175,6 +176,11 @@ def family_of(model_type: str) -> Family:
             f"buildable: {', '.join(sorted(_BY_TYPE))}"
         )
     return family
+
+
+def model_types_of(*kinds: str) -> tuple[str, ...]:
+    """The ``model.type`` names of every family whose ``kind`` is one of ``kinds``."""
+    return tuple(t for f in FAMILIES if f.kind in kinds for t in f.model_types)
 
 
 def family_for_hf_type(hf_model_type: str) -> Family | None:

@@ -38,6 +38,7 @@ from dhian.errors import ConfigError, DataError, ModelLoadError
 from dhian.interop.hf_bert_names import task_of
 from dhian.interop.hf_dirs import load_hf_dir
 from dhian.models import model_dir as model_io
+from dhian.models.families import model_types_of
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task
 from dhian.train.warmstart import load_init_weights, resolve_init
 from dhian.viz.confusion import confusion_markdown, confusion_plot
@@ -134,7 +135,7 @@ class ClassificationTask(Task):
     """Sequence classification on a text + label corpus (``data.corpus``)."""
 
     name = "classification"
-    model_types = ("bert", "keras_classifier")
+    model_types = model_types_of("encoder", "classifier")
     metrics = ("loss", "accuracy", "macro_f1")
     num_samples = 3
 

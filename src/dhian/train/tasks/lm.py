@@ -26,6 +26,7 @@ from dhian.data.examples import pack_lm
 from dhian.data.training_data import load_tokenizers
 from dhian.errors import ConfigError, DataError
 from dhian.inference.generate import generate_text
+from dhian.models.families import model_types_of
 from dhian.text import train_tokenizer
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task, token_loss
 from dhian.train.tasks.lm_eval import (
@@ -64,7 +65,7 @@ class LMTask(Task):
     """Causal LM (GPT) on the documents of ``data.corpus``; batches of packed blocks."""
 
     name = "lm"
-    model_types = ("gpt",)
+    model_types = model_types_of("causal_lm")
     # ``ppl_char`` is reported too, but dhian.metrics does not know it is lower-is-better yet,
     # so it is not offered to early stopping
     metrics = ("loss", "ppl")

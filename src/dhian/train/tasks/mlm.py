@@ -27,6 +27,7 @@ from dhian import metrics
 from dhian.data.mlm import IGNORE_INDEX
 from dhian.data.training_data import prepare_lm
 from dhian.errors import ConfigError, DataError
+from dhian.models.families import model_types_of
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task, token_loss
 from dhian.train.tasks.classification import load_bert_init
 
@@ -51,7 +52,7 @@ class MaskedLMTask(Task):
     """BERT masked-LM training on the documents of ``data.corpus``."""
 
     name = "mlm"
-    model_types = ("bert",)
+    model_types = model_types_of("encoder")
     metrics = ("loss", "ppl", "mlm_accuracy")
     sample_tokens = 24
 

@@ -22,17 +22,16 @@ from dhian.data.batching import collate
 from dhian.data.training_data import prepare_translation
 from dhian.decoding import beam_search, greedy_decode
 from dhian.errors import DataError
+from dhian.models.families import model_types_of
 from dhian.text import normalize
 from dhian.train.tasks.base import EvalResult, IteratorStream, LossTerms, Task, token_loss
-
-SEQ2SEQ_TYPES = ("rnnencdec", "rnnsearch", "transformer")
 
 
 class TranslationTask(Task):
     """Sequence-to-sequence translation on a parallel corpus (``data.corpus``)."""
 
     name = "translation"
-    model_types = SEQ2SEQ_TYPES
+    model_types = model_types_of("seq2seq")
     metrics = ("loss", "ppl", "bleu", "chrf")
 
     eval_batch_size = 32
