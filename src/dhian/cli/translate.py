@@ -109,6 +109,7 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Translate the input lines and write them (and the alignments when asked)."""
     _check(args)
+    from dhian.inference.capabilities import has_attention, model_type
     from dhian.inference.translate import (
         default_src_eos,
         load_translation_model,
@@ -116,11 +117,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     loaded = load_translation_model(args.model, "translate", args.device, args.dtype)
-    mtype = str(getattr(loaded.config.model, "type", ""))
-    if args.attention_out and mtype == "rnnencdec":
+    if args.attention_out and not has_attention(loaded):
         raise ConfigError(
-            "rnnencdec has no attention to plot (it reads a fixed context); drop --attention-out "
-            "or use an rnnsearch/transformer model"
+            f"{model_type(loaded)} has no attention to plot (it reads a fixed context); drop "
+            "--attention-out or use an rnnsearch/transformer model"
         )
     lines = read_lines(args.input)
     alpha = args.length_penalty
