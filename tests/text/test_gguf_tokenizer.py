@@ -127,3 +127,10 @@ def test_saved_tokenizer_json_loads_back_identical(
     assert (back.bos_id, back.eos_id, back.pad_id) == (ours.bos_id, ours.eos_id, ours.pad_id)
     for text in NON_ASCII:
         assert back.encode(text) == ours.encode(text)
+
+
+def test_tokenizer_from_a_path_equals_from_the_read_file(both: tuple[Tokenizer, Any, str]) -> None:
+    ours, _, _ = both
+    direct = tokenizer_from_gguf(smollm2_path())
+    assert direct.roles == ours.roles
+    assert direct.encode(NON_ASCII[2]) == ours.encode(NON_ASCII[2])

@@ -9,7 +9,8 @@ transformers gives their own split regex (``llama-bpe``, ``qwen2`` …) are not 
 yet and raise; ``smollm`` and ``gpt2``/``default`` use the GPT-2 byte-level regex.
 Returns a :class:`dhian.text.tokenizer.Tokenizer` (kind ``bytebpe``; saved as
 ``tokenizer.json`` + ``dhian_tokenizer.json``).
-Imports: HF ``tokenizers``, :mod:`dhian.text.tokenizer`, :mod:`dhian.errors`; no torch.
+Imports: HF ``tokenizers``, ``gguf`` (lazily), :mod:`dhian.text.tokenizer`, :mod:`dhian.errors`;
+no torch.
 """
 
 from __future__ import annotations
@@ -98,9 +99,12 @@ def tokenizer_from_gguf_metadata(metadata: dict[str, Any]) -> Tokenizer:
 
 
 def tokenizer_from_gguf(file: Any) -> Tokenizer:
-    """The tokenizer of a :class:`dhian.interop.gguf.GGUFFile` (or a path to one)."""
-    if not hasattr(file, "metadata"):
-        from dhian.interop.gguf import read_gguf
+    """The tokenizer of a :class:`dhian.interop.gguf.GGUFFile` (anything with ``metadata``) or
+    of a GGUF file path (read with :class:`gguf.GGUFReader`)."""
+    if hasattr(file, "metadata"):
+        return tokenizer_from_gguf_metadata(file.metadata)
+    import gguf
 
-        file = read_gguf(file)
-    return tokenizer_from_gguf_metadata(file.metadata)
+    reader = gguf.GGUFReader(str(file))
+    fields = {k: f for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+    return tokenizer_from_gguf_metadata({k: f.contents() for k, f in fields.items()})
