@@ -23,6 +23,7 @@ from dhian.errors import ConfigError, nearest
 from dhian.models.bert.config import BertConfig
 from dhian.models.gpt.config import GPTConfig
 from dhian.models.keras_classifier.config import KerasClassifierConfig
+from dhian.models.llama.config import LlamaConfig
 from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.models.transformer.config import TransformerConfig
 
@@ -39,6 +40,7 @@ _MODEL_CONFIGS: dict[str, type] = {
     "bert": BertConfig,
     "keras_classifier": KerasClassifierConfig,
     "gpt": GPTConfig,
+    "llama": LlamaConfig,
 }
 
 

@@ -13,7 +13,9 @@ from dhian.models.families import (
     KINDS,
     TASKS,
     build_model,
+    family_for_builtin,
     family_for_hf_type,
+    family_for_suffix,
     family_of,
 )
 
@@ -43,7 +45,10 @@ def test_lookups() -> None:
     assert family_of("transformer").can_translate and not family_of("bert").can_translate
     assert family_for_hf_type("marian") is family_of("transformer")
     assert family_for_hf_type("bert") is family_of("bert")
-    assert family_for_hf_type("llama") is None
+    assert family_for_hf_type("llama") is family_of("llama")
+    assert family_for_hf_type("gpt2") is None
+    assert family_for_suffix(".GGUF") is family_of("llama")
+    assert family_for_builtin("smollm2") is family_of("llama")
     with pytest.raises(ConfigError, match="'rnnsearch'"):
         family_of("rnnserch")
 

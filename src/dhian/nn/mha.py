@@ -25,18 +25,23 @@ from dhian.nn.positional import RotaryEmbedding
 __all__ = ["KVCache", "MultiHeadAttention", "kv_caches", "scaled_dot_product"]
 
 
-def _check_mask(mask: Tensor, b: int, h: int, tq: int, tk: int) -> None:
+def _check_mask(mask: Tensor, b: int, h: int, tq: int, tk: int) -> Tensor:
+    """``mask`` as a 4-D view (B|1, H|1, Tq|1, Tk|1); any bool mask that broadcasts to
+    (B, H, Tq, Tk) like ``torch.nn.functional.scaled_dot_product_attention`` accepts (2-D
+    (Tq, Tk), 3-D, a (B, 1, 1, Tk) padding mask, ...)."""
     if mask.dtype != torch.bool:
         raise ValueError(f"attention mask must be torch.bool (True = may attend), got {mask.dtype}")
-    ok = mask.dim() == 4 and all(
-        m in (1, n) for m, n in zip(mask.shape, (b, h, tq, tk), strict=True)
+    target = (b, h, tq, tk)
+    ok = mask.dim() <= 4 and all(
+        m in (1, n) for m, n in zip(mask.shape[::-1], target[::-1], strict=False)
     )
     if not ok:
         raise ValueError(
-            f"attention mask: expected a 4-D bool mask broadcastable to (B, H, Tq, Tk) = "
-            f"{(b, h, tq, tk)}, received shape {tuple(mask.shape)} "
+            f"attention mask: expected a bool mask broadcastable to (B, H, Tq, Tk) = "
+            f"{target}, received shape {tuple(mask.shape)} "
             "(see dhian.nn.masks.padding_mask / as_key_mask / causal_mask)"
         )
+    return mask.view((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, H|1, Tq|1, Tk|1)
 
 
 def scaled_dot_product(
@@ -50,27 +55,32 @@ def scaled_dot_product(
     is_causal: bool = False,
     scale: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """softmax(q kᵀ / √D + mask) v.
+    """softmax(q kᵀ / √D + mask) v, with grouped-query attention (GQA) when k/v have fewer heads.
 
-    q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv); ``mask`` bool broadcastable to
-    (B, H, Tq, Tk), True = may attend. ``is_causal`` adds the square causal mask (Tq == Tk).
+    q (B, H, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv) with H % Hkv == 0 (Hkv = H is plain
+    multi-head attention; query head i reads key/value head i // (H / Hkv), as HF's
+    ``repeat_kv``). ``mask`` bool broadcastable to (B, H, Tq, Tk) exactly as for
+    ``torch.nn.functional.scaled_dot_product_attention`` (e.g. (Tq, Tk), (B, Tq, Tk),
+    (B, 1, 1, Tk)), True = may attend. ``is_causal`` adds the square causal mask (Tq == Tk).
     ``dropout`` is the attention dropout probability (pass 0.0 in eval mode).
     Returns out (B, H, Tq, Dv) and, when ``need_weights``, the probabilities (B, H, Tq, Tk)
     *before* dropout (rows sum to 1; fully masked rows are all zero); otherwise ``None``.
     Without ``need_weights`` this is one ``torch.nn.functional.scaled_dot_product_attention``
-    call; with it, an eager computation that agrees with the fast path to float rounding.
+    call (``enable_gqa`` for GQA); with it, an eager computation that agrees with the fast path
+    to float rounding and never materialises repeated keys/values.
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
-            "scaled_dot_product: expected q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv); "
+            "scaled_dot_product: expected q (B, H, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv); "
             f"received q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     b, h, tq, d = q.shape
-    tk = k.size(2)
-    if k.shape != (b, h, tk, d) or v.shape[:3] != (b, h, tk):
+    hkv, tk = k.size(1), k.size(2)
+    if k.shape != (b, hkv, tk, d) or v.shape[:3] != (b, hkv, tk) or hkv == 0 or h % hkv != 0:
         raise ValueError(
-            f"scaled_dot_product: expected k (B, H, Tk, D) = {(b, h, tk, d)} and v (B, H, Tk, Dv) "
-            f"with (B, H, Tk) = {(b, h, tk)}; received k {tuple(k.shape)}, v {tuple(v.shape)}"
+            f"scaled_dot_product: expected k (B, Hkv, Tk, D) = {(b, hkv, tk, d)} and v "
+            f"(B, Hkv, Tk, Dv) with (B, Hkv, Tk) = {(b, hkv, tk)} and H={h} a multiple of Hkv; "
+            f"received k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     if is_causal:
         if tq != tk:
@@ -83,7 +93,7 @@ def scaled_dot_product(
             is_causal = False
     keep: Tensor | None = None  # (B|1, H|1, Tq|1, 1): the row has at least one allowed key
     if mask is not None:
-        _check_mask(mask, b, h, tq, tk)
+        mask = _check_mask(mask, b, h, tq, tk)  # (B|1, H|1, Tq|1, Tk|1)
         keep = mask.any(dim=-1, keepdim=True)
         # A row with no allowed key attends everywhere (finite, clean gradients) and is
         # zeroed afterwards; rows with an allowed key are unchanged.
@@ -91,20 +101,30 @@ def scaled_dot_product(
     scale_ = 1.0 / math.sqrt(d) if scale is None else scale
     if not need_weights:
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, scale=scale_
-        )
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=dropout,
+            is_causal=is_causal,
+            scale=scale_,
+            enable_gqa=hkv != h,
+        )  # (B, H, Tq, Dv)
         if keep is not None:
             out = out.masked_fill(~keep, 0.0)
         return out, None
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale_  # (B, H, Tq, Tk)
+    g = h // hkv  # query heads per key/value head
+    qg = q.view(b, hkv, g, tq, d)  # (B, Hkv, G, Tq, D): head i = (i // G, i % G)
+    scores = torch.matmul(qg, k.unsqueeze(2).transpose(-2, -1)) * scale_  # (B, Hkv, G, Tq, Tk)
+    scores = scores.view(b, h, tq, tk)  # (B, H, Tq, Tk)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # (B, H, Tq, Tk)
     if keep is not None:
         weights = weights.masked_fill(~keep, 0.0)
     dropped = F.dropout(weights, p=dropout) if dropout > 0.0 else weights
-    out = torch.matmul(dropped, v)  # (B, H, Tq, Dv)
-    return out, weights
+    out = torch.matmul(dropped.view(b, hkv, g, tq, tk), v.unsqueeze(2))  # (B, Hkv, G, Tq, Dv)
+    return out.reshape(b, h, tq, v.size(-1)), weights  # (B, H, Tq, Dv)
 
 
 @dataclasses.dataclass

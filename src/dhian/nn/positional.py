@@ -118,37 +118,76 @@ class RotaryEmbedding(nn.Module):
 
     Pair (x_j, x_{j+D/2}) at position p is rotated by angle p · base^(-2j/D), so
     ⟨rope(q, m), rope(k, n)⟩ depends only on m − n. Buffers ``cos``/``sin`` (max_len, D).
+    ``float32_angles=True`` computes the inverse frequencies, the angles and their cos/sin in
+    float32 exactly as HF's ``LlamaRotaryEmbedding`` does (bit-identical tables, for parity with
+    imported checkpoints); the default computes them in float64 and rounds once.
     """
 
     cos: Tensor
     sin: Tensor
 
-    def __init__(self, head_dim: int, max_len: int = 2048, base: float = 10000.0) -> None:
+    def __init__(
+        self,
+        head_dim: int,
+        max_len: int = 2048,
+        base: float = 10000.0,
+        *,
+        float32_angles: bool = False,
+    ) -> None:
         super().__init__()
         if head_dim % 2 != 0:
             raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
         self.dim = head_dim
         self.max_len = max_len
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)  # (L, D/2)
+        self.base = base
+        if float32_angles:  # HF: 1 / base ** (arange(0, D, 2).float() / D), outer product in fp32
+            inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+            angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (L, D/2)
+        else:
+            inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+            angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)  # (L, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (L, D)
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def rotate(self, x: Tensor, offset: int = 0) -> Tensor:
-        """Rotate x (B, H, T, D) for positions ``offset .. offset+T-1``."""
+    def rotate(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """Rotate x (B, H, T, D) for positions ``offset .. offset+T-1``, or for per-row
+        ``positions`` (B, T) long (left-padded batches: each row counts from its first real
+        token; ``offset`` is then added to them)."""
         if x.dim() != 4 or x.size(-1) != self.dim:
             raise ValueError(
                 f"RotaryEmbedding: expected (B, H, T, {self.dim}), received {tuple(x.shape)}"
             )
         t = x.size(2)
-        cos = _positions(self.cos, t, offset, "RotaryEmbedding").to(x.dtype)  # (T, D)
-        sin = _positions(self.sin, t, offset, "RotaryEmbedding").to(x.dtype)  # (T, D)
+        if positions is None:
+            cos = _positions(self.cos, t, offset, "RotaryEmbedding").to(x.dtype)  # (T, D)
+            sin = _positions(self.sin, t, offset, "RotaryEmbedding").to(x.dtype)  # (T, D)
+        else:
+            if (
+                positions.dim() != 2
+                or positions.size(1) != t
+                or positions.size(0)
+                not in (
+                    1,
+                    x.size(0),
+                )
+            ):
+                raise ValueError(
+                    f"RotaryEmbedding: positions must be (B, T) = ({x.size(0)}, {t}) for x "
+                    f"{tuple(x.shape)}, received {tuple(positions.shape)}"
+                )
+            cos = _positions(self.cos, positions, offset, "RotaryEmbedding")  # (B, T, D)
+            sin = _positions(self.sin, positions, offset, "RotaryEmbedding")  # (B, T, D)
+            cos = cos.unsqueeze(1).to(x.dtype)  # (B, 1, T, D)
+            sin = sin.unsqueeze(1).to(x.dtype)  # (B, 1, T, D)
         return x * cos + _rotate_half(x) * sin
 
-    def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
-        """Rotate q and k (B, H, T, D) whose first position is ``offset``."""
-        return self.rotate(q, offset), self.rotate(k, offset)
+    def forward(
+        self, q: Tensor, k: Tensor, offset: int = 0, positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Rotate q (B, H, T, D) and k (B, Hkv, T, D) whose first position is ``offset``, or
+        at per-row ``positions`` (B, T)."""
+        return self.rotate(q, offset, positions), self.rotate(k, offset, positions)
 
     def apply(self, *args: Any, **kwargs: Any) -> Any:
         """``apply(q, k, offset=0)`` = :meth:`forward`; ``apply(fn)`` keeps nn.Module's meaning

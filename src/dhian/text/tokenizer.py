@@ -47,15 +47,24 @@ class Tokenizer:
     ``kind`` is one of ``bpe``, ``bytebpe``, ``char``, ``wordpiece``. ``roles`` maps the role
     names pad/unk/bos/eos/mask/cls/sep to token strings present in the vocabulary. Trained
     tokenizers have ids pad 0, unk 1, bos 2, eos 3, mask 4, cls 5, sep 6; a pretrained WordPiece
-    keeps its own ids (bos/eos are its [CLS]/[SEP]).
+    keeps its own ids (bos/eos are its [CLS]/[SEP]). ``chat_template``: the jinja2 chat template
+    of an instruction-tuned LLM's vocabulary (rendered by :mod:`dhian.text.chat_template`), kept
+    with the tokenizer as HF does; ``None`` for vocabularies without one.
     """
 
-    def __init__(self, hf: HFTokenizer, kind: str, roles: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        hf: HFTokenizer,
+        kind: str,
+        roles: Mapping[str, str],
+        chat_template: str | None = None,
+    ) -> None:
         if kind not in KINDS:
             raise DataError(f"unknown tokenizer kind {kind!r}; valid: {', '.join(KINDS)}")
         self.hf = hf
         self.kind = kind
         self.roles = dict(roles)
+        self.chat_template = chat_template
         self._ids: dict[str, int] = {}
         for role, token in self.roles.items():
             tid = hf.token_to_id(token)
@@ -168,7 +177,9 @@ class Tokenizer:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         _atomic_text(d / HF_FILE, self.hf.to_str(pretty=False))
-        meta = {"format": 1, "kind": self.kind, "roles": self.roles}
+        meta: dict[str, object] = {"format": 1, "kind": self.kind, "roles": self.roles}
+        if self.chat_template is not None:
+            meta["chat_template"] = self.chat_template
         _atomic_text(d / META_FILE, json.dumps(meta, indent=2) + "\n")
         return d
 

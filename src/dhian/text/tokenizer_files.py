@@ -35,7 +35,10 @@ def load_tokenizer(directory: str | Path, lowercase: bool | None = None) -> Toke
     if meta_path.is_file():
         meta = _read_json(meta_path)
         hf = _read_hf(d / HF_FILE)
-        return Tokenizer(hf, str(meta["kind"]), meta["roles"])
+        template = meta.get("chat_template")
+        return Tokenizer(
+            hf, str(meta["kind"]), meta["roles"], template if isinstance(template, str) else None
+        )
     if (d / HF_FILE).is_file():
         return wordpiece_from_tokenizer_json(d / HF_FILE)
     if (d / "vocab.txt").is_file():

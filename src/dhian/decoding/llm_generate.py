@@ -1,0 +1,141 @@
+"""Generation for decoder-only LLMs with a static KV cache (the LLaMA family): prefill, then one
+token per step.
+
+Owns :func:`prefill`, :func:`decode_one_token` and the token loop :func:`llm_generate`; the text
+wrapper (stop strings, streaming) is :func:`dhian.inference.generate.llm_generate_text`. The
+logits processors (repetition penalty → temperature → top-k → top-p; temperature 0 = greedy)
+are those of :mod:`dhian.decoding.sampling`.
+
+The model has the interface of :class:`dhian.models.llama.LlamaModel`:
+``model(ids (B, T), positions (B, T), cache, attn_mask (B, S) bool, logits_to_keep=1)``
+returning ``(logits (B, 1, V), None)``, ``model.new_cache(B, Tmax)`` and ``model.cfg.max_seq_len``.
+
+Batching: prompts are left-padded to the longest; the key mask (B, S) hides the pads in every
+step and each row's RoPE positions start at 0 on its first real token, so a row generates what
+it would alone (up to float rounding). Rows that stop keep their slot (static shapes) and are
+ignored. Notation: B batch, T prompt width, S key slots so far, V vocab.
+Imports: torch, :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.processors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dhian.decoding.processors import apply_repetition_penalty
+from dhian.decoding.sampling import GenerationResult, _check_args, _pick
+
+__all__ = ["decode_one_token", "llm_generate", "prefill"]
+
+
+def prefill(model: Any, ids: Tensor, key_mask: Tensor | None, cache: Any) -> Tensor:
+    """Run the left-padded prompts ``ids`` (B, T) into the empty ``cache``; ``key_mask`` (B, T)
+    bool (True = real token, ``None`` = no padding). Returns the last position's logits (B, V)."""
+    positions = (
+        torch.arange(ids.size(1), device=ids.device).expand_as(ids)
+        if key_mask is None
+        else (key_mask.long().cumsum(-1) - 1).clamp(min=0)
+    )  # (B, T): 0 at each row's first real token
+    logits, _ = model(ids, positions, cache=cache, attn_mask=key_mask, logits_to_keep=1)
+    return logits[:, -1].float()  # (B, V)
+
+
+def decode_one_token(
+    model: Any, token: Tensor, positions: Tensor, key_mask: Tensor | None, cache: Any
+) -> Tensor:
+    """Feed one token per row: ``token`` (B, 1) at ``positions`` (B, 1); ``key_mask`` (B, S)
+    over every slot including this one. Returns the logits (B, V)."""
+    logits, _ = model(token, positions, cache=cache, attn_mask=key_mask, logits_to_keep=1)
+    return logits[:, -1].float()  # (B, V)
+
+
+@torch.no_grad()
+def llm_generate(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop_token_ids: Sequence[int] = (),
+    seed: int | None = None,
+    pad_id: int = 0,
+    on_token: Callable[[int, int], bool | None] | None = None,
+) -> list[GenerationResult]:
+    """Continue each prompt (ids) by up to ``max_new_tokens`` tokens; one
+    :class:`~dhian.decoding.sampling.GenerationResult` per prompt.
+
+    A row stops at a token in ``stop_token_ids`` or when ``on_token(row, token)`` returns
+    True. ``seed``: row r samples with its own generator seeded ``seed + r``. The arguments
+    mean what they mean in :func:`dhian.decoding.sampling.generate`.
+    """
+    _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    n = len(prompts)
+    results = [GenerationResult([], [], "length") for _ in range(n)]
+    if max_new_tokens == 0:
+        return results
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    total = width + max_new_tokens
+    if total > int(model.cfg.max_seq_len):
+        raise ValueError(
+            f"llm_generate: prompt width {width} + max_new_tokens {max_new_tokens} exceeds the "
+            f"model's context {model.cfg.max_seq_len}; shorten the prompt or generate less"
+        )
+    ids = torch.full((n, total), pad_id, dtype=torch.long, device=device)  # (B, Tmax)
+    mask = torch.zeros((n, total), dtype=torch.bool, device=device)  # (B, Tmax)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p) : width] = torch.tensor(list(p), dtype=torch.long, device=device)
+        mask[r, width - len(p) : width] = True
+    padded = not bool(mask[:, :width].all())
+    gens: list[torch.Generator | None] = []
+    for r in range(n):
+        g = None
+        if seed is not None:
+            g = torch.Generator(device=device)
+            g.manual_seed(int(seed) + r)
+        gens.append(g)
+    stops = {int(t) for t in stop_token_ids}
+    cache = model.new_cache(n, total)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = prefill(model, ids[:, :width], mask[:, :width] if padded else None, cache)
+        positions = mask[:, :width].long().sum(-1, keepdim=True)  # (B, 1): next position
+        done = [False] * n
+        for step in range(max_new_tokens):
+            s = width + step  # slot of the token being chosen
+            log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
+            scores = apply_repetition_penalty(logits, ids[:, :s], repetition_penalty, mask[:, :s])
+            nxt = _pick(scores, temperature, top_k, top_p, gens)  # (B,)
+            chosen = log_probs.gather(-1, nxt[:, None]).squeeze(-1)  # (B,)
+            ids[:, s] = nxt
+            mask[:, s] = True
+            for r in range(n):
+                if done[r]:
+                    continue
+                tok = int(nxt[r])
+                res = results[r]
+                res.tokens.append(tok)
+                res.log_probs.append(float(chosen[r]))
+                reason = ""
+                if on_token is not None and on_token(r, tok):
+                    reason = "callback"
+                if tok in stops:
+                    reason = "stop_token"
+                if reason:
+                    res.finished_reason = reason
+                    done[r] = True
+            if all(done) or step == max_new_tokens - 1:
+                break
+            logits = decode_one_token(
+                model, ids[:, s : s + 1], positions, mask[:, : s + 1] if padded else None, cache
+            )
+            positions = positions + 1
+    finally:
+        model.train(was_training)
+    return results
