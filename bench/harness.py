@@ -17,7 +17,7 @@ correctness notes. :func:`run_scenario` then
 
 JSON schema: ``{"scenario", "unit", "median": {name: x}, "minmax": {name: [lo, hi]},
 "ratio": {"a/b": median_a / median_b, key: fraction of peak}, "runs", "threads", "peak_gflops": {"fp32", "bf16"},
-"command", "date", "best": {alias: member}, "unavailable": {name: reason}}``.
+"command", "date", "cpu": "<model>, <flags>", "best": {alias: member}, "unavailable": {name: reason}}``.
 
 A ratio side may be a *best-of alias* (``Setup.best``, e.g. ``dhian-best`` = the fastest median
 among dhian-fp32/bf16/int8; ``"best"`` says which one it was), and a peer that cannot run here
@@ -211,6 +211,7 @@ def run_scenario(
         or f"python -m bench {name} --runs {runs} --warmup {warmup} "
         f"--threads {threads}{' --quick' if quick else ''}",
         "date": datetime.date.today().isoformat(),
+        "cpu": _cpu(),
         "best": best,
         "unavailable": dict(setup.unavailable),
     }
@@ -259,14 +260,48 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+#: The /proc/cpuinfo flags that decide which kernels run fast (reported with every result).
+SPEED_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "avx512_fp16",
+)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_native() -> bool:
+    """Whether the CPU has bf16 instructions (``avx512_bf16`` or ``amx_bf16``)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def _cpu() -> str:
+    """``"<model name>, <speed flags present>"`` (plus "bf16 not native here" without them)."""
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    flags = cpu_flags()
+    present = " ".join(f for f in SPEED_FLAGS if f in flags)
+    native = "" if bf16_native() else "; bf16 not native here"
+    return f"{name}, {present or 'no AVX flags read'}{native}"
 
 
 def markdown(

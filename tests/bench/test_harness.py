@@ -28,7 +28,7 @@ def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 CONTENDERS = {"dhian-fp32", "hf-fp32", "dhian-bf16", "hf-bf16", "dhian-int8"}
 RATIOS = {"dhian-fp32/hf-fp32", "dhian-bf16/hf-bf16", "dhian-int8/ct2-int8", "dhian-best/ct2-int8"}
 KEYS = ["scenario", "unit", "median", "minmax", "ratio", "runs", "threads", "peak_gflops"]
-KEYS += ["command", "date", "best", "unavailable"]
+KEYS += ["command", "date", "cpu", "best", "unavailable"]
 
 
 @pytest.mark.parametrize("scenario", ["decode-greedy-16x30", "decode-beam4-16x30"])

@@ -45,7 +45,8 @@ def check_common(res: dict[str, Any], scenario: str, unit: str) -> None:
         "scenario", "unit", "median", "minmax", "ratio", "runs", "threads", "peak_gflops",
         "command", "date",
     ]  # fmt: skip
-    assert list(res)[10:] == ["best", "unavailable"]
+    assert list(res)[10:] == ["cpu", "best", "unavailable"]
+    assert res["cpu"].split(",")[0].strip()  # the model name, then the speed flags
     assert res["scenario"] == scenario and res["unit"] == unit and res["runs"] == 2
     assert set(res["median"]) == set(res["minmax"])
     for name, (lo, hi) in res["minmax"].items():
