@@ -181,6 +181,7 @@ class Health(BaseModel):
     batches: int
     requests: int
     mask_token: str | None = None
+    chat: bool = Field(False, description="a causal LM with a chat template (/v1/chat/completions)")
 
 
 class ErrorResponse(BaseModel):
