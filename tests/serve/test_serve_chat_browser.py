@@ -117,6 +117,28 @@ def test_chat_box_streams_keeps_history_and_escapes(
     context.close()
 
 
+def test_generate_form_shows_llama_attention_with_kv_head_labels(browser: Any, url: str) -> None:
+    page = browser.new_page()
+    page.goto(f"{url}/")
+    page.fill("#max_new_tokens", "3")
+    page.fill("#text", "Once upon a time")
+    page.click("#go")
+    page.wait_for_function(
+        "() => window.dhianServe.state.runs === 1 && !window.dhianServe.state.busy"
+        " && window.dhianViewer && dhianViewer.state && dhianViewer.state.ready",
+        timeout=60_000,
+    )
+    assert page.evaluate("window.dhianServe.state.error") is None
+    options = page.eval_on_selector_all(
+        "select[data-role=head] option", "ns => ns.map(n => n.textContent)"
+    )
+    assert options == ["average of heads", "h0 (kv0)", "h1 (kv0)", "h2 (kv1)", "h3 (kv1)"]
+    page.select_option("select[data-role=head]", "2")
+    page.wait_for_function("() => !dhianViewer.state.busy", timeout=20_000)
+    assert "h2 (kv1)" in page.eval_on_selector(".dhian-viewer", "n => n.textContent")
+    page.close()
+
+
 def test_only_chat_models_get_a_chat_box() -> None:
     info = {"name": "m", "kind": "lm", "model_type": "gpt", "endpoints": ["/generate"]}
     info["max_chars"] = 100

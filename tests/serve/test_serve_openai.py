@@ -180,6 +180,42 @@ def test_bad_requests_get_openai_shaped_4xx(server: str) -> None:
     assert httpx.get(f"{server}/health").json()["chat"] is True
 
 
+def test_a_client_that_leaves_stops_its_stream(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each model call is slowed to 50 ms, so 90 tokens would take 4.5 s; closing the stream
+    after the first text chunk must end the generation (its job returns None) long before."""
+    from dhian.serve import openai_api
+
+    forward = tiny.model.forward
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.05)
+        return forward(*args, **kwargs)
+
+    results: list[Any] = []
+    run = openai_api.CompletionJob.run
+
+    def record(job: Any, loaded: Any) -> Any:
+        out = run(job, loaded)
+        results.append(out)
+        return out
+
+    monkeypatch.setattr(tiny.model, "forward", slow)
+    monkeypatch.setattr(openai_api.CompletionJob, "run", record)
+    body = {"model": NAME, "prompt": "Once upon a time", "max_tokens": 90, "stream": True}
+    with live(tiny, max_new_tokens=100) as url:
+        start = time.monotonic()
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as res:
+            for line in res.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                    break
+        while not results and time.monotonic() - start < 10:
+            time.sleep(0.05)
+        assert results == [None] and time.monotonic() - start < 3.0
+        assert httpx.get(f"{url}/health").json()["in_flight"] == 0
+
+
 def test_other_model_kinds_have_no_v1_routes(tiny_dirs: dict[str, Path]) -> None:
     with live(load_model(tiny_dirs["transformer"]), name="mt") as url:
         res = httpx.get(f"{url}/v1/models")
