@@ -130,6 +130,19 @@ def test_completions_batch_stop_string_and_stream(tiny: LoadedModel, server: str
     assert "".join(c.choices[0].text for c in streamed) == want[0].text
 
 
+def test_without_max_tokens_the_reply_fits_the_context(tiny: LoadedModel, server: str) -> None:
+    tok = tiny.tokenizers["src"]
+    prompt = "word " * 110
+    room = 128 - len(tok.encode(prompt))
+    assert 0 < room < 24  # so the room left, not the server's limit (24), bounds the reply
+    r = client(server).completions.create(model=NAME, prompt=prompt, temperature=0)
+    assert r.usage.completion_tokens == min(16, room)  # OpenAI's default of 16, bounded
+    messages = [{"role": "user", "content": "word " * 80}]
+    r = client(server).chat.completions.create(model=NAME, messages=messages, temperature=0)
+    assert r.usage.prompt_tokens + r.usage.completion_tokens == 128
+    assert r.choices[0].finish_reason == "length"
+
+
 def test_models_lists_the_served_model(server: str) -> None:
     models = list(client(server).models.list())
     assert [m.id for m in models] == [NAME] and models[0].owned_by == "dhian"

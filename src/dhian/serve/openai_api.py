@@ -10,8 +10,10 @@ Owns :func:`add_openai_routes` (``POST /v1/chat/completions``, ``POST /v1/comple
 Every request is checked before the model runs, each failure a 4xx in OpenAI's error shape
 (:meth:`dhian.serve.limits.ApiError.openai_body`): an unknown ``model`` (404
 ``model_not_found``), empty ``messages`` or a bad role (400), ``max_tokens`` over the server's
-limit (400), a prompt with its new tokens over the model's context (400
-``context_length_exceeded``), a chat to a model without a chat template (400). The model runs
+limit (400), a prompt with its new tokens over a LLaMA's context (400
+``context_length_exceeded``), a chat to a model without a chat template (400). Without
+``max_tokens`` a chat gets up to 256 new tokens and a completion 16 (OpenAI's default), never
+more than the server's limit or the room left in the context. The model runs
 on the batcher's thread like every other endpoint; a stream's text comes back through a queue,
 and a client that goes away stops its generation at the next token.
 Imports: fastapi, starlette, :mod:`dhian.inference` (chat, generate),
@@ -35,7 +37,13 @@ from fastapi.responses import StreamingResponse
 
 from dhian.errors import DhianError
 from dhian.inference.chat import check_messages, has_chat_template, render_messages
-from dhian.inference.generate import Completion, complete_texts, context_size, lm_tokenizer
+from dhian.inference.generate import (
+    Completion,
+    complete_texts,
+    context_size,
+    lm_tokenizer,
+    uses_static_cache,
+)
 from dhian.models.model_dir import LoadedModel
 from dhian.serve.batching import QueueFull, ShuttingDown
 from dhian.serve.limits import ApiError
@@ -43,7 +51,8 @@ from dhian.serve.openai_schemas import ChatCompletionRequest, CompletionRequest
 
 __all__ = ["CHAT_DEFAULT_TOKENS", "COMPLETION_DEFAULT_TOKENS", "CompletionJob", "add_openai_routes"]
 
-#: new tokens when a chat request gives no max_tokens (bounded by the server's limit)
+#: new tokens when a chat request gives no max_tokens (bounded by the server's limit and the
+#: room left in the model's context)
 CHAT_DEFAULT_TOKENS = 256
 #: new tokens when a completion request gives no max_tokens (OpenAI's default)
 COMPLETION_DEFAULT_TOKENS = 16
@@ -113,33 +122,41 @@ class _Routes:
                 code="model_not_found",
             )
 
-    def check_tokens(self, new_tokens: int, field: str) -> None:
+    def new_tokens(
+        self, prompts: list[str], asked: int | None, default: int, field: str, where: str
+    ) -> int:
+        """How many tokens to generate: ``asked`` (the request's ``field``), checked against
+        the server's limit and the model's context, or when not asked ``default`` bounded by
+        both. ``where`` names the prompt field in errors."""
         limit = int(self.service.settings.max_new_tokens)
-        if new_tokens > limit:
+        if asked is not None and asked > limit:
             raise ApiError(
                 400,
-                f"{field} is {new_tokens}; this server generates at most {limit} tokens per "
+                f"{field} is {asked}; this server generates at most {limit} tokens per "
                 "request (--max-new-tokens): ask for fewer",
                 param=field,
                 code="invalid_value",
             )
-
-    def check_context(self, prompts: list[str], new_tokens: int, field: str) -> None:
         tok = lm_tokenizer(self.loaded)
+        counts = [len(tok.encode(text)) for text in prompts]
+        if 0 in counts:
+            raise ApiError(400, f"{where} is empty; give some text", param=where)
+        if not uses_static_cache(self.loaded.model):  # a GPT slides its window: no limit
+            return min(default, limit) if asked is None else asked
         context = context_size(self.loaded.model)
-        for i, text in enumerate(prompts):
-            n = len(tok.encode(text))
-            if n == 0:
-                raise ApiError(400, f"{field} is empty; give some text", param=field)
-            if context and n + new_tokens > context:
-                where = field if len(prompts) == 1 else f"{field}[{i}]"
-                raise ApiError(
-                    400,
-                    f"{where} has {n} tokens and max_tokens is {new_tokens}, more than the "
-                    f"model's context of {context} tokens; shorten it or lower max_tokens",
-                    param=field,
-                    code="context_length_exceeded",
-                )
+        longest = max(counts)
+        wanted = min(default, limit, context - longest) if asked is None else asked
+        if longest + max(wanted, 1) > context:
+            i = counts.index(longest)
+            name = where if len(prompts) == 1 else f"{where}[{i}]"
+            raise ApiError(
+                400,
+                f"{name} has {longest} tokens and {field} is {wanted}, more than the model's "
+                f"context of {context} tokens; shorten it or lower {field}",
+                param=where,
+                code="context_length_exceeded",
+            )
+        return wanted
 
     def chat_prompt(self, req: ChatCompletionRequest) -> str:
         if not has_chat_template(self.loaded):
@@ -158,12 +175,11 @@ class _Routes:
     # ---- answers ---------------------------------------------------------------------------
     async def chat(self, req: ChatCompletionRequest) -> Any:
         self.check_model(req.model)
-        limit = int(self.service.settings.max_new_tokens)
         field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-        new_tokens = req.new_tokens(min(CHAT_DEFAULT_TOKENS, limit))
-        self.check_tokens(new_tokens, field)
         prompt = self.chat_prompt(req)
-        self.check_context([prompt], new_tokens, "messages")
+        new_tokens = self.new_tokens(
+            [prompt], req.asked_tokens(), CHAT_DEFAULT_TOKENS, field, "messages"
+        )
         job = CompletionJob([prompt], _sampling(req, new_tokens))
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if req.stream:
@@ -187,8 +203,6 @@ class _Routes:
 
     async def complete(self, req: CompletionRequest) -> Any:
         self.check_model(req.model)
-        new_tokens = req.new_tokens(COMPLETION_DEFAULT_TOKENS)
-        self.check_tokens(new_tokens, "max_tokens")
         prompts = req.prompts()
         if not prompts:
             raise ApiError(400, "prompt is an empty list; give at least one text", param="prompt")
@@ -199,7 +213,9 @@ class _Routes:
                 f"{self.service.settings.max_batch} (--max-batch): split the list",
                 param="prompt",
             )
-        self.check_context(prompts, new_tokens, "prompt")
+        new_tokens = self.new_tokens(
+            prompts, req.max_tokens, COMPLETION_DEFAULT_TOKENS, "max_tokens", "prompt"
+        )
         job = CompletionJob(prompts, _sampling(req, new_tokens))
         ident = f"cmpl-{uuid.uuid4().hex[:24]}"
         if req.stream:

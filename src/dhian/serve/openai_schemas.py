@@ -67,12 +67,11 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = Field(None, ge=0, description="OpenAI's newer max_tokens")
 
-    def new_tokens(self, default: int) -> int:
-        """``max_completion_tokens``, else ``max_tokens``, else ``default``."""
-        for value in (self.max_completion_tokens, self.max_tokens):
-            if value is not None:
-                return value
-        return default
+    def asked_tokens(self) -> int | None:
+        """``max_completion_tokens``, else ``max_tokens`` (None when neither is given)."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
 
     def message_dicts(self) -> list[dict[str, Any]]:
         """The messages as ``{"role", "content"}`` dicts."""
@@ -84,10 +83,6 @@ class CompletionRequest(_Sampling):
 
     prompt: str | list[str]
     echo: bool = Field(False, description="put the prompt before the continuation")
-
-    def new_tokens(self, default: int) -> int:
-        """``max_tokens``, else ``default`` (OpenAI's default is 16)."""
-        return default if self.max_tokens is None else self.max_tokens
 
     def prompts(self) -> list[str]:
         """``prompt`` as a list."""
