@@ -16,7 +16,7 @@ from dhian.inference.attention_report import write_attention_report
 from dhian.inference.load import load_model
 from dhian.models.model_dir import LoadedModel
 from dhian.serve.app import create_app
-from dhian.viz import decode_weights, first_token_share, sink_heatmap
+from dhian.viz import decode_weights, entropy_heatmap, first_token_share, sink_heatmap
 from helpers.threads import one_thread  # noqa: F401 - autouse fixture
 from helpers.tiny_llama import save_tiny_llama
 
@@ -71,6 +71,8 @@ def test_report_payload_and_server_carry_the_labels(tiny: LoadedModel, tmp_path:
         decode_weights(payload["kinds"][0]), res.self_attention["decoder"], atol=1e-4
     )
     files = {p.name for p in write_attention_report(res, tmp_path, title="tiny")}
+    fig = entropy_heatmap(res.self_attention["decoder"], head_labels=res.head_labels)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == LABELS
     assert {"decoder_heads.png", "decoder_sink.png", "attention.html"} <= files
     assert '"head_labels":["h0 (kv0)"' in (tmp_path / "attention.html").read_text("utf-8")
     with TestClient(create_app(tiny, name="tiny")) as client:

@@ -123,7 +123,13 @@ def write_attention_report(
             head_labels=result.head_labels,
         )
         path2 = out / f"{kind}_entropy.png"
-        entropy_heatmap(w, path2, tokens=tokens, title=f"{name}: {kind} self-attention entropy")
+        entropy_heatmap(
+            w,
+            path2,
+            tokens=tokens,
+            title=f"{name}: {kind} self-attention entropy",
+            head_labels=result.head_labels,
+        )
         written += [path, path2]
         if result.kind == "lm" and len(tokens) >= 2:
             path3 = out / f"{kind}_sink.png"
