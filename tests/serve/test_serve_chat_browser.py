@@ -6,9 +6,12 @@ have no chat box. Skips without Chromium or Playwright."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +35,19 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load_model(save_tiny_llama(tmp_path_factory.mktemp("llama") / "model"))
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture(scope="module")
 def url(tiny: LoadedModel) -> Iterator[str]:
-    app = create_app(tiny, ServeSettings(max_new_tokens=32), name="tiny-chat")
+    with live(tiny, "tiny-chat", max_new_tokens=32) as base:
+        yield base
+
+
+@contextmanager
+def live(loaded: LoadedModel, name: str, **settings: Any) -> Iterator[str]:
+    """Serve ``loaded`` with uvicorn on a free loopback port; yield the base URL."""
+    app = create_app(loaded, ServeSettings(**settings), name=name)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -43,9 +56,11 @@ def url(tiny: LoadedModel) -> Iterator[str]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +159,21 @@ def test_only_chat_models_get_a_chat_box() -> None:
     info["max_chars"] = 100
     assert 'id="chat"' not in page_html({**info, "chat": False})
     assert 'id="chat"' in page_html({**info, "chat": True})
+
+
+@pytest.mark.skipif(
+    os.environ.get("DHIAN_WRITE_DOCS_IMG") != "1", reason="set DHIAN_WRITE_DOCS_IMG=1"
+)
+def test_write_docs_chat_screenshot(browser: Any) -> None:
+    """docs/img/serve-chat.png: the page serving SmolLM2, two chat turns answered greedily."""
+    with live(load_model("smollm2"), "smollm2") as base:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(f"{base}/")
+        page.fill("#chat_temperature", "0")
+        page.fill("#chat_max_tokens", "60")
+        send(page, "What is attention in a transformer? One sentence.", 1)
+        send(page, "And what is an attention sink?", 2)
+        out = REPO / "docs" / "img" / "serve-chat.png"
+        page.locator("#chat").screenshot(path=str(out))
+        assert out.stat().st_size > 10_000
+        page.close()

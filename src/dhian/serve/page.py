@@ -71,6 +71,7 @@ button:disabled { background: #93a4d8; cursor: progress; }
 .msg.error { align-self: stretch; background: #fff6f7; color: #b00020; }
 #chat-form { display: flex; gap: 8px; align-items: flex-end; }
 #chat-form textarea { min-height: 44px; }
+#chat-form button { white-space: nowrap; }
 button.plain { background: #e9e9ee; color: #1d1d1f; font-weight: 500; }
 #viewer-host .dhian-viewer { border: 1px solid #e3e3e8; border-radius: 12px; }
 """
