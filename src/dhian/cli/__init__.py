@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dhian import __version__
 from dhian.cli import (
     attention,
+    chat,
     classify,
     convert_hf,
     data,
@@ -43,6 +44,7 @@ from dhian.errors import DhianError
 #: argument errors stay instant; that is the one reason imports sit inside functions in dhian.cli.
 VERBS = (
     attention,
+    chat,
     classify,
     data,
     evaluate,

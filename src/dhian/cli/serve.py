@@ -1,7 +1,8 @@
 """``dhian serve --model DIR [--host 127.0.0.1 --port 8000] [--max-batch 16] ...``.
 
 Wiring only: check the numbers, then :func:`dhian.serve.server.run_server` (FastAPI + uvicorn;
-a web page at ``/``, the JSON API described at ``/docs``).
+a web page at ``/``, the JSON API described at ``/docs``; a causal LM such as ``smollm2`` also
+gets the OpenAI-compatible ``/v1`` routes).
 """
 
 from __future__ import annotations
@@ -20,9 +21,16 @@ def register(sub: Any) -> None:
         help="serve a model over HTTP: JSON API + a web page with its attention",
         description="Serve the model in --model: POST /translate, /classify, /generate, "
         "/fill-mask (as fits the model) and /attention; GET /health; a web page at /. "
+        "Language models also answer OpenAI's POST /v1/chat/completions, /v1/completions and "
+        "GET /v1/models. "
         "Concurrent requests are batched; SIGTERM / Ctrl-C finish the requests in flight.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF model dir")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="dhian or HF model dir, .gguf file or built-in name (smollm2)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")
     p.add_argument("--max-batch", type=int, default=16, metavar="N", help="texts per model call")
@@ -31,6 +39,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request")
     p.add_argument("--max-chars", type=int, default=2000, metavar="N", help="characters per text")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="most new tokens one /v1 request may ask for (default 1024)",
+    )
     p.add_argument(
         "--batch-wait-ms", type=float, default=5.0, metavar="MS", help="wait to fill a batch"
     )
@@ -44,6 +59,7 @@ def _check(args: argparse.Namespace) -> None:
         ("--max-batch", args.max_batch, 1),
         ("--max-queue", args.max_queue, 1),
         ("--max-chars", args.max_chars, 1),
+        ("--max-new-tokens", args.max_new_tokens, 1),
     ):
         if value < low:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
@@ -73,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_chars=args.max_chars,
         batch_wait_ms=args.batch_wait_ms,
+        max_new_tokens=args.max_new_tokens,
     )
     loaded = load_model(args.model, args.device, args.dtype)
     run_server(args.model, args.host, args.port, settings, device=args.device, loaded=loaded)

@@ -7,7 +7,9 @@
 - :mod:`~dhian.inference.encode` — text → ids once per task (encoder inputs, translation sources);
 - :mod:`~dhian.inference.classify`, :mod:`~dhian.inference.fill_mask`,
   :mod:`~dhian.inference.generate` — the other task functions (a model + tokenizer, and a
-  loaded model for the server's batches);
+  loaded model for the server's batches; ``complete_texts`` for any causal LM);
+- :mod:`~dhian.inference.chat` — messages through a model's chat template, one reply or a
+  whole conversation (``dhian chat``, ``/v1/chat/completions``);
 - :mod:`~dhian.inference.capabilities` — what a loaded model is and serves (family record);
 - :mod:`~dhian.inference.attention_maps` — attention extraction for every family → tokens +
   weights; :mod:`~dhian.inference.attention_report` — the PNG/JSON/HTML files of it;

@@ -13,6 +13,9 @@ cross attention, a short description) and :meth:`AttentionResult.payload` (the v
 - BERT (dhian or HF dirs: backbone, MLM, classifier) and the Keras-style classifier: self
   attention of every layer and head over ``[CLS] x [SEP]`` (or the plain ids).
 - GPT: causal self attention of every layer and head over the prompt.
+- LLaMA family (e.g. ``smollm2``): the same, from the eager weights path; with grouped-query
+  attention every head is labelled with the KV head it reads (``h3 (kv1)``:
+  :func:`kv_head_labels`), and the meta says how many query heads share each KV head.
 
 Notation: L layers, H heads, Ts/Tt source/target length, T length. Arrays are float32 numpy.
 Imports: torch, numpy, :mod:`dhian.decoding`, :mod:`dhian.models`, :mod:`dhian.viz`,
@@ -33,18 +36,21 @@ from dhian.errors import DataError
 from dhian.inference.capabilities import has_attention, model_device, model_family, model_type
 from dhian.inference.display_tokens import display_tokens
 from dhian.inference.encode import encode_sources, encode_texts, input_limit
+from dhian.inference.generate import context_size, uses_static_cache
 from dhian.inference.translate import pad_rows
 from dhian.models.model_dir import LoadedModel
 from dhian.viz import attention_payload
 
-__all__ = ["AttentionResult", "extract_attention"]
+__all__ = ["AttentionResult", "extract_attention", "kv_head_labels"]
 
 
 @dataclasses.dataclass
 class AttentionResult:
     """Attention of one input. ``self_attention``: name → (L, H, T, T) (``encoder``/``decoder``;
     names with "dec" are over ``tokens_tgt`` when there is one); ``cross_attention``
-    (L, H, Tt, Ts) or None; ``output``: the decoded translation / predicted label, if any."""
+    (L, H, Tt, Ts) or None; ``output``: the decoded translation / predicted label, if any;
+    ``head_labels``: a name per self-attention head where plain numbers would hide something
+    (grouped-query attention: ``h3 (kv1)``), else None."""
 
     model_type: str
     kind: str
@@ -54,6 +60,7 @@ class AttentionResult:
     cross_attention: np.ndarray | None
     meta: dict[str, Any]
     output: str | None = None
+    head_labels: list[str] | None = None
 
     def tokens_for(self, name: str) -> list[str]:
         """The tokens a self-attention kind is over (decoder → target tokens)."""
@@ -70,7 +77,14 @@ class AttentionResult:
             cross_attention=self.cross_attention,
             title=title or f"{self.model_type} attention",
             meta=self.meta,
+            head_labels=self.labels_by_kind(),
         )
+
+    def labels_by_kind(self) -> dict[str, list[str]] | None:
+        """``head_labels`` for every self-attention kind (the payload's form), or None."""
+        if self.head_labels is None:
+            return None
+        return {name: list(self.head_labels) for name in self.self_attention}
 
 
 def _stack(weights: Any) -> np.ndarray:
@@ -192,6 +206,14 @@ def _encoder(loaded: LoadedModel, text: str) -> AttentionResult:
     )
 
 
+def kv_head_labels(n_heads: int, n_kv_heads: int) -> list[str]:
+    """``["h0 (kv0)", "h1 (kv0)", …]``: query head h of grouped-query attention reads KV head
+    ``h // (n_heads // n_kv_heads)`` (consecutive heads share one, as in LLaMA's
+    ``repeat_kv``)."""
+    group = n_heads // n_kv_heads
+    return [f"h{h} (kv{h // group})" for h in range(n_heads)]
+
+
 def _causal(loaded: LoadedModel, text: str) -> AttentionResult:
     model: Any = loaded.model
     tok = loaded.tokenizers.get("tgt") or loaded.tokenizers["src"]
@@ -199,16 +221,37 @@ def _causal(loaded: LoadedModel, text: str) -> AttentionResult:
     if not ids:
         raise DataError(f"the prompt {text!r} has no tokens")
     meta: dict[str, Any] = {"model": model_type(loaded), "task": "causal LM"}
-    block = int(getattr(model, "block_size", len(ids)))
+    static = uses_static_cache(model)  # LLaMA family: forward → (logits, weights)
+    block = context_size(model) if static else int(getattr(model, "block_size", len(ids)))
     if len(ids) > block:
         meta["note"] = f"prompt cropped to its last {block} tokens"
         ids = ids[-block:]
     x = torch.tensor([ids], dtype=torch.long, device=model_device(model))  # (1, T)
-    out = model(x, need_weights=True)
-    w = _stack(out.attention)  # (L, H, T, T)
+    labels = None
+    if static:
+        logits, weights = model(x, need_weights=True)  # weights (L, 1, H, T, T)
+        w = weights[:, 0].detach().float().cpu().numpy()  # (L, H, T, T)
+        n_heads, n_kv = int(model.cfg.n_heads), int(model.cfg.n_kv_heads)
+        if n_kv < n_heads:
+            labels = kv_head_labels(n_heads, n_kv)
+            meta["grouped-query attention"] = (
+                f"{n_heads} query heads share {n_kv} KV heads: "
+                f"{n_heads // n_kv} consecutive heads per KV head"
+            )
+    else:
+        out = model(x, need_weights=True)
+        logits = out.logits
+        w = _stack(out.attention)  # (L, H, T, T)
     meta["layers × heads"] = f"{w.shape[0]} × {w.shape[1]}"
-    next_id = int(out.logits[0, -1].argmax())
+    next_id = int(logits[0, -1].argmax())
     meta["next token"] = display_tokens(tok, [next_id])[0]
     return AttentionResult(
-        model_type(loaded), loaded.kind, display_tokens(tok, ids), None, {"decoder": w}, None, meta
+        model_type(loaded),
+        loaded.kind,
+        display_tokens(tok, ids),
+        None,
+        {"decoder": w},
+        None,
+        meta,
+        head_labels=labels,
     )

@@ -9,6 +9,8 @@ AttentionResult` into, under ``out_dir``:
 - ``<kind>_heads.png`` — :func:`dhian.viz.head_grid` of each self-attention kind (encoder,
   decoder), limited to ``layer``/``head`` when given; ``<kind>_entropy.png`` —
   :func:`dhian.viz.entropy_heatmap`; ``cross_entropy.png`` for multi-head cross attention;
+- ``<kind>_sink.png`` — :func:`dhian.viz.sink_heatmap` (mean weight on the first token per
+  layer × head: the attention sink) of the self attention of a causal LM;
 - ``head_summary.json`` — :func:`dhian.viz.head_summary` of every self-attention kind;
 - ``attention.html`` — :func:`dhian.viz.write_attention_html`, self-contained, no network.
 
@@ -32,6 +34,7 @@ from dhian.viz import (
     entropy_heatmap,
     head_grid,
     head_summary,
+    sink_heatmap,
     write_attention_html,
 )
 
@@ -117,10 +120,27 @@ def write_attention_report(
             layers=None if layer is None else [layer],
             heads=None if head is None else [head],
             title=f"{name}: {kind} self-attention",
+            head_labels=result.head_labels,
         )
         path2 = out / f"{kind}_entropy.png"
-        entropy_heatmap(w, path2, tokens=tokens, title=f"{name}: {kind} self-attention entropy")
+        entropy_heatmap(
+            w,
+            path2,
+            tokens=tokens,
+            title=f"{name}: {kind} self-attention entropy",
+            head_labels=result.head_labels,
+        )
         written += [path, path2]
+        if result.kind == "lm" and len(tokens) >= 2:
+            path3 = out / f"{kind}_sink.png"
+            sink_heatmap(
+                w,
+                path3,
+                first_token=tokens[0],
+                head_labels=result.head_labels,
+                title=f"{name}: mean attention on the first token {tokens[0]!r}",
+            )
+            written.append(path3)
         summary[kind] = head_summary(w, tokens)
     if summary:
         path = out / "head_summary.json"
@@ -136,6 +156,7 @@ def write_attention_report(
         cross_attention=cross,
         title=name,
         meta=result.meta,
+        head_labels=result.labels_by_kind(),
     )
     written.append(html)
     return written

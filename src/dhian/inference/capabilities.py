@@ -39,7 +39,7 @@ def model_type(loaded: LoadedModel) -> str:
 
 def model_family(loaded: LoadedModel) -> str:
     """The kind of network (:data:`dhian.models.families.KINDS`): ``seq2seq`` | ``encoder``
-    (BERT) | ``classifier`` (Keras-style) | ``causal_lm`` (GPT)."""
+    (BERT) | ``classifier`` (Keras-style) | ``causal_lm`` (GPT, LLaMA)."""
     try:
         return family_of(model_type(loaded)).kind
     except ConfigError as exc:

@@ -3,22 +3,40 @@ streaming of decoded increments, over the token loop :func:`dhian.decoding.sampl
 
 Owns :func:`generate_text` (a model + tokenizer; the prompt → ids step: documents start with
 EOS), :func:`llm_generate_text` (the same over :func:`dhian.decoding.llm_generate.llm_generate`
-for LLaMA-family models with a static KV cache) and :func:`generate_one` (a :class:`~dhian.models.model_dir.LoadedModel`: the server's
-entry point). Imports: :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.llm_generate`, :mod:`dhian.models.model_dir`,
-:mod:`dhian.errors`.
+for LLaMA-family models with a static KV cache), :func:`complete_texts` (any loaded causal LM →
+:class:`Completion` records with token counts and why each row stopped: what the CLI and the
+OpenAI-compatible routes need) and :func:`generate_one` (one prompt of a
+:class:`~dhian.models.model_dir.LoadedModel`: the server's ``/generate``).
+
+Which token loop a model takes is asked of the model: one with a static KV cache
+(``new_cache``, the LLaMA family) goes through :func:`~dhian.decoding.llm_generate.llm_generate`,
+the others (GPT) through :func:`~dhian.decoding.sampling.generate`.
+Imports: :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.llm_generate`,
+:mod:`dhian.models.model_dir`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dhian.decoding.llm_generate import llm_generate
-from dhian.decoding.sampling import generate
+from dhian.decoding.sampling import GenerationResult, generate
 from dhian.errors import DataError
 from dhian.models.model_dir import LoadedModel
 
-__all__ = ["generate_one", "generate_text", "llm_generate_text"]
+__all__ = [
+    "Completion",
+    "check_context",
+    "complete_texts",
+    "context_size",
+    "generate_one",
+    "generate_text",
+    "llm_generate_text",
+    "lm_tokenizer",
+    "uses_static_cache",
+]
 
 
 class _TextTokenizer(Protocol):
@@ -106,6 +124,7 @@ def generate_text(
     stop_at_eos: bool = True,
     new_document: bool = False,
     on_text: Callable[[int, str], None] | None = None,
+    completions: list[Completion] | None = None,
 ) -> list[str]:
     """Continue each text prompt; returns the continuations (prompt not included).
 
@@ -117,8 +136,9 @@ def generate_text(
     of a row stops at EOS (``stop_at_eos``) or as soon as its decoded text contains one of the
     ``stop`` strings; the text is cut before the stop string. ``on_text(row, increment)``
     receives the decoded text as it grows (held back while it could still become a stop string
-    or ends inside a UTF-8 character), so the increments of a row add up to its result. The
-    other arguments are those of :func:`generate`.
+    or ends inside a UTF-8 character), so the increments of a row add up to its result. A
+    ``completions`` list receives one :class:`Completion` per prompt. The other arguments are
+    those of :func:`generate`.
     """
     eos = getattr(tokenizer, "eos_id", None)
     encoded: list[list[int]] = []
@@ -135,7 +155,7 @@ def generate_text(
     stream = _TextStream(tokenizer, encoded, stop, on_text)
     stop_ids = [int(eos)] if stop_at_eos and eos is not None else []
     pad = getattr(tokenizer, "pad_id", 0)
-    generate(
+    results = generate(
         model,
         encoded,
         max_new_tokens=max_new_tokens,
@@ -149,6 +169,8 @@ def generate_text(
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
     )
+    if completions is not None:
+        completions.extend(_completions(stream, encoded, results))
     return [stream.finish(r) for r in range(len(prompts))]
 
 
@@ -165,10 +187,12 @@ def llm_generate_text(
     seed: int | None = None,
     stop_at_eos: bool = True,
     on_text: Callable[[int, str], None] | None = None,
+    completions: list[Completion] | None = None,
 ) -> list[str]:
     """Continue each text prompt (already chat-rendered if it is a chat); returns the
     continuations. A row stops at EOS (``stop_at_eos``) or when its text contains one of
-    ``stop`` (cut before it). ``on_text(row, increment)`` streams each row's decoded text."""
+    ``stop`` (cut before it). ``on_text(row, increment)`` streams each row's decoded text; a
+    ``completions`` list receives one :class:`Completion` per prompt."""
     encoded = [list(tokenizer.encode(t)) for t in prompts]
     for t, ids in zip(prompts, encoded, strict=True):
         if not ids:
@@ -176,7 +200,7 @@ def llm_generate_text(
     stream = _TextStream(tokenizer, encoded, stop, on_text)
     eos = getattr(tokenizer, "eos_id", None)
     pad = getattr(tokenizer, "pad_id", None)
-    llm_generate(
+    results = llm_generate(
         model,
         encoded,
         max_new_tokens=max_new_tokens,
@@ -189,7 +213,110 @@ def llm_generate_text(
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
     )
+    if completions is not None:
+        completions.extend(_completions(stream, encoded, results))
     return [stream.finish(r) for r in range(len(prompts))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One generated continuation: its ``text`` (stop string cut off), ``prompt_tokens`` and
+    ``completion_tokens`` (new tokens, the stopping EOS included) and ``finish_reason``:
+    ``stop`` (EOS or a stop string) or ``length`` (``max_new_tokens`` reached)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+def _completions(
+    stream: _TextStream, prompts: Sequence[Sequence[int]], results: Sequence[GenerationResult]
+) -> list[Completion]:
+    return [
+        Completion(
+            stream.finish(r),
+            len(prompts[r]),
+            len(res.tokens),
+            "length" if res.finished_reason == "length" else "stop",
+        )
+        for r, res in enumerate(results)
+    ]
+
+
+def uses_static_cache(model: Any) -> bool:
+    """Whether ``model`` generates through a static KV cache (``new_cache``: the LLaMA family)."""
+    return callable(getattr(model, "new_cache", None))
+
+
+def context_size(model: Any) -> int:
+    """The most tokens (prompt + new) the model can attend over: ``cfg.max_seq_len`` of a
+    LLaMA-family model; a GPT slides a window of ``block_size`` and so has no hard limit
+    (returned as its ``block_size``, for reporting)."""
+    if uses_static_cache(model):
+        return int(model.cfg.max_seq_len)
+    return int(getattr(model, "block_size", 0))
+
+
+def check_context(model: Any, prompt_tokens: int, max_new_tokens: int) -> None:
+    """DataError when ``prompt_tokens`` (0 = an empty prompt) + ``max_new_tokens`` do not fit
+    a static-cache model's context; a GPT slides its window, so only an empty prompt fails."""
+    if not uses_static_cache(model):
+        return
+    if prompt_tokens == 0:
+        raise DataError("the prompt is empty; give some text for the model to continue")
+    context = context_size(model)
+    if prompt_tokens + max_new_tokens > context:
+        raise DataError(
+            f"the prompt has {prompt_tokens} tokens and {max_new_tokens} new tokens were asked "
+            f"for, more than the model's context of {context}; shorten the prompt or ask for "
+            f"at most {max(context - prompt_tokens, 0)} new tokens"
+        )
+
+
+def lm_tokenizer(loaded: LoadedModel) -> Any:
+    """The tokenizer of a loaded language model (DataError for another kind of model)."""
+    if loaded.kind != "lm":
+        raise DataError(f"generation needs a language model, this one is {loaded.kind!r}")
+    return loaded.tokenizers.get("tgt") or loaded.tokenizers["src"]
+
+
+def complete_texts(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    max_new_tokens: int = 64,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    on_text: Callable[[int, str], None] | None = None,
+) -> list[Completion]:
+    """Continue each prompt with the loaded causal LM (LLaMA: :func:`llm_generate_text`; GPT:
+    :func:`generate_text`); one :class:`Completion` per prompt. ``on_text(row, increment)``
+    streams the decoded text as it grows."""
+    tok = lm_tokenizer(loaded)
+    if uses_static_cache(loaded.model):
+        for text in prompts:
+            check_context(loaded.model, len(tok.encode(text)), max_new_tokens)
+    out: list[Completion] = []
+    run = llm_generate_text if uses_static_cache(loaded.model) else generate_text
+    run(
+        loaded.model,
+        tok,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        stop=stop,
+        seed=seed,
+        on_text=on_text,
+        completions=out,
+    )
+    return out
 
 
 def generate_one(
@@ -202,16 +329,12 @@ def generate_one(
     seed: int | None = None,
 ) -> str:
     """The continuation of ``prompt`` by a causal LM (prompt not included)."""
-    if loaded.kind != "lm":
-        raise DataError(f"generation needs a language model, this one is {loaded.kind!r}")
-    tok = loaded.tokenizers.get("tgt") or loaded.tokenizers["src"]
-    return generate_text(
-        loaded.model,
-        tok,
+    return complete_texts(
+        loaded,
         [prompt],
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         seed=seed,
-    )[0]
+    )[0].text

@@ -4,9 +4,11 @@
 - :mod:`~dhian.serve.schemas` — request and response models; :mod:`~dhian.serve.limits` — body
   size and validation messages;
 - :mod:`~dhian.serve.app`, :mod:`~dhian.serve.page`, :mod:`~dhian.serve.server` — the FastAPI
-  app, its page at ``/`` and running it with uvicorn.
+  app, its page at ``/`` (with a chat box for chat models) and running it with uvicorn;
+- :mod:`~dhian.serve.openai_api`, :mod:`~dhian.serve.openai_schemas` — the OpenAI-compatible
+  ``/v1`` routes of a causal LM and their request bodies.
 
-Every model operation (load, translate, classify, generate, fill-mask, attention) is a
+Every model operation (load, translate, classify, generate, chat, fill-mask, attention) is a
 :mod:`dhian.inference` function; FastAPI and uvicorn are imported only by these modules.
 """
 

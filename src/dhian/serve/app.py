@@ -3,8 +3,10 @@
 Owns :class:`ServeSettings` and :func:`create_app`. Endpoints (JSON in/out, schemas in
 :mod:`dhian.serve.schemas`, so ``/docs`` and ``/openapi.json`` describe them):
 
-- ``POST /translate`` (translation), ``/classify`` (classifiers), ``/generate`` (GPT),
+- ``POST /translate`` (translation), ``/classify`` (classifiers), ``/generate`` (GPT, LLaMA),
   ``/fill-mask`` (BERT MLM), ``/attention`` (every model with attention) → the viewer payload;
+- causal LMs also get the OpenAI-compatible ``/v1/chat/completions``, ``/v1/completions`` and
+  ``/v1/models`` (:mod:`dhian.serve.openai_api`; errors there in OpenAI's shape);
 - ``GET /health`` — model kind, name, uptime, queue depth, batch counters; ``GET /`` the page.
 
 Errors are ``{"error": one line, "detail": ...}``: 400 malformed JSON or an endpoint the model
@@ -36,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dhian.errors import DhianError
 from dhian.inference import capabilities
 from dhian.inference.attention_maps import extract_attention
+from dhian.inference.chat import has_chat_template
 from dhian.inference.classify import classify_texts
 from dhian.inference.fill_mask import fill_mask_one
 from dhian.inference.generate import generate_one
@@ -43,7 +46,14 @@ from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
 from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
-from dhian.serve.limits import ApiError, BodyLimit, validation_message
+from dhian.serve.limits import (
+    OPENAI_PREFIX,
+    ApiError,
+    BodyLimit,
+    field_path,
+    validation_message,
+)
+from dhian.serve.openai_api import CompletionJob, add_openai_routes
 from dhian.serve.page import page_html
 from dhian.text import clean_text
 
@@ -74,6 +84,7 @@ class ServeSettings:
     max_chars: int = 2000
     batch_wait_ms: float = 5.0
     max_beam: int = 16
+    max_new_tokens: int = 1024
     max_body_bytes: int | None = None
 
     def body_limit(self) -> int:
@@ -104,6 +115,7 @@ class Service:
                 "generate": self._generate,
                 "fill_mask": self._fill_mask,
                 "attention": self._attention,
+                "complete": self._complete,
             },
             batched=("translate", "classify"),
             max_batch=settings.max_batch,
@@ -123,6 +135,9 @@ class Service:
         return [
             generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed) for p in prompts
         ]
+
+    def _complete(self, _params: Any, jobs: list[CompletionJob]) -> list[Any]:
+        return [job.run(self.loaded) for job in jobs]
 
     def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
         return [fill_mask_one(self.loaded, t, int(params)) for t in texts]
@@ -151,6 +166,7 @@ class Service:
             "batches": stats.calls,
             "requests": stats.jobs,
             "mask_token": self.mask_token,
+            "chat": has_chat_template(self.loaded),
         }
 
     # request side
@@ -240,24 +256,31 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.body_limit())
     _add_error_handlers(app)
     _add_routes(app, service)
+    if service.kind == "lm":
+        add_openai_routes(app, service)
     return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response_for(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message = validation_message(exc.errors(), request.url.path)
-        return ApiError(status, message, detail=_jsonable(exc.errors())).response()
+        errors = exc.errors()
+        status, message = validation_message(errors, request.url.path)
+        if status == 422 and request.url.path.startswith(OPENAI_PREFIX):
+            status = 400  # OpenAI answers an invalid argument with 400
+        param = field_path(errors[0].get("loc", ())) if errors else None
+        error = ApiError(status, message, detail=_jsonable(errors), param=param or None)
+        return error.response_for(request.url.path)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
         message = f"internal error ({type(exc).__name__}: {exc}); see the server log"
-        return ApiError(500, message.splitlines()[0]).response()
+        return ApiError(500, message.splitlines()[0]).response_for(request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -266,7 +289,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path}; see /docs"
         elif exc.status_code == 405:
             message = f"{request.url.path} does not accept {request.method}; see /docs"
-        return ApiError(exc.status_code, message, headers=dict(exc.headers or {})).response()
+        error = ApiError(exc.status_code, message, headers=dict(exc.headers or {}))
+        return error.response_for(request.url.path)
 
 
 def _jsonable(errors: Sequence[Any]) -> list[dict[str, Any]]:

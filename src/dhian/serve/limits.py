@@ -1,6 +1,7 @@
 """Request limits and error bodies of the HTTP API.
 
-Owns :class:`ApiError` (status + one-line message → ``{"error", "detail"}`` JSON),
+Owns :class:`ApiError` (status + one-line message → ``{"error", "detail"}`` JSON, or under
+``/v1/`` OpenAI's ``{"error": {"message", "type", "param", "code"}}``: :meth:`ApiError.response_for`),
 :class:`BodyLimit` (a pure ASGI middleware: a body over ``max_bytes`` is answered 413 before
 the app parses it, whether it declares a Content-Length or is chunked) and
 :func:`validation_message` (pydantic/FastAPI validation errors → one clear line: 400 for a
@@ -18,11 +19,16 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ApiError", "BodyLimit", "validation_message"]
+__all__ = ["OPENAI_PREFIX", "ApiError", "BodyLimit", "field_path", "validation_message"]
+
+#: paths under this prefix answer errors in OpenAI's shape
+OPENAI_PREFIX = "/v1/"
 
 
 class ApiError(Exception):
-    """An HTTP error with a one-line ``message`` (and optional ``detail`` and ``headers``)."""
+    """An HTTP error with a one-line ``message`` (and optional ``detail`` and ``headers``);
+    ``param`` (the request field at fault) and ``code`` (e.g. ``model_not_found``) fill the
+    OpenAI-shaped body."""
 
     def __init__(
         self,
@@ -31,10 +37,26 @@ class ApiError(Exception):
         *,
         detail: Any = None,
         headers: Mapping[str, str] | None = None,
+        param: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.detail = status, message, detail
         self.headers = dict(headers or {})
+        self.param, self.code = param, code
+
+    def openai_body(self) -> dict[str, Any]:
+        """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        return {
+            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        }
+
+    def response_for(self, path: str) -> JSONResponse:
+        """:meth:`response`, or the OpenAI-shaped body for a path under :data:`OPENAI_PREFIX`."""
+        if path.startswith(OPENAI_PREFIX):
+            return JSONResponse(self.openai_body(), status_code=self.status, headers=self.headers)
+        return self.response()
 
     def response(self) -> JSONResponse:
         """The JSON response: ``{"error": message, "detail": detail or message}``."""
@@ -51,21 +73,22 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, int(max_bytes)
 
-    def _too_large(self, size: str) -> JSONResponse:
+    def _too_large(self, size: str, path: str) -> JSONResponse:
         return ApiError(
             413,
             f"request body is {size} bytes; the limit is {self.max_bytes} "
             "(--max-chars × --max-batch): send shorter or fewer texts",
-        ).response()
+        ).response_for(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        path = str(scope.get("path", ""))
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(declared.decode())(scope, receive, send)
+            await self._too_large(declared.decode(), path)(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -76,7 +99,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._too_large(f"more than {self.max_bytes}")(scope, receive, send)
+                await self._too_large(f"more than {self.max_bytes}", path)(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -97,7 +120,7 @@ class BodyLimit:
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\])$")
 
 
-def _where(loc: Sequence[Any]) -> str:
+def field_path(loc: Sequence[Any]) -> str:
     """``("body", "text", 0)`` → ``text[0]`` (union member tags like ``str`` dropped)."""
     parts = [str(p) for p in loc if p != "body" and not _TYPE_TAG.match(str(p))]
     out = ""
@@ -112,7 +135,7 @@ def validation_message(errors: Sequence[Mapping[str, Any]], path: str) -> tuple[
         return 422, f"invalid request to {path}"
     first = errors[0]
     kind = str(first.get("type", ""))
-    where = _where(first.get("loc", ()))
+    where = field_path(first.get("loc", ()))
     if kind == "json_invalid":
         ctx = first.get("ctx") or {}
         why = f" ({ctx['error']})" if ctx.get("error") else ""
@@ -136,7 +159,7 @@ def validation_message(errors: Sequence[Mapping[str, Any]], path: str) -> tuple[
             422,
             f"the body of {path} must be a JSON object, received {_short(first.get('input'))}",
         )
-    same = [e for e in errors if _where(e.get("loc", ())) == where]  # union members
+    same = [e for e in errors if field_path(e.get("loc", ())) == where]  # union members
     why = " or ".join(dict.fromkeys(str(e.get("msg", "invalid")) for e in same))
     more = f" (and {len(errors) - len(same)} more)" if len(errors) > len(same) else ""
     return 422, f"field {where!r}: {why}{more}"

@@ -7,7 +7,15 @@ the result, then posts to ``/attention`` and renders the payload with the attent
 :mod:`dhian.viz` in API mode (``window.dhianViewer.render(el, payload)``). For translation with
 a beam > 1 the beam output is sent as ``target``, so the attention shown is that of the output
 shown; for generation the attention is over prompt + continuation.
-Test hook: ``window.dhianServe.state`` (``busy``, ``runs``, ``error``, ``result``).
+
+A causal LM with a chat template also gets a chat box: the conversation is kept in the page,
+each turn posts it to ``/v1/chat/completions`` with ``stream: true`` and reads the server-sent
+events with ``fetch`` and a stream reader, appending each delta as it arrives; "new chat"
+clears it. Every text the page shows (model output, user input, errors) is set with
+``textContent``, never as HTML.
+Test hooks: ``window.dhianServe.state`` (``busy``, ``runs``, ``error``, ``result``) and
+``window.dhianServe.chat`` (``state``: ``busy``, ``turns``, ``error``, ``messages``;
+``send(text)``, ``reset()``).
 Imports: the standard library and :mod:`dhian.viz` (viewer assets).
 """
 
@@ -52,6 +60,19 @@ button:disabled { background: #93a4d8; cursor: progress; }
 .bar span:first-child { width: 140px; overflow: hidden; text-overflow: ellipsis; }
 .bar i { display: block; height: 12px; background: #1d4ed8; border-radius: 3px; }
 .mask { margin-top: 6px; } .mask b { margin-right: 8px; }
+#chat { margin: 14px 0; background: #fff; border: 1px solid #e3e3e8; border-radius: 12px;
+  padding: 12px 16px; }
+#chat h2 { font-size: 15px; margin: 0 0 8px; }
+#chat-log { max-height: 420px; overflow-y: auto; display: flex; flex-direction: column; gap: 8px;
+  margin-bottom: 10px; }
+.msg { white-space: pre-wrap; border-radius: 10px; padding: 7px 11px; max-width: 85%; }
+.msg.user { align-self: flex-end; background: #1d4ed8; color: #fff; }
+.msg.assistant { align-self: flex-start; background: #f0f0f4; }
+.msg.error { align-self: stretch; background: #fff6f7; color: #b00020; }
+#chat-form { display: flex; gap: 8px; align-items: flex-end; }
+#chat-form textarea { min-height: 44px; }
+#chat-form button { white-space: nowrap; }
+button.plain { background: #e9e9ee; color: #1d1d1f; font-weight: 500; }
 #viewer-host .dhian-viewer { border: 1px solid #e3e3e8; border-radius: 12px; }
 """
 
@@ -182,6 +203,93 @@ $("form").addEventListener("submit", run);
 $("text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) run(e);
 });
+
+// ---- chat box (causal LMs with a chat template): /v1/chat/completions, streamed -------------
+const chat = { busy: false, turns: 0, error: null, messages: [] };
+window.dhianServe.chat = { state: chat, send: (text) => sendChat(text), reset: () => resetChat() };
+
+function bubble(role, text) {
+  const n = node("div", "msg " + role, text);
+  $("chat-log").appendChild(n);
+  $("chat-log").scrollTop = $("chat-log").scrollHeight;
+  return n;
+}
+
+function resetChat() {
+  if (chat.busy) return;
+  chat.messages = []; chat.error = null;
+  $("chat-log").textContent = "";
+}
+
+async function readEvents(res, onData) {
+  // server-sent events over fetch: "data: {...}" blocks separated by a blank line
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+      for (const line of block.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return;
+        onData(JSON.parse(data));
+      }
+    }
+    if (done) return;
+  }
+}
+
+async function sendChat(text) {
+  if (chat.busy || !text.trim()) return;
+  chat.busy = true; chat.error = null;
+  $("chat-send").disabled = true;
+  const asked = chat.messages.concat([{ role: "user", content: text }]);
+  bubble("user", text);
+  const reply = bubble("assistant", "");
+  let answer = "";
+  try {
+    const body = { model: CFG.name, messages: asked, stream: true,
+      max_tokens: num("chat_max_tokens", 200), temperature: num("chat_temperature", 0.7) };
+    const res = await fetch("/v1/chat/completions", { method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify(body) });
+    if (!res.ok) {
+      let data = null;
+      try { data = await res.json(); } catch (err) { data = null; }
+      throw new Error((data && data.error && data.error.message) || ("HTTP " + res.status));
+    }
+    await readEvents(res, (chunk) => {
+      if (chunk.error) throw new Error(chunk.error.message || "generation failed");
+      const choice = chunk.choices && chunk.choices[0];
+      if (choice && choice.delta && choice.delta.content) {
+        answer += choice.delta.content;
+        reply.textContent = answer;
+        $("chat-log").scrollTop = $("chat-log").scrollHeight;
+      }
+    });
+    chat.messages = asked.concat([{ role: "assistant", content: answer }]);
+    $("chat-text").value = "";
+  } catch (err) {
+    chat.error = String(err && err.message || err);
+    reply.remove();
+    bubble("error", "error: " + chat.error);
+  } finally {
+    chat.busy = false; chat.turns += 1;
+    $("chat-send").disabled = false;
+  }
+}
+
+if (CFG.chat) {
+  $("chat-form").addEventListener("submit", (e) => { e.preventDefault(); sendChat($("chat-text").value); });
+  $("chat-text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); sendChat($("chat-text").value); }
+  });
+  $("chat-reset").addEventListener("click", resetChat);
+}
 })();
 """
 
@@ -215,9 +323,26 @@ def _controls(kind: str, max_beam: int) -> str:
     return ""
 
 
+_CHAT = """<section id="chat">
+<h2>Chat</h2>
+<div id="chat-log" aria-live="polite"></div>
+<form id="chat-form">
+<textarea id="chat-text" maxlength="{max_chars}" placeholder="Message (Enter sends, Shift+Enter \
+starts a new line)"></textarea>
+<button id="chat-send" type="submit">Send</button>
+<button id="chat-reset" class="plain" type="button">New chat</button>
+</form>
+<div class="row"><label>max tokens <input id="chat_max_tokens" type="number" min="1" \
+value="200"></label><label>temperature <input id="chat_temperature" type="number" min="0" \
+max="2" step="0.1" value="0.7"></label><span class="hint">OpenAI-compatible: POST \
+/v1/chat/completions</span></div>
+</section>
+"""
+
+
 def page_html(info: Mapping[str, Any]) -> str:
     """The page for a server described by ``info``: ``name``, ``kind``, ``model_type``,
-    ``endpoints``, ``max_chars``, ``max_beam``, ``mask_token`` (as in /health)."""
+    ``endpoints``, ``max_chars``, ``max_beam``, ``mask_token``, ``chat`` (as in /health)."""
     kind = str(info["kind"])
     name = html.escape(str(info["name"]))
     mask = str(info.get("mask_token") or "[MASK]")
@@ -226,6 +351,8 @@ def page_html(info: Mapping[str, Any]) -> str:
         "hasAttention": "/attention" in info["endpoints"],
         "maxChars": int(info["max_chars"]),
         "maskToken": info.get("mask_token"),
+        "chat": bool(info.get("chat")),
+        "name": str(info["name"]),
     }
     config_json = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e")
     css, js = viewer_assets()
@@ -255,6 +382,7 @@ script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-s
 <span class="hint">Ctrl+Enter submits · JSON API: <a href="/docs">/docs</a></span></div>
 </form>
 <div id="result" data-state="idle">The answer appears here, then its attention below.</div>
+{_CHAT.format(max_chars=int(info["max_chars"])) if config["chat"] else ""}
 <div id="viewer-host"></div>
 </main>
 <script type="application/json" id="dhian-serve-config">{config_json}</script>

@@ -144,6 +144,9 @@ class AttentionKind(BaseModel):
     encoding: str
     compression: str
     data: str
+    head_labels: list[str] | None = Field(
+        None, description="a name per head, e.g. 'h3 (kv1)': the KV head a grouped-query head reads"
+    )
 
 
 class AttentionTokens(BaseModel):
@@ -181,6 +184,7 @@ class Health(BaseModel):
     batches: int
     requests: int
     mask_token: str | None = None
+    chat: bool = Field(False, description="a causal LM with a chat template (/v1/chat/completions)")
 
 
 class ErrorResponse(BaseModel):

@@ -19,6 +19,11 @@ const U8SQRT = new Float32Array(256);
 for (let q = 0; q < 256; q++) U8SQRT[q] = (q / 255) * (q / 255);
 const CACHE_MAX = 48;
 
+function headName(kind, h) {
+  // the payload's label of head h (e.g. "h3 (kv1)": grouped-query heads), else "head h"
+  return (kind.head_labels && kind.head_labels[h] != null) ? String(kind.head_labels[h]) : "head " + h;
+}
+
 function el(tag, attrs, children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -164,11 +169,11 @@ class Viewer {
     for (let l = 0; l < k.layers; l++) this.layerSel.appendChild(el("option", { value: l, text: "layer " + l }));
     this.headSel.textContent = "";
     this.headSel.appendChild(el("option", { value: -1, text: "average of heads" }));
-    for (let h = 0; h < k.heads; h++) this.headSel.appendChild(el("option", { value: h, text: "head " + h }));
+    for (let h = 0; h < k.heads; h++) this.headSel.appendChild(el("option", { value: h, text: headName(k, h) }));
     this.kindSel.value = k.id; this.layerSel.value = this.state.layer; this.headSel.value = this.state.head;
     this.legend.textContent = "";
     const sw = (h) => {
-      const s = el("span", { class: "dv-swatch", "data-head": h, title: h < 0 ? "average of heads" : "head " + h,
+      const s = el("span", { class: "dv-swatch", "data-head": h, title: h < 0 ? "average of heads" : headName(k, h),
         text: h < 0 ? "avg" : String(h) });
       s.style.background = h < 0 ? "#555" : STYLE.palette[h % STYLE.palette.length];
       s.addEventListener("click", () => this.setHead(h));
@@ -209,8 +214,8 @@ class Viewer {
       for (const node of this.legend.children) node.classList.toggle("dv-on", Number(node.dataset.head) === s.head);
       this.heatCaption.textContent = `${k.label} · rows: ${k.query === "tgt" ? "output" : "query"} tokens (${k.tq}), `
         + `columns: ${k.key === "src" && k.query === "tgt" ? "source" : "key"} tokens (${k.tk}) · `
-        + (s.head < 0 ? "average of " + k.heads + " heads" : "head " + s.head);
-      this.linesCaption.textContent = (s.head < 0 ? `all ${k.heads} heads, colour = head` : "head " + s.head)
+        + (s.head < 0 ? "average of " + k.heads + " heads" : headName(k, s.head));
+      this.linesCaption.textContent = (s.head < 0 ? `all ${k.heads} heads, colour = head` : headName(k, s.head))
         + " · left attends to right · line opacity = weight";
       this.status.textContent = `${k.layers} layers × ${k.heads} heads × ${k.tq}×${k.tk} (${k.encoding}, ${k.compression})`
         + ` · decoded in ${s.timings["decode_" + k.id]} ms · drawn in ${s.timings.refresh} ms`;

@@ -212,15 +212,21 @@ def entropy_heatmap(
     tokens: Sequence[str] | None = None,
     title: str | None = None,
     ax: Axes | None = None,
+    head_labels: Sequence[str] | None = None,
 ) -> Figure:
     """Layers × heads map of mean row entropy (nats), each cell annotated with its value and
     the head's label (prev, first, sep, broad, ...) from :func:`head_summary`.
 
     ``weights``: self attention (L, H, T, T) or a list of (H, T, T); ``tokens`` as in
     :func:`head_summary`. Cross attention (Tq != Tk) is shown without labels.
+    ``head_labels``: column names (e.g. ``h3 (kv1)``), default the head numbers.
     """
     w = as_layers(weights, "entropy_heatmap")
     num_layers, num_heads = w.shape[:2]
+    if head_labels is not None and len(head_labels) != num_heads:
+        raise ValueError(
+            f"entropy_heatmap: head_labels needs {num_heads} names, received {len(head_labels)}"
+        )
     ent = head_entropy(w)
     labels = [[""] * num_heads for _ in range(num_layers)]
     if w.shape[2] == w.shape[3]:
@@ -232,6 +238,8 @@ def entropy_heatmap(
         fig, axis = style.target_axes(ax, figsize)
         image = axis.imshow(ent, cmap=style.ENTROPY_CMAP, vmin=0.0, vmax=top, aspect="auto")
         axis.set_xticks(range(num_heads))
+        if head_labels is not None:
+            axis.set_xticklabels(list(head_labels), fontsize=7, rotation=45)
         axis.set_yticks(range(num_layers))
         axis.set_xlabel("head")
         axis.set_ylabel("layer")

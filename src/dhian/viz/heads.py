@@ -45,12 +45,14 @@ def head_grid(
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     title: str | None = None,
+    head_labels: Sequence[str] | None = None,
 ) -> Figure:
     """Grid of attention maps, one row per layer and one column per head.
 
     ``weights``: (L, H, Tq, Tk) or a list of L arrays (H, Tq, Tk) (torch or numpy).
     ``tokens_k`` defaults to ``tokens_q`` (self attention). ``layers``/``heads`` select a
     subset. Token labels appear on the left column and top row when Tq, Tk <= 32.
+    ``head_labels``: a column title per head (default ``head h``), e.g. ``h3 (kv1)``.
     """
     fn = "head_grid"
     tq = check_tokens(tokens_q, "tokens_q", fn)
@@ -58,6 +60,11 @@ def head_grid(
     w = as_layers(weights, fn, len(tq), len(tk))
     layer_ids = [resolve_index(i, w.shape[0], "layer", fn) for i in (layers or range(w.shape[0]))]
     head_ids = [resolve_index(i, w.shape[1], "head", fn) for i in (heads or range(w.shape[1]))]
+    if head_labels is not None and len(head_labels) != w.shape[1]:
+        raise ValueError(
+            f"{fn}: head_labels needs {w.shape[1]} names (one per head), "
+            f"received {len(head_labels)}"
+        )
     rows, cols = len(layer_ids), len(head_ids)
     labelled = max(len(tq), len(tk)) <= GRID_LABEL_MAX_TOKENS
     panel = 1.7 if labelled else 1.2
@@ -81,7 +88,8 @@ def head_grid(
                     fontsize=fontsize,
                 )
                 if r == 0:
-                    ax.set_title(f"head {head}", fontsize=8, pad=4)
+                    name = f"head {head}" if head_labels is None else head_labels[head]
+                    ax.set_title(name, fontsize=8, pad=4)
                 if c == 0:
                     ax.set_ylabel(f"layer {layer}", fontsize=8)
         if title:

@@ -168,6 +168,7 @@ def write_attention_html(
     title: str = "Attention",
     meta: Mapping[str, Any] | None = None,
     precision: Precision = "auto",
+    head_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Write one self-contained HTML file showing the attention given; returns its path.
 
@@ -175,6 +176,7 @@ def write_attention_html(
     use ``tokens_tgt``); ``cross_attention``: (L, H, Tt, Ts) or an RNN's (Tt, Ts).
     The page has a picker for kind, layer and head (or the average of heads), a canvas
     heatmap and a head view, hover to highlight a token's row/column and read its values.
+    ``head_labels``: kind name → a name per head (see :func:`attention_payload`).
     No CDN and no network: a Content-Security-Policy forbids any request.
     """
     out = Path(path)
@@ -188,6 +190,7 @@ def write_attention_html(
         title=title,
         meta=meta,
         precision=precision,
+        head_labels=head_labels,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     page = _PAGE.format(title=html.escape(str(title)), fragment=viewer_html(payload))

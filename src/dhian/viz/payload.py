@@ -8,7 +8,8 @@ Format (version 1)::
     {"version": 1, "title": str, "meta": {...}, "tokens": {"src": [...], "tgt": [...] | None},
      "kinds": [{"id", "label", "query": "src"|"tgt", "key": "src"|"tgt",
                 "layers": L, "heads": H, "tq": Tq, "tk": Tk,
-                "encoding": "u16"|"u8sqrt", "compression": "zlib"|"none", "data": base64}]}
+                "encoding": "u16"|"u8sqrt", "compression": "zlib"|"none", "data": base64,
+                "head_labels": [H names] (optional, e.g. "h3 (kv1)" for grouped-query heads)}]}
 
 ``data`` holds the (L, H, Tq, Tk) weights in C order: ``u16`` = round(w * 65535) little-endian
 (error < 1e-5), ``u8sqrt`` = round(sqrt(w) * 255) (error < 0.004, finer near 0; used for large
@@ -112,6 +113,7 @@ def attention_payload(
     meta: Mapping[str, Any] | None = None,
     precision: Precision = "auto",
     compress: bool = True,
+    head_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The viewer's data: tokens and every attention kind given, quantised and compressed.
 
@@ -119,7 +121,9 @@ def attention_payload(
     or numpy, or a list of (H, T, T)); names containing "dec"/"tgt"/"target" use
     ``tokens_tgt`` when it is given, others ``tokens_src``. ``cross_attention`` is
     (L, H, Tt, Ts), a list of (H, Tt, Ts), or an RNN's (Tt, Ts), and needs ``tokens_tgt``.
-    ``meta`` (JSON-serialisable) is shown above the viewer.
+    ``meta`` (JSON-serialisable) is shown above the viewer. ``head_labels`` maps a kind name
+    (``"cross"`` for cross attention) to one display name per head (the viewer shows them
+    instead of "head h"; e.g. which KV head a grouped-query head reads).
     """
     fn = "attention_payload"
     src = check_tokens(tokens_src, "tokens_src", fn)
@@ -132,12 +136,14 @@ def attention_payload(
         where = f"{fn} (self_attention[{name!r}])"
         w = as_layers(weights, where, len(toks), len(toks), dtype=np.float32)
         kinds.append(_kind(name, _kind_label(name), side, side, w, precision, compress, fn))
+        _label_heads(kinds[-1], (head_labels or {}).get(name), fn)
     if cross_attention is not None:
         if tgt is None:
             raise ValueError(f"{fn}: cross_attention needs tokens_tgt (the output tokens)")
         w = _as_cross(cross_attention, f"{fn} (cross_attention)", len(tgt), len(src))
         label = "cross-attention (output → source)"
         kinds.append(_kind("cross", label, "tgt", "src", w, precision, compress, fn))
+        _label_heads(kinds[-1], (head_labels or {}).get("cross"), fn)
     if not kinds:
         raise ValueError(f"{fn}: give self_attention and/or cross_attention; received neither")
     meta_dict = json.loads(json.dumps(dict(meta or {}), default=str))  # JSON-safe copy
@@ -148,6 +154,18 @@ def attention_payload(
         "tokens": {"src": src, "tgt": tgt},
         "kinds": kinds,
     }
+
+
+def _label_heads(entry: dict[str, Any], labels: Sequence[str] | None, fn: str) -> None:
+    """Add ``head_labels`` to a kind entry (one string per head)."""
+    if labels is None:
+        return
+    if isinstance(labels, str) or len(labels) != entry["heads"]:
+        raise ValueError(
+            f"{fn}: head_labels[{entry['id']!r}] needs {entry['heads']} names (one per head), "
+            f"received {labels!r}"
+        )
+    entry["head_labels"] = [str(x) for x in labels]
 
 
 def _kind(
