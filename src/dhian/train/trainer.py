@@ -216,6 +216,14 @@ class Trainer:
         frozen = apply_freeze(self.model, cfg.freeze)
         if frozen:
             self.log(f"frozen: {len(frozen)} parameter tensors (prefix {cfg.freeze!r})")
+        if cfg.fsdp:
+            if lora:
+                raise DhianError(
+                    "train.fsdp shards full fine-tuning; LoRA adapters train under DDP "
+                    "(set train.fsdp=false or train.lora.r=0)"
+                )
+            blocks = self.world.shard_model(self.model)
+            self.log(f"FSDP2: {blocks} blocks + root sharded over {self.world.size} processes")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(
@@ -375,7 +383,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return None
         clip = self.cfg.clip_norm if self.cfg.clip_norm > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        full = getattr(norm, "full_tensor", None)  # a DTensor under FSDP
+        grad_norm = float(full() if full is not None else norm)
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -401,7 +411,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ trainer state
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.world.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         sched = dict(state["scheduler"])
         sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)  # keep this run's schedule
         self.scheduler.load_state_dict(sched)
@@ -429,7 +439,7 @@ class Trainer:
         state: dict[str, Any] = {
             "version": ckpt.STATE_VERSION,
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.world.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.capture_rng(),
             "data": self.stream.state_dict(),
@@ -451,12 +461,26 @@ class Trainer:
         return state
 
     # ------------------------------------------------------------------ checkpoints
-    def _save(self, name: str, state: dict[str, Any] | None, **info: Any) -> Path:
+    def _plain_model(self) -> torch.nn.Module | None:
+        """The model as saved and evaluated: LoRA adapters merged into a copy; under FSDP the
+        gathered weights in a fresh unsharded copy (a collective; None on ranks > 0)."""
+        if not self.world.fsdp:
+            return merged_copy(self.model)
+        state = self.world.full_state(self.model)
         if not self.world.is_main:
+            return None
+        with torch.random.fork_rng():  # building initialises weights: keep the RNG streams
+            model = self.task.build_model()
+        model.load_state_dict(state)
+        return model.to(self.device)
+
+    def _save(self, name: str, state: dict[str, Any] | None, **info: Any) -> Path:
+        model = self._plain_model()  # every rank: a collective under FSDP
+        if model is None or not self.world.is_main:
             return self.out / name
         return ckpt.save_checkpoint(
             self.out / name,
-            merged_copy(self.model),  # a LoRA model is saved plain, adapters merged
+            model,  # plain: LoRA adapters merged, FSDP shards gathered
             self.config,
             self.task.tokenizers,
             state,
@@ -481,14 +505,15 @@ class Trainer:
         cfg = self.cfg
         devices = [self.device] if self.device.type == "cuda" else []
         res = EvalResult({})
-        if self.world.is_main:
+        model = self._plain_model() if self.world.fsdp else self.model  # FSDP: a collective
+        if self.world.is_main and model is not None:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
-                self.model.eval()
+                model.eval()
                 with autocast(self.device, self.bf16):
                     res = self.task.evaluate(
-                        self.model, self.device, cfg.eval_beam, cfg.eval_max_examples
+                        model, self.device, cfg.eval_beam, cfg.eval_max_examples
                     )
-                self.model.train()
+                model.train()
         res.metrics = self.world.share_metrics(res.metrics, self.task.metrics)
         self.last_eval = dict(res.metrics)
         self.last_eval_step = self.step
