@@ -334,7 +334,7 @@ class World:
         self.fsdp = True
         return len(blocks)
 
-    def full_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def full_state(self, model: torch.nn.Module) -> dict[str, Any]:
         """The whole (unsharded) model state on rank 0's CPU, others get ``{}``; a collective
         under FSDP (every rank calls it). Without FSDP: the model's own state dict."""
         if not self.fsdp:

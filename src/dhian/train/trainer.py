@@ -383,9 +383,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return None
         clip = self.cfg.clip_norm if self.cfg.clip_norm > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        full = getattr(norm, "full_tensor", None)  # a DTensor under FSDP
-        grad_norm = float(full() if full is not None else norm)
+        total_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        full = getattr(total_norm, "full_tensor", None)  # a DTensor under FSDP
+        grad_norm = float(full() if full is not None else total_norm)
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return None
