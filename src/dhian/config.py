@@ -139,6 +139,10 @@ class TrainConfig:
     lora: LoraSettings = LoraSettings()  # r > 0: LoRA adapters instead of full fine-tuning
     fsdp: bool = False  # under torchrun: shard parameters with FSDP2 (fully_shard), not DDP
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.bf16, bool) and self.bf16 != "auto":
+            raise ConfigError(f"train.bf16 must be true, false or auto, got {self.bf16!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
