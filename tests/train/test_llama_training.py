@@ -191,3 +191,27 @@ def test_smollm2_recipe_parses_and_switches_to_lora() -> None:
         ConfigError, match=r"unknown config key 'train.lora.rank'; valid keys: r, alpha"
     ):
         load_run_config(recipe, ["train.lora.rank=8"])
+
+
+def test_a_builtin_init_from_is_imported_once_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train.init_from: NAME`` of a built-in model: converted once into a dhian model dir under
+    the cache (``imported/NAME``), then reused without loading the source again."""
+    from dhian.train import warmstart
+
+    src, _ = pretrained(tmp_path)
+    calls: list[str] = []
+
+    def fake_load(source: str) -> Any:
+        calls.append(source)
+        return load_model_dir(src)
+
+    monkeypatch.setenv("DHIAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(warmstart, "family_for_builtin", lambda name: name == "tiny" or None)
+    monkeypatch.setattr(warmstart, "load_model", fake_load)
+    first = warmstart.resolve_init("tiny")
+    assert first == tmp_path / "cache" / "imported" / "tiny"
+    assert warmstart.init_source("tiny") == first / "tokenizer"
+    assert calls == ["tiny"]  # the second resolve read the cached dir
+    assert isinstance(load_model_dir(first).model, LlamaModel)
