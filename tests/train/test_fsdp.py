@@ -1,4 +1,4 @@
-"""FSDP2 (``train.fsdp``: ``fully_shard`` per block + root) under a real 2-process ``torchrun``
+"""FSDP2 (``train.fsdp``: ``fully_shard`` per block + root) and LoRA under DDP, in a real 2-process ``torchrun``
 on gloo/CPU, fine-tuning a tiny llama from ``train.init_from``: the same losses and weights as
 one process with the doubled batch, plain (gathered) checkpoints, and a stop + resume under
 torchrun that ends bitwise equal to the straight sharded run."""
@@ -72,3 +72,41 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_bitwise(tmp_path: Path) -> 
     wc = weights(tmp_path / "cut" / "last")
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
     assert rows(tmp_path / "cut", "train") == got
+
+
+@pytest.mark.slow
+def test_lora_under_ddp_equals_one_process(tmp_path: Path) -> None:
+    """LoRA adapters train under 2-rank DDP like one process with the doubled batch, and the
+    run saves a plain llama; LoRA with train.fsdp is refused with a one-line error."""
+    _, model = pretrained(tmp_path)
+
+    def at(name: str, **train: object) -> RunConfig:
+        knobs: dict[str, object] = {"max_steps": 3, "eval_every": 3, "lora": {"r": 4}, **train}
+        cfg = config(tmp_path, model, **knobs)
+        return replace(cfg, train=replace(cfg.train, out_dir=str(tmp_path / name)))
+
+    printed = torchrun(at("ddp"), tmp_path, "ddp")
+    assert "x 2 processes (gloo)" in printed and "LoRA r=4" in printed
+    quiet_trainer(at("ref", grad_accum=2)).fit()
+    got, ref = rows(tmp_path / "ddp", "train"), rows(tmp_path / "ref", "train")
+    assert [r["step"] for r in got] == [1, 2, 3]
+    for a, b in zip(got, ref, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    wa, wb = weights(tmp_path / "ddp" / "last"), weights(tmp_path / "ref" / "last")
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5) for k in wa)
+    assert isinstance(load_model_dir(tmp_path / "ddp" / "last").model, LlamaModel)
+
+    bad = at("bad", fsdp=True)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad.to_dict()), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = subprocess.run(
+        [*cmd, "-m", "dhian", "train", str(path), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "train.fsdp shards full fine-tuning; LoRA adapters train under DDP" in (
+        done.stdout + done.stderr
+    )
