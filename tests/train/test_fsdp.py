@@ -1,7 +1,8 @@
-"""FSDP2 (``train.fsdp``: ``fully_shard`` per block + root) and LoRA under DDP, in a real 2-process ``torchrun``
-on gloo/CPU, fine-tuning a tiny llama from ``train.init_from``: the same losses and weights as
-one process with the doubled batch, plain (gathered) checkpoints, and a stop + resume under
-torchrun that ends bitwise equal to the straight sharded run."""
+"""FSDP2 (``train.fsdp``: ``fully_shard`` per block + root) and LoRA under DDP, in a real
+2-process ``torchrun`` on gloo/CPU, fine-tuning a tiny llama from ``train.init_from``: the same
+losses and weights as one process with the doubled batch, plain (gathered) checkpoints, a stop +
+resume under torchrun that ends bitwise equal to the straight sharded run, and LoRA + FSDP
+refused."""
 
 from __future__ import annotations
 
