@@ -84,6 +84,21 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoraSettings:
+    """``train.lora``: low-rank adapters (through ``peft``) instead of full fine-tuning.
+
+    ``r`` 0 = off (every weight trains); ``r`` > 0 freezes the model and trains rank-``r``
+    adapters on the linear layers named in ``targets`` (module-name suffixes), scaled by
+    ``alpha / r``, with ``dropout`` on their input.
+    """
+
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The training engine's knobs; shared by every model family."""
 
@@ -106,7 +121,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     clip_norm: float = 1.0  # 0 = off
     label_smoothing: float = 0.1
-    bf16: bool = False  # bf16 autocast (CPU or CUDA)
+    bf16: bool | str = False  # bf16 autocast: true | false | auto (where the CPU/GPU has it)
     eval_every: int = 200
     eval_beam: int = 1
     eval_length_penalty: float = 1.0
@@ -121,6 +136,12 @@ class TrainConfig:
     freeze: str = ""  # e.g. "encoder": parameters whose name starts with it get no updates
     init_from: str = ""  # a model dir (dhian or HuggingFace) to start from
     device: str = "auto"  # auto | cpu | cuda
+    lora: LoraSettings = LoraSettings()  # r > 0: LoRA adapters instead of full fine-tuning
+    fsdp: bool = False  # under torchrun: shard parameters with FSDP2 (fully_shard), not DDP
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bf16, bool) and self.bf16 != "auto":
+            raise ConfigError(f"train.bf16 must be true, false or auto, got {self.bf16!r}")
 
 
 @dataclasses.dataclass(frozen=True)

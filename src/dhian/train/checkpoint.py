@@ -344,7 +344,7 @@ def check_resumable_config(saved: RunConfig, current: RunConfig) -> None:
     evaluation and logging knobs may change (e.g. a larger ``max_steps``), and so may
     ``train.grad_accum`` (a different number of processes may keep the batches per step with it).
     """
-    frozen_train = ("seed", "max_tokens", "batch_size", "freeze", "optimizer")
+    frozen_train = ("seed", "max_tokens", "batch_size", "freeze", "optimizer", "lora", "fsdp")
     old, new = saved.to_dict(), current.to_dict()
     diffs = []
     for section in ("model", "data"):

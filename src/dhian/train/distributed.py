@@ -9,7 +9,11 @@ few collectives the engine needs: global token counts (loss = sum / global count
 and "bad step" flag per step, an agreed stop reason (signals and time limits hit ranks at
 different moments), dev metrics computed on rank 0 and broadcast, per-rank RNG states gathered
 into rank 0's checkpoint, and a lazily built :class:`~torch.nn.parallel.DistributedDataParallel`
-wrapper. With one process every method is a cheap no-op, so single-process runs are unchanged.
+wrapper — or, with ``train.fsdp``, parameters sharded by PyTorch FSDP2
+(:func:`torch.distributed.fsdp.fully_shard` on each block and the root): then the full model
+and optimizer states are gathered (``torch.distributed.checkpoint.state_dict``, a collective)
+for checkpoints and for rank 0's evaluation, and a resume scatters them back. With one process
+every method is a cheap no-op, so single-process runs are unchanged.
 Imports: stdlib, torch, :mod:`dhian.errors`, :mod:`dhian.train.checkpoint`.
 """
 
@@ -26,6 +30,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from dhian.errors import ConfigError, DhianError
@@ -117,6 +128,7 @@ class World:
         self._owns_group = False
         self._comm = torch.device("cpu")
         self._ddp: DistributedDataParallel | None = None
+        self.fsdp = False  # parameters sharded by shard_model
 
     @classmethod
     def from_env(cls) -> World:
@@ -304,6 +316,58 @@ class World:
         return ckpt.capture_rng()
 
     # ------------------------------------------------------------------ model
+    def shard_model(self, model: torch.nn.Module) -> int:
+        """FSDP2: ``fully_shard`` every block (the model's top-level
+        ``ModuleList`` items, e.g. llama's ``layers``) and then the root, in place; returns the
+        number of blocks. A no-op (0) with one process. Call before building the optimizer."""
+        if not self.distributed:
+            return 0
+        blocks = [
+            block
+            for child in model.children()
+            if isinstance(child, torch.nn.ModuleList)
+            for block in child
+        ]
+        for block in blocks:
+            fully_shard(block)
+        fully_shard(model)
+        self.fsdp = True
+        return len(blocks)
+
+    def full_state(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The whole (unsharded) model state on rank 0's CPU, others get ``{}``; a collective
+        under FSDP (every rank calls it). Without FSDP: the model's own state dict."""
+        if not self.fsdp:
+            return dict(model.state_dict())
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return dict(get_model_state_dict(model, options=options))
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
+        """The optimizer state for a checkpoint: under FSDP gathered whole (keyed by
+        parameter name; a collective), else ``optimizer.state_dict()``."""
+        if not self.fsdp:
+            return dict(optimizer.state_dict())
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return dict(get_optimizer_state_dict(model, optimizer, options=options))
+
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: Any, state: Mapping[str, Any]
+    ) -> None:
+        """Restore :meth:`optimizer_state` (under FSDP each rank keeps its shard of it)."""
+        if not self.fsdp:
+            optimizer.load_state_dict(state)
+            return
+        if (
+            "param_groups" in state
+            and state.get("state")
+            and all(isinstance(k, int) for k in state["state"])
+        ):
+            raise ConfigError(
+                "this checkpoint was written without train.fsdp; resume it with train.fsdp=false"
+            )
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, optimizer, dict(state), options=options)
+
     def wrap(self, model: torch.nn.Module, probe: Callable[[torch.nn.Module], torch.Tensor]) -> Any:
         """``model`` itself with one process; else its DDP wrapper, built on the first call.
 
@@ -311,7 +375,7 @@ class World:
         gradient from it make DDP look for unused parameters every step (``find_unused``).
         The probe runs under a forked RNG and leaves no gradient behind.
         """
-        if not self.distributed:
+        if not self.distributed or self.fsdp:
             return model
         if self._ddp is None:
             params = [p for p in model.parameters() if p.requires_grad]

@@ -2,7 +2,9 @@
 
 Owns :func:`build_optimizer` (AdamW, ``fused``/``foreach`` where the device allows; no weight
 decay on biases, norms and other 1-D parameters), :func:`apply_freeze` (``train.freeze``:
-comma-separated parameter-name prefixes get ``requires_grad=False``)
+comma-separated parameter-name prefixes get ``requires_grad=False``),
+:func:`resolve_bf16` (``train.bf16: auto`` = bf16 where the hardware computes it natively:
+a CUDA GPU that supports it, a CPU whose /proc/cpuinfo lists ``avx512_bf16`` or ``amx_bf16``)
 and :func:`autocast` (bf16 on CPU or CUDA when ``train.bf16``).
 Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
 """
@@ -10,6 +12,7 @@ Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,6 +81,34 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         except (RuntimeError, TypeError, ValueError):
             pass
     return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+#: /proc/cpuinfo flags of CPUs with bf16 arithmetic (AVX512-BF16 dot products, AMX tiles)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU lists a bf16 instruction set (:data:`BF16_CPU_FLAGS`) in ``cpuinfo``
+    (False where the file cannot be read, e.g. not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split()}
+    return any(f in flags for f in BF16_CPU_FLAGS)
+
+
+def resolve_bf16(setting: bool | str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: ``train.bf16`` true/false as given, ``auto`` =
+    where ``device`` computes bf16 natively (:func:`cpu_has_native_bf16`, or a CUDA GPU that
+    supports it)."""
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise ConfigError(f"train.bf16 must be true, false or auto, got {setting!r}")
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:

@@ -3,7 +3,8 @@
 A :class:`~dhian.train.tasks.base.Task` supplies data, loss and metrics; the trainer owns
 everything else: seeding, AdamW + LR schedule, gradient accumulation (the loss of a group of
 ``grad_accum`` batches is normalised by the group's total target count, so accumulation equals
-one big batch), clipping, bf16 autocast, non-finite-loss skipping (``train.max_bad_steps`` in a
+one big batch), clipping, bf16 autocast (``train.bf16: auto`` = where the hardware has it),
+LoRA adapters (``train.lora.r`` > 0, :mod:`dhian.train.lora`), non-finite-loss skipping (``train.max_bad_steps`` in a
 row raise :class:`TrainingDiverged`), ``metrics.jsonl`` events (``train`` / ``eval`` / ``skip`` /
 ``stop``, each with step, epoch and ``wall`` seconds), validation with best-model tracking and
 early stopping, best/last checkpoints, stop conditions (max_steps, max_epochs, max_minutes — per
@@ -16,6 +17,9 @@ the newest checkpoint that passes its checksums (corrupt ones are reported and s
 ``torchrun`` (:mod:`dhian.train.distributed`) each process trains on its share of the batches
 through DistributedDataParallel, the loss of a step is divided by the global target count, and
 only rank 0 evaluates (broadcasting the metrics) and writes checkpoints, logs, progress, curves.
+A LoRA run saves plain models (the adapters merged into a copy), and its resumable checkpoint
+keeps the adapters in the trainer state: a resume rebuilds the frozen base from
+``train.init_from`` (or the same seeded initialisation) and puts the adapters back.
 The class reads top to bottom: fields, setup, the loop, one step, trainer state, checkpoints,
 validation. Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`,
 :mod:`dhian.models` (model_dir, device), :mod:`dhian.train`.
@@ -38,8 +42,9 @@ from dhian.models import model_dir as model_io
 from dhian.models.device import choose_device
 from dhian.train import checkpoint as ckpt
 from dhian.train.distributed import NullLog, World
+from dhian.train.lora import adapter_state, add_lora, is_lora, load_adapter_state, merged_copy
 from dhian.train.metricslog import MetricsLog
-from dhian.train.optim import apply_freeze, autocast, build_optimizer
+from dhian.train.optim import apply_freeze, autocast, build_optimizer, resolve_bf16
 from dhian.train.progress import Progress
 from dhian.train.schedules import build_scheduler
 from dhian.train.stopping import catch_signals, check_train_config, is_improvement
@@ -88,6 +93,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     stream: Any  # the task's train stream, sharded under torchrun
+    bf16: bool  # bf16 autocast (train.bf16 resolved for the device)
 
     def __init__(
         self,
@@ -157,6 +163,7 @@ class Trainer:
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         self.device = self.world.setup(choose_device(cfg.device, "train.device"))
+        self.bf16 = resolve_bf16(cfg.bf16, self.device)
         last, state = self.world.find_checkpoint(self.out, self.resume, self.log)
         tokenizer_dir: Path | None = None
         if self.resume:
@@ -194,14 +201,29 @@ class Trainer:
         ckpt.seed_everything(cfg.seed)
         self.model = self.task.build_model()
         self.world.seed_rank(cfg.seed)  # ranks > 0 get their own dropout stream
-        if cfg.init_from and not self.resume:
+        lora = cfg.lora.r > 0
+        if cfg.init_from and (not self.resume or lora):  # LoRA: the frozen base, again
             self.task.init_weights(self.model, cfg.init_from)
-        if last is not None and self.resume:
+        if last is not None and self.resume and not lora:
             model_io.load_weights(last, self.model, strict=True)
+        if lora:
+            self.model = add_lora(self.model, cfg.lora)
+            if state is not None:
+                if "lora" not in state:
+                    raise DhianError(f"{last} holds no LoRA adapters; resume without train.lora")
+                load_adapter_state(self.model, state["lora"])
         self.model.to(self.device)
         frozen = apply_freeze(self.model, cfg.freeze)
         if frozen:
             self.log(f"frozen: {len(frozen)} parameter tensors (prefix {cfg.freeze!r})")
+        if cfg.fsdp:
+            if lora:
+                raise DhianError(
+                    "train.fsdp shards full fine-tuning; LoRA adapters train under DDP "
+                    "(set train.fsdp=false or train.lora.r=0)"
+                )
+            blocks = self.world.shard_model(self.model)
+            self.log(f"FSDP2: {blocks} blocks + root sharded over {self.world.size} processes")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(
@@ -219,7 +241,8 @@ class Trainer:
             f"{'resumed at step ' + str(self.step) if self.resume else 'training'} "
             f"{getattr(self.config.model, 'type', '?')} on {self.device}{self.world.label}: "
             f"{n_all:,} parameters "
-            f"({n_train:,} trainable) -> {self.out}"
+            f"({n_train:,} trainable{', LoRA r=' + str(cfg.lora.r) if lora else ''}"
+            f"{', bf16 autocast' if self.bf16 else ''}) -> {self.out}"
         )
 
     # ------------------------------------------------------------------ the loop
@@ -360,7 +383,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return None
         clip = self.cfg.clip_norm if self.cfg.clip_norm > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        total_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        full = getattr(total_norm, "full_tensor", None)  # a DTensor under FSDP
+        grad_norm = float(full() if full is not None else total_norm)
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -369,7 +394,7 @@ class Trainer:
         return loss_sum, total, grad_norm
 
     def _loss(self, model: Any, batch: Any) -> Any:
-        with autocast(self.device, self.cfg.bf16):
+        with autocast(self.device, self.bf16):
             return self.task.loss(model, batch, self.cfg.label_smoothing)
 
     def _on_bad_step(self) -> None:
@@ -386,7 +411,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ trainer state
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.world.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         sched = dict(state["scheduler"])
         sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)  # keep this run's schedule
         self.scheduler.load_state_dict(sched)
@@ -414,7 +439,7 @@ class Trainer:
         state: dict[str, Any] = {
             "version": ckpt.STATE_VERSION,
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.world.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.capture_rng(),
             "data": self.stream.state_dict(),
@@ -431,15 +456,31 @@ class Trainer:
         }
         if self.world.distributed:  # a collective: every rank calls _trainer_state
             state["rng_ranks"] = self.world.gather_rng()
+        if is_lora(self.model):
+            state["lora"] = adapter_state(self.model)
         return state
 
     # ------------------------------------------------------------------ checkpoints
-    def _save(self, name: str, state: dict[str, Any] | None, **info: Any) -> Path:
+    def _plain_model(self) -> torch.nn.Module | None:
+        """The model as saved and evaluated: LoRA adapters merged into a copy; under FSDP the
+        gathered weights in a fresh unsharded copy (a collective; None on ranks > 0)."""
+        if not self.world.fsdp:
+            return merged_copy(self.model)
+        state = self.world.full_state(self.model)
         if not self.world.is_main:
+            return None
+        with torch.random.fork_rng():  # building initialises weights: keep the RNG streams
+            model = self.task.build_model()
+        model.load_state_dict(state)
+        return model.to(self.device)
+
+    def _save(self, name: str, state: dict[str, Any] | None, **info: Any) -> Path:
+        model = self._plain_model()  # every rank: a collective under FSDP
+        if model is None or not self.world.is_main:
             return self.out / name
         return ckpt.save_checkpoint(
             self.out / name,
-            self.model,
+            model,  # plain: LoRA adapters merged, FSDP shards gathered
             self.config,
             self.task.tokenizers,
             state,
@@ -464,14 +505,15 @@ class Trainer:
         cfg = self.cfg
         devices = [self.device] if self.device.type == "cuda" else []
         res = EvalResult({})
-        if self.world.is_main:
+        model = self._plain_model() if self.world.fsdp else self.model  # FSDP: a collective
+        if self.world.is_main and model is not None:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
-                self.model.eval()
-                with autocast(self.device, cfg.bf16):
+                model.eval()
+                with autocast(self.device, self.bf16):
                     res = self.task.evaluate(
-                        self.model, self.device, cfg.eval_beam, cfg.eval_max_examples
+                        model, self.device, cfg.eval_beam, cfg.eval_max_examples
                     )
-                self.model.train()
+                model.train()
         res.metrics = self.world.share_metrics(res.metrics, self.task.metrics)
         self.last_eval = dict(res.metrics)
         self.last_eval_step = self.step

@@ -21,9 +21,12 @@ from typing import Literal
 import torch
 
 from dhian.data.builtin_corpora import resolve_pretrained
+from dhian.data.fetch import cache_dir
 from dhian.errors import ConfigError, ModelLoadError
+from dhian.inference.load import load_model
 from dhian.interop.hf_dirs import hf_model_type, load_hf_dir
 from dhian.models import model_dir as model_io
+from dhian.models.families import family_for_builtin, family_for_suffix
 
 #: ``--resume`` values: True / "must" — continue the run (an error when there is none);
 #: "auto" — continue when the output dir holds a checkpoint, else start fresh; False — fresh.
@@ -35,11 +38,39 @@ def _is_hf(path: Path) -> bool:
     return hf_model_type(path) is not None
 
 
+def imported_dir(source: str | Path) -> Path:
+    """The cached dhian model dir of ``source`` — a built-in model name (``smollm2``) or a
+    checkpoint file a family imports (``.gguf``) —, written on first use.
+
+    The cache key is the built-in name, or the file's name and size; a complete dir is reused
+    (it is written atomically), so every run and every torchrun rank reads the same weights."""
+    path = Path(source)
+    key = f"{path.stem}-{path.stat().st_size}" if path.is_file() else str(source)
+    target = cache_dir() / "imported" / key
+    if not (target / model_io.CONFIG).is_file():
+        loaded = load_model(source)
+        model_io.save_model_dir(
+            target,
+            loaded.model,
+            loaded.config,
+            loaded.tokenizers,
+            kind=loaded.kind,
+            build_kwargs=loaded.build_kwargs,
+        )
+    return target
+
+
 def resolve_init(path: str | Path) -> Path:
     """The directory of an ``init_from`` value: ``pretrained:NAME`` is fetched/cached by
     :func:`dhian.data.builtin_corpora.resolve_pretrained` (the one resolver for recipe model paths);
-    any other value is taken as a path."""
-    return resolve_pretrained(path)
+    a built-in model name (``smollm2``) or a file a family imports (a GGUF checkpoint) becomes
+    its :func:`imported_dir`; any other value is taken as a path."""
+    if not Path(path).exists() and family_for_builtin(str(path)) is not None:
+        return imported_dir(str(path))
+    d = resolve_pretrained(path)
+    if d.is_file() and family_for_suffix(d.suffix) is not None:
+        return imported_dir(d)
+    return d
 
 
 def init_source(path: str | Path) -> Path:

@@ -6,8 +6,10 @@ Owns :func:`lm_documents` (documents of one split of a corpus spec; ``text:FILE`
 plain-text file — is cut into train/dev/test 90/5/5 by characters at document breaks),
 :func:`file_documents` (all documents of a text file), :func:`eval_blocks` (documents packed
 behind a leading end-of-text token, so every token of every document is predicted exactly
-once), :class:`LMScore` (summed NLL, token and character counts → loss, ppl, ppl_char, bpc) and
-:func:`score_documents` / :func:`evaluate_lm`.
+once), :class:`LMScore` (summed NLL, token and character counts → loss, ppl, ppl_char, bpc),
+:func:`score_documents` / :func:`evaluate_lm`, :func:`lm_logits` (the logits of any causal LM's
+output: GPT's ``.logits``, LLaMA's ``(logits, weights)``) and :func:`end_of_text_id` (the token
+that separates documents).
 
 Per-character perplexity ``exp(total NLL / characters)`` counts the characters of each
 document's *decoded* text (the tokenizer's round trip: whitespace runs → one space, unknown
@@ -95,6 +97,25 @@ def lm_documents(spec: str, split: str, quiet: bool = False) -> list[str]:
     return corpus.texts()
 
 
+#: the document separator of GPT-2 style byte-level vocabularies (SmolLM2's pretraining too)
+END_OF_TEXT = "<|endoftext|>"
+
+
+def end_of_text_id(tok: Any) -> int:
+    """The id that ends each document in packed LM data: the vocabulary's ``<|endoftext|>``
+    when it has one (an instruction-tuned model's EOS is its end-of-turn token, and often its
+    padding too, which the loss would ignore), else the tokenizer's EOS."""
+    lookup = getattr(tok, "token_to_id", None)
+    found = lookup(END_OF_TEXT) if lookup is not None else None
+    return int(tok.eos_id) if found is None else int(found)
+
+
+def lm_logits(out: Any) -> torch.Tensor:
+    """The (B, T, V) logits of a causal LM's forward output: an object with ``.logits`` (GPT)
+    or a tuple whose first item they are (LLaMA: ``(logits, weights)``)."""
+    return out[0] if isinstance(out, tuple) else out.logits
+
+
 def eval_blocks(
     docs: Sequence[Sequence[int]], block_size: int, eot_id: int, pad_id: int = 0
 ) -> Examples:
@@ -135,7 +156,7 @@ def score_blocks(
 ) -> tuple[float, int]:
     """(summed NLL in nats, number of targets) of causal-LM ``blocks`` under ``model``.
 
-    ``model(ids)`` maps (B, T) ids to an output whose ``logits`` are (B, T, V). Padding at the
+    ``model(ids)`` maps (B, T) ids to an output with (B, T, V) logits (:func:`lm_logits`). Padding at the
     end of the last block is ignored (causal attention never lets it reach a real token).
     """
     total, count = 0.0, 0
@@ -144,8 +165,8 @@ def score_blocks(
         idx = list(range(start, min(len(blocks), start + batch_size)))
         batch = collate(blocks, idx).to(device)
         assert batch.tgt_out is not None  # lm blocks always carry targets
-        out = model(batch.src)  # logits (B, T, V)
-        terms = token_loss(out.logits, batch.tgt_out, batch.ignore_index)
+        logits = lm_logits(model(batch.src))  # (B, T, V)
+        terms = token_loss(logits, batch.tgt_out, batch.ignore_index)
         total += float(terms.loss)
         count += terms.count
     return total, count
@@ -169,7 +190,7 @@ def score_documents(
     if not docs:
         raise DataError("there is no document to evaluate (the split or file is empty)")
     ids = tok.encode_batch(list(docs))
-    blocks = eval_blocks(ids, block_size, tok.eos_id, tok.pad_id)
+    blocks = eval_blocks(ids, block_size, end_of_text_id(tok), tok.pad_id)
     if device is None:
         device = next(model.parameters()).device
     was_training = model.training
@@ -210,7 +231,9 @@ def evaluate_lm(
     counts ``tokens``, ``chars``, ``documents`` plus ``source`` (what was read).
     """
     model, tok = model_and_tokenizer(
-        loaded, "lm", "perplexity evaluation needs a language model (kind 'lm', model.type gpt)"
+        loaded,
+        "lm",
+        "perplexity evaluation needs a language model (kind 'lm', model.type gpt or llama)",
     )
     limit = int(getattr(model, "block_size", 0)) or None
     block = block_size or int(loaded.config.data.block_size)
