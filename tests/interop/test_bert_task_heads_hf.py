@@ -77,7 +77,9 @@ def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def qa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(2)
-    return save_hf(transformers.BertForQuestionAnswering(hf_config()), tmp_path_factory.mktemp("qa"))
+    return save_hf(
+        transformers.BertForQuestionAnswering(hf_config()), tmp_path_factory.mktemp("qa")
+    )
 
 
 def test_token_classification_import_matches_hf(tok_dir: Path) -> None:
@@ -141,7 +143,7 @@ def test_export_of_loaded_dir_matches(tok_dir: Path, tmp_path: Path) -> None:
     assert loaded.kind == "token_classification"
     export_hf_dir(loaded, tmp_path / "hf")
     hf = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "hf"))
-    ids, types, mask = batch()
+    ids, _types, mask = batch()
     with torch.no_grad():
         want = hf.eval()(input_ids=ids, attention_mask=mask).logits
         got = loaded.model(ids, attention_mask=mask).logits
@@ -166,7 +168,7 @@ def test_head_weights_without_architecture_are_not_dropped(tok_dir: Path, tmp_pa
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match=r"classifier\.weight.*--task"):
         import_hf_bert(d)
-    model, cfg2, _ = import_hf_bert(d, task="token_classification")
+    _model, cfg2, _ = import_hf_bert(d, task="token_classification")
     assert cfg2.labels == tuple(TAGS)
 
 
@@ -174,7 +176,7 @@ def test_verb_refuses_a_missing_head(tmp_path: Path, capsys: pytest.CaptureFixtu
     """fill-mask / tag / answer on a backbone-only dir: an error naming the head, never a
     random head's predictions."""
     save_hf(transformers.BertModel(hf_config()), tmp_path)
-    with pytest.raises(ModelLoadError, match="without the mlm head.*BertForMaskedLM checkpoint"):
+    with pytest.raises(ModelLoadError, match=r"without the mlm head.*BertForMaskedLM checkpoint"):
         load_for_task(tmp_path, "fill-mask", "mlm")
     assert main(["fill-mask", "--model", str(tmp_path), "the [MASK] of paris"]) == 2
     err = capsys.readouterr().err
@@ -187,5 +189,5 @@ def test_verb_refuses_a_missing_head(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_verb_refuses_a_dhian_dir_of_another_head(qa_dir: Path, tmp_path: Path) -> None:
     assert main(["import-hf", str(qa_dir), str(tmp_path / "dh")]) == 0
-    with pytest.raises(ModelLoadError, match="question_answering.*dhian tag needs"):
+    with pytest.raises(ModelLoadError, match=r"question_answering.*dhian tag needs"):
         load_for_task(tmp_path / "dh", "tag", "token_classification")

@@ -51,6 +51,17 @@ VERB_FOR_TASK = {
     "question_answering": "dhian answer",
 }
 
+#: what a model of each task is called in messages
+TASK_NAMES = {
+    "translation": "translation",
+    "classification": "classifier",
+    "lm": "language",
+    "mlm": "masked-LM",
+    "backbone": "backbone",
+    "token_classification": "token classifier",
+    "question_answering": "question-answering",
+}
+
 
 def resolve_model_dir(path: str | Path) -> Path:
     """The model dir that ``path`` names: itself (dhian model dir or HF dir with
@@ -143,9 +154,10 @@ def require_task(loaded: LoadedModel, path: str | Path, verb: str, *tasks: str) 
     other = VERB_FOR_TASK.get(loaded.kind, "the verb for that kind")
     fits = [t for f in families.FAMILIES if f.task in tasks for t in f.model_types]
     fits += [f"HF {t}" for f in families.FAMILIES if f.task in tasks for t in f.hf_model_types]
+    wanted = " or ".join(f"{TASK_NAMES.get(t, t)} ({t})" for t in tasks)
     raise ModelLoadError(
-        f"{path} holds a {loaded.kind!r} model ({mtype}); dhian {verb} needs a "
-        f"{' or '.join(tasks)} model ({', '.join(fits) or 'none yet'}); use {other} for this one"
+        f"{path} holds a {loaded.kind!r} model ({mtype}); dhian {verb} needs a {wanted} model "
+        f"({', '.join(fits) or 'none yet'}); use {other} for this one"
     )
 
 

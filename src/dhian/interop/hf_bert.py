@@ -43,8 +43,8 @@ from dhian.interop.hf_bert_names import (
     backbone_pairs,
     bert_config_from_hf,
     bert_config_to_hf,
-    hf_task,
     hf_architectures,
+    hf_task,
     is_hf_bert_dir,
     qkv_names,
     read_json,
@@ -125,7 +125,11 @@ def _dropped_reason(name: str, task: str) -> str | None:
     if name.startswith("pooler.") and task in TOKEN_TASKS:
         return f"pooler, not used by task {task}"
     for other, pairs in HEAD_PAIRS.items():
-        if other != task and any(name == h for h, _ in pairs) and name not in dict(HEAD_PAIRS[task]):
+        if (
+            other != task
+            and any(name == h for h, _ in pairs)
+            and name not in dict(HEAD_PAIRS[task])
+        ):
             return f"{other} head, not used by task {task}"
     if name == "cls.predictions.decoder.bias" and task != "mlm":
         return f"mlm head, not used by task {task}"

@@ -10,7 +10,6 @@ import dataclasses
 
 from dhian.errors import ConfigError
 
-
 #: the heads a BERT can carry (``model.task``)
 BERT_TASKS = ("backbone", "mlm", "classification", "token_classification", "question_answering")
 
@@ -52,7 +51,9 @@ class BertConfig:
 
     def __post_init__(self) -> None:
         if self.task not in BERT_TASKS:
-            raise ConfigError(f"model.task must be one of {', '.join(BERT_TASKS)}, got {self.task!r}")
+            raise ConfigError(
+                f"model.task must be one of {', '.join(BERT_TASKS)}, got {self.task!r}"
+            )
         if self.heads <= 0 or self.embed_dim % self.heads != 0:
             raise ConfigError(
                 f"model.embed_dim={self.embed_dim} must be divisible by model.heads={self.heads}"
