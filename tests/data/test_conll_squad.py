@@ -3,6 +3,7 @@ with -100 elsewhere, offsets and stride windows, answer positions, batches."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def test_first_subword_gets_the_label(tmp_path: Path) -> None:
     batch = collate(data, [0, 3])
     assert batch.tgt_out is not None and batch.tgt_out.shape == batch.src.shape
     assert int(batch.tgt_out[0, len(data.src[0]) :].ne(IGNORE).sum()) == 0  # padding ignored
-    with pytest.raises(DataError, match="tag .B-PER., not one of"):
+    with pytest.raises(DataError, match=r"tag .B-PER., not one of"):
         encode_tagged(sents, tok, ["O"], 32)
 
 
@@ -72,7 +73,7 @@ def test_squad_reading_windows_and_labels(tmp_path: Path) -> None:
     wins = qa_windows(tok, exs[1].question, CONTEXT, max_len=16, stride=3)
     assert len(wins) > 2 and all(len(w.ids) <= 16 for w in wins)
     spans = [[o for o in w.offsets if o is not None] for w in wins]
-    for a, b in zip(spans, spans[1:], strict=False):
+    for a, b in itertools.pairwise(spans):
         assert a[-3:] == b[:3]  # stride = 3 shared tokens
     assert spans[0][0][0] == 0 and spans[-1][-1][1] == len(CONTEXT)  # the whole context
     feats = encode_squad(exs, tok, max_len=16, stride=3)
