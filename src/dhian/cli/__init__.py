@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 
 from dhian import __version__
 from dhian.cli import (
+    answer,
     attention,
     classify,
     convert_hf,
@@ -33,6 +34,7 @@ from dhian.cli import (
     quickstart,
     selfcheck,
     serve,
+    tag,
     train,
     translate,
 )
@@ -42,6 +44,7 @@ from dhian.errors import DhianError
 #: dependencies (torch, the model layers, FastAPI) inside ``run``, so that ``dhian --help`` and
 #: argument errors stay instant; that is the one reason imports sit inside functions in dhian.cli.
 VERBS = (
+    answer,
     attention,
     classify,
     data,
@@ -52,6 +55,7 @@ VERBS = (
     quickstart,
     selfcheck,
     serve,
+    tag,
     train,
     translate,
 )
