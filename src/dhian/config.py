@@ -81,6 +81,7 @@ class DataConfig:
     label_column: str = "label"
     text_column: str = "text"
     tokenizer_path: str = ""  # load a saved/pretrained tokenizer instead of training one
+    doc_stride: int = 128  # extractive QA: context tokens shared by neighbouring windows
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,8 @@ threshold (SQuAD v2).
 
 Owns :class:`Answer`, :func:`best_span` (the highest start + end logit over the context tokens
 of one window with start ≤ end < start + ``max_answer_len``), :func:`window_logits` (the
-model's start / end logits of windows, batched), :func:`answer_many` / :func:`answer` (a model
+model's start / end logits of windows, batched), :func:`pick_answer` (one question's answer
+over its windows), :func:`answer_many` / :func:`answer` (a model
 + tokenizer) and :func:`answer_one` (a :class:`~dhian.models.model_dir.LoadedModel`: the
 server's entry point). No answer: the [CLS] score start[0] + end[0] (the lowest over windows,
 as the SQuAD v2 reference post-processing does) beats the best span by more than
@@ -27,7 +28,15 @@ from dhian.errors import DataError
 from dhian.inference.encode import input_limit
 from dhian.models.model_dir import LoadedModel
 
-__all__ = ["Answer", "answer", "answer_many", "answer_one", "best_span", "window_logits"]
+__all__ = [
+    "Answer",
+    "answer",
+    "answer_many",
+    "answer_one",
+    "best_span",
+    "pick_answer",
+    "window_logits",
+]
 
 #: start / end candidates tried per window (the reference scripts' n_best_size)
 TOP_K = 20
@@ -97,13 +106,14 @@ def window_logits(
     return out
 
 
-def _pick(
+def pick_answer(
     context: str,
     windows: Sequence[QAWindow],
     logits: Sequence[tuple[Tensor, Tensor]],
     max_answer_len: int,
     null_threshold: float | None,
 ) -> Answer:
+    """The best answer of one question over its ``windows`` and their (start, end) logits."""
     best: tuple[float, int, int, int] | None = None  # score, window, start, end
     null = min(float(s[0] + e[0]) for s, e in logits)
     for k, (w, (s, e)) in enumerate(zip(windows, logits, strict=True)):
@@ -151,7 +161,7 @@ def answer_many(
     for i, (_, context) in enumerate(pairs):
         mine = by_pair[i]
         out.append(
-            _pick(
+            pick_answer(
                 context,
                 [windows[k] for k in mine],
                 [logits[k] for k in mine],
