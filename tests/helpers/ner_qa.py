@@ -75,3 +75,34 @@ def write_squad(directory: Path, v2: bool = True, copies: int = 1) -> Path:
         }
         (directory / name).write_text(json.dumps(doc), encoding="utf-8")
     return directory
+
+
+TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+
+
+def tiny_task_dir(directory: Path, task: str, seed: int = 0) -> Path:
+    """A random 2-layer BERT of ``task`` (token_classification | question_answering) over the
+    :func:`ner_tokenizer` vocabulary, saved as a dhian model dir ``directory/task``."""
+    import torch
+
+    from dhian.config import RunConfig
+    from dhian.models.bert.config import BertConfig
+    from dhian.models.bert.heads import build_bert
+    from dhian.models.model_dir import save_model_dir
+
+    tok = ner_tokenizer(directory)
+    labelled = task == "token_classification"
+    cfg = BertConfig(
+        task=task,
+        vocab_size=tok.vocab_size,
+        embed_dim=16,
+        layers=2,
+        heads=2,
+        ff_dim=32,
+        max_positions=64,
+        num_labels=len(TAGS) if labelled else 2,
+        labels=TAGS if labelled else (),
+    )
+    torch.manual_seed(seed)
+    model = build_bert(cfg).eval()
+    return save_model_dir(directory / task, model, RunConfig(model=cfg), tok, kind=task)
