@@ -191,3 +191,51 @@ def test_verb_refuses_a_dhian_dir_of_another_head(qa_dir: Path, tmp_path: Path) 
     assert main(["import-hf", str(qa_dir), str(tmp_path / "dh")]) == 0
     with pytest.raises(ModelLoadError, match=r"question_answering.*dhian tag needs"):
         load_for_task(tmp_path / "dh", "tag", "token_classification")
+
+
+@pytest.fixture(scope="module")
+def minilm_dir() -> Path:
+    from dhian.data.builtin_corpora import fetch_pretrained
+    from dhian.errors import DhianError
+
+    try:
+        return Path(fetch_pretrained("minilm", quiet=True))
+    except (DhianError, OSError) as exc:
+        pytest.skip(f"MiniLM checkpoint not available: {exc}")
+
+
+@pytest.mark.parametrize("head", ["token", "qa"])
+def test_minilm_with_hf_heads_matches_hf(head: str, minilm_dir: Path, tmp_path: Path) -> None:
+    """A MiniLM-style config with real weights: HF puts a fresh head on all-MiniLM-L6-v2, saves
+    it; dhian imports it (and refuses the bare backbone for the same verbs)."""
+    cls = (
+        transformers.BertForTokenClassification
+        if head == "token"
+        else transformers.BertForQuestionAnswering
+    )
+    kw = {"id2label": dict(enumerate(TAGS)), "label2id": {t: i for i, t in enumerate(TAGS)}}
+    torch.manual_seed(0)
+    hf = cls.from_pretrained(str(minilm_dir), **(kw if head == "token" else {})).eval()
+    hf.save_pretrained(str(tmp_path))
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / f).write_bytes((minilm_dir / f).read_bytes())
+    loaded = load_model(tmp_path)
+    tok = loaded.tokenizers["src"]
+    enc = [tok.encode(t) for t in ("Anna lives in Paris.", "Where does the animal sleep at night?")]
+    t = max(len(e) for e in enc) + 2
+    ids = torch.zeros((2, t), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, e in enumerate(enc):
+        row = [tok.cls_id, *e, tok.sep_id]
+        ids[r, : len(row)] = torch.tensor(row)
+        mask[r, : len(row)] = 1
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask)
+        got = loaded.model(ids, attention_mask=mask)
+    real = mask.bool()
+    if head == "token":
+        assert loaded.config.model.labels == tuple(TAGS)
+        assert float((want.logits - got.logits)[real].abs().max()) <= 1e-5
+    else:
+        assert float((want.start_logits - got.start_logits)[real].abs().max()) <= 1e-5
+        assert float((want.end_logits - got.end_logits)[real].abs().max()) <= 1e-5

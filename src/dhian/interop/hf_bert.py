@@ -188,8 +188,10 @@ def _is_new_head(name: str, task: str, hf_has_pooler: bool) -> bool:
 def _head_refusal(d: Path, hf_cfg: Mapping[str, Any], task: str, names: Sequence[str]) -> str:
     """The one-line error of a checkpoint that lacks the head ``task`` needs."""
     archs = ", ".join(hf_architectures(hf_cfg)) or "BertModel (no architectures listed)"
+    hf_names = {ours: theirs for theirs, ours in HEAD_PAIRS[task]}
+    shown = ", ".join(hf_names.get(n, n) for n in names)
     return (
-        f"{d} is a {archs} checkpoint without the {task} head ({', '.join(names)}); "
+        f"{d} is a {archs} checkpoint without the {task} head ({shown}); "
         f"a {ARCHITECTURES[task]} checkpoint has it (or fine-tune one with dhian train, "
         f"model.task={task})"
     )
