@@ -187,6 +187,14 @@ def test_verb_refuses_a_missing_head(tmp_path: Path, capsys: pytest.CaptureFixtu
         load_for_task(tmp_path, "tag", "token_classification")
 
 
+def test_verb_refuses_a_checkpoint_of_another_head(tok_dir: Path, qa_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"BertForTokenClassification checkpoint \(head: "):
+        load_for_task(tok_dir, "classify", "classification")
+    with pytest.raises(ModelLoadError, match="without the token_classification head"):
+        load_for_task(qa_dir, "tag", "token_classification")
+    assert load_for_task(tok_dir, "tag", "token_classification").kind == "token_classification"
+
+
 def test_verb_refuses_a_dhian_dir_of_another_head(qa_dir: Path, tmp_path: Path) -> None:
     assert main(["import-hf", str(qa_dir), str(tmp_path / "dh")]) == 0
     with pytest.raises(ModelLoadError, match=r"question_answering.*dhian tag needs"):

@@ -6,10 +6,13 @@ Owns the mapping between an HF BERT directory (``config.json``, ``model.safetens
 WordPiece tokenizer. HF's separate query/key/value projections are concatenated into the fused
 ``in_proj`` (3E, E) = [W_q; W_k; W_v] on import and split back on export.
 
-Import reports every weight that does not fit: a missing task head (MLM or classifier, and the
-pooler of a classifier built on a checkpoint without one) is expected and freshly initialised,
-said in a log line; a head of another task, the NSP head, the tied MLM decoder and position-id
-buffers are dropped with a log line; anything else missing or unexpected is a
+The task (head) comes from ``architectures`` in ``config.json``; an architecture dhian has no head
+for is an error naming it. Import reports every weight that does not fit: a missing task head
+(MLM, classifier, token classifier, QA outputs, and the pooler of a classifier built on a
+checkpoint without one) is freshly initialised with a log line when a head is to be trained, and
+an error naming it when a verb needs it (``require_head``); a head of another task (only when the
+task was asked for explicitly, else an error), the NSP head, the pooler under a per-token head,
+the tied MLM decoder and position-id buffers are dropped with a log line; anything else missing or unexpected is a
 :class:`~dhian.errors.ModelLoadError` listing the names (unless ``allow_missing`` /
 ``allow_unexpected``). Checkpoints with or without the ``bert.`` prefix load alike
 (sentence-transformers saves a bare ``BertModel``); old ``LayerNorm.gamma``/``beta`` names too.
@@ -217,8 +220,8 @@ def import_hf_bert(
     randomly (to fine-tune it), or with ``require_head`` (a verb that uses the head) is an
     error naming the missing head and the checkpoint kind that has it. Weights of another
     head are dropped with a log line only when ``task`` is given; by default they are an
-    error (never a silent loss). ``log`` receives one line per head initialised or weight dropped (default:
-    this module's logger at INFO). The tokenizer is ``None`` when the dir has neither
+    error (never a silent loss). ``log`` receives one line per head initialised or weight
+    dropped (default: this module's logger at INFO). The tokenizer is ``None`` when the dir has neither
     ``tokenizer.json`` nor ``vocab.txt`` (logged).
     """
     d = Path(directory)
@@ -230,6 +233,12 @@ def import_hf_bert(
     task = task or hf_task(hf_cfg)
     if task not in ARCHITECTURES:
         raise ModelLoadError(f"task must be one of {', '.join(ARCHITECTURES)}, got {task!r}")
+    declared = hf_task(hf_cfg)
+    if require_head and declared not in ("backbone", task):
+        raise ModelLoadError(
+            f"{d} is a {', '.join(hf_architectures(hf_cfg))} checkpoint (head: {declared}), "
+            f"without the {task} head; a {ARCHITECTURES[task]} checkpoint has it"
+        )
     hf = _normalise_names(_read_weights(d))
     has_pooler = "pooler.dense.weight" in hf
     cfg = bert_config_from_hf(hf_cfg, task, num_labels, labels, pooler=has_pooler)
