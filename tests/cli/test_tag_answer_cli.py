@@ -130,3 +130,30 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         str(tmp_path / "a"),
     )
     assert code == 0 and out.startswith("output: "), err
+
+
+def test_evaluate_needs_a_corpus_of_the_right_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers.ner_qa import write_conll, write_squad
+
+    tagger = tiny_task_dir(tmp_path, "token_classification")
+    qa = tiny_task_dir(tmp_path, "question_answering")
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(tagger))
+    assert code == 2 and "give --corpus conll:DIR" in err
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(qa))
+    assert code == 2 and "give --corpus squad:DIR" in err
+    conll = write_conll(tmp_path / "c")  # has ORG and MISC tags the tiny model lacks
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(tagger), "--corpus", f"conll:{conll}")
+    assert code == 2 and "tag 'B-ORG', not one of the model's" in err
+    (conll / "test.txt").write_text("Anna B-PER\nlives O\nin O\nParis B-LOC\n", encoding="utf-8")
+    code, out, err = run_cli(
+        capsys, "evaluate", "--model", str(tagger), "--corpus", f"conll:{conll}"
+    )
+    assert code == 0 and "entity_f1:" in out and "sentences: 1" in out, err
+    squad = write_squad(tmp_path / "s")
+    code, out, err = run_cli(
+        capsys, "evaluate", "--model", str(qa), "--corpus", str(squad), "--out", str(tmp_path / "e")
+    )
+    assert code == 0 and "exact_match:" in out and "no_answer_exact:" in out, err
+    assert (tmp_path / "e" / "eval.test.json").is_file()

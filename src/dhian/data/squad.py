@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dhian.data.examples import Examples
-from dhian.data.qa_windows import QAWindow, answer_positions, qa_windows
+from dhian.data.qa_windows import MAX_QUERY, QAWindow, answer_positions, qa_windows
 from dhian.errors import DataError
 from dhian.text.tokenizer import Tokenizer
 
@@ -101,15 +101,26 @@ def squad_path(spec: str, split: str) -> Path:
 
 
 def encode_squad(
-    examples: Sequence[QAExample], tok: Tokenizer, max_len: int, stride: int = 128
+    examples: Sequence[QAExample],
+    tok: Tokenizer,
+    max_len: int,
+    stride: int = 128,
+    fit_stride: bool = False,
 ) -> QAFeatures:
-    """Every window of every example, labelled with the first gold answer's tokens."""
+    """Every window of every example, labelled with the first gold answer's tokens.
+
+    ``fit_stride``: lower ``stride`` per question to fit its windows (evaluation of a model
+    whose positions are fewer than its recipe's ``data.max_len``) instead of refusing it."""
     data = Examples("span", [], [], type_ids=[], spans=[], pad_id=tok.pad_id)
     assert data.type_ids is not None and data.spans is not None
     windows: list[QAWindow] = []
     owner: list[int] = []
     for i, ex in enumerate(examples):
-        for w in qa_windows(tok, ex.question, ex.context, max_len, stride):
+        step = stride
+        if fit_stride:
+            room = max_len - len(tok.encode(ex.question)[:MAX_QUERY]) - 3
+            step = min(stride, max(room - 1, 0))
+        for w in qa_windows(tok, ex.question, ex.context, max_len, step):
             span = (0, 0)
             if ex.answers and not ex.impossible:
                 text, start = ex.answers[0]

@@ -116,9 +116,9 @@ def tag(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             rows: list[list[int]] = []
-            for n, i in enumerate(chunk):
+            for i in chunk:
                 ids = encoded[i][0]
-                keep = check_length(len(ids) + 2, max_len, too_long, f"text {start + n}") - 2
+                keep = check_length(len(ids) + 2, max_len, too_long, f"text {i}") - 2
                 rows.append([tokenizer.cls_id, *ids[:keep], tokenizer.sep_id])
             width = max(len(r) for r in rows)
             batch = torch.full((len(rows), width), int(tokenizer.pad_id), dtype=torch.long)

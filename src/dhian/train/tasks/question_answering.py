@@ -184,6 +184,10 @@ def evaluate_question_answering(
     ``split`` of a SQuAD corpus (default: the one it was trained on; the ``test`` split falls
     back to ``dev``, which is what SQuAD publishes)."""
     spec = corpus or str(loaded.config.data.corpus)
+    if corpus is None and not (spec.startswith("squad:") or Path(spec).exists()):
+        raise DataError(
+            f"this model was not trained on a SQuAD corpus ({spec!r}); give --corpus squad:DIR"
+        )
     try:
         path = squad_path(spec, split)
     except DataError:
@@ -198,7 +202,8 @@ def evaluate_question_answering(
     cfg = loaded.config
     limit = int(getattr(cfg.model, "max_positions", 512))
     max_len = min(cfg.data.max_len, limit) if cfg.data.max_len >= 8 else min(limit, 384)
-    feats = encode_squad(examples, loaded.tokenizers["src"], max_len, cfg.data.doc_stride)
+    tok = loaded.tokenizers["src"]
+    feats = encode_squad(examples, tok, max_len, cfg.data.doc_stride, fit_stride=True)
     was_training = loaded.model.training
     loaded.model.eval()
     try:

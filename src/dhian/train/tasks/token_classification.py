@@ -205,6 +205,10 @@ def evaluate_token_classification(
     corpus (default: the one it was trained on). A gold tag the model does not know is an
     error naming it."""
     spec = corpus or str(loaded.config.data.corpus)
+    if corpus is None and not (spec.startswith("conll:") or Path(spec).exists()):
+        raise DataError(
+            f"this model was not trained on a CoNLL corpus ({spec!r}); give --corpus conll:DIR"
+        )
     sentences = read_conll(conll_path(spec, split))
     if max_examples > 0:
         sentences = sentences[:max_examples]
