@@ -67,8 +67,6 @@ class Examples:
             return [max(len(s), len(t) + 1) for s, t in zip(self.src, self.tgt, strict=True)]
         if self.task == "lm":
             return [len(s) - 1 for s in self.src]
-        if self.task == "tag":  # the tags are as long as the ids: the ids' length counts
-            return [len(s) for s in self.src]
         return [len(s) for s in self.src]
 
     def report(self) -> str:
