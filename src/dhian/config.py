@@ -89,7 +89,7 @@ class TrainConfig:
     """The training engine's knobs; shared by every model family."""
 
     out_dir: str = "runs/default"
-    task: str = "auto"  # auto (from model.type) | translation | classification | lm | mlm
+    task: str = "auto"  # auto (from the model config) | a name in dhian.train.tasks.TASKS
     seed: int = 1234
     max_steps: int = 1000
     max_epochs: int = 0  # 0 = no epoch limit
