@@ -242,6 +242,8 @@ VERBS = [
     "generate",
     "classify",
     "fill-mask",
+    "tag",
+    "answer",
     "import-hf",
     "export-hf",
     "data",
@@ -254,6 +256,7 @@ OPTIONS = [
     "--input", "--output", "--corpus", "--split", "--task", "--num-labels", "--labels",
     "--max-new-tokens", "--temperature", "--n", "--json", "--file", "--buckets", "--layer",
     "--head", "--length-penalty", "--batch-size", "--n-best", "--max-examples", "--seed",
+    "--context", "--max-answer-len", "--stride", "--null-threshold",
     "list", "get", "info", "-h", "nan", "inf", "-1", "0", "1e309",
 ]  # fmt: skip
 # argv words: any text but no '/', '~' (never touch the filesystem outside the test's directory)

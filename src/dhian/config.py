@@ -81,6 +81,7 @@ class DataConfig:
     label_column: str = "label"
     text_column: str = "text"
     tokenizer_path: str = ""  # load a saved/pretrained tokenizer instead of training one
+    doc_stride: int = 128  # extractive QA: context tokens shared by neighbouring windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,7 @@ class TrainConfig:
     """The training engine's knobs; shared by every model family."""
 
     out_dir: str = "runs/default"
-    task: str = "auto"  # auto (from model.type) | translation | classification | lm | mlm
+    task: str = "auto"  # auto (from the model config) | a name in dhian.train.tasks.TASKS
     seed: int = 1234
     max_steps: int = 1000
     max_epochs: int = 0  # 0 = no epoch limit

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 
 from dhian import __version__
 from dhian.cli import (
+    answer,
     attention,
     chat,
     classify,
@@ -34,6 +35,7 @@ from dhian.cli import (
     quickstart,
     selfcheck,
     serve,
+    tag,
     train,
     translate,
 )
@@ -43,6 +45,7 @@ from dhian.errors import DhianError
 #: dependencies (torch, the model layers, FastAPI) inside ``run``, so that ``dhian --help`` and
 #: argument errors stay instant; that is the one reason imports sit inside functions in dhian.cli.
 VERBS = (
+    answer,
     attention,
     chat,
     classify,
@@ -54,6 +57,7 @@ VERBS = (
     quickstart,
     selfcheck,
     serve,
+    tag,
     train,
     translate,
 )

@@ -1,4 +1,5 @@
-"""``dhian attention --model DIR "text" [--target "..."] --out DIR [--layer L --head H]``.
+"""``dhian attention --model DIR "text" [--target "..." | --context FILE] --out DIR [--layer L
+--head H]``.
 
 Wiring only: load the model dir (dhian or HuggingFace, see
 :func:`dhian.inference.load.load_model`), call
@@ -9,6 +10,7 @@ Wiring only: load the model dir (dhian or HuggingFace, see
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from dhian.errors import ConfigError
@@ -27,6 +29,12 @@ def register(sub: Any) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="dhian or HF model dir")
     p.add_argument("text", metavar="TEXT", help="the input text (source sentence, prompt, ...)")
     p.add_argument("--target", default=None, help="translation only: output to teacher-force")
+    p.add_argument(
+        "--context",
+        default=None,
+        metavar="FILE",
+        help="question answering only: the passage read after the question TEXT",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the files")
     p.add_argument("--layer", type=int, default=None, metavar="L", help="PNGs: only layer L")
     p.add_argument("--head", type=int, default=None, metavar="H", help="PNGs: only head H")
@@ -49,7 +57,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--target is for translation models; {args.model} holds a {loaded.kind!r} model"
         )
-    result = extract_attention(loaded, args.text, args.target)
+    if args.context is not None and loaded.kind != "question_answering":
+        raise ConfigError(
+            f"--context is for question-answering models; {args.model} holds a "
+            f"{loaded.kind!r} model"
+        )
+    context = Path(args.context).read_text(encoding="utf-8") if args.context else None
+    result = extract_attention(loaded, args.text, args.target, context=context)
     if result.output is not None:
         print(f"output: {result.output}")
     title = args.title or f"{model_name(args.model)} · {result.model_type}"

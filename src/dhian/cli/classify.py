@@ -38,14 +38,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     from dhian.cli.convert_hf import show_interop_logs
     from dhian.inference.classify import classify
-    from dhian.inference.load import load_model
+    from dhian.inference.load import load_for_task
 
-    show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
-    loaded = load_model(args.model, dtype=args.dtype, task="classification")
-    if loaded.kind != "classification":
-        raise ConfigError(
-            f"{args.model} holds a {loaded.kind!r} model; dhian classify needs a classifier"
-        )
+    show_interop_logs()  # e.g. "checkpoint weight ... dropped"
+    loaded = load_for_task(args.model, "classify", "classification", dtype=args.dtype)
     tok = loaded.tokenizers["src"]
     batch: list[str] = []
 

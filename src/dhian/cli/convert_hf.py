@@ -26,12 +26,22 @@ def register(sub: Any) -> None:
     p.add_argument("out", metavar="OUT", help="dhian model directory to write")
     p.add_argument(
         "--task",
-        choices=("backbone", "mlm", "classification"),
+        choices=(
+            "backbone",
+            "mlm",
+            "classification",
+            "token_classification",
+            "question_answering",
+        ),
         default=None,
         help="BERT: which head to build (default: from config.json architectures)",
     )
-    p.add_argument("--num-labels", type=int, default=None, metavar="C", help="BERT classifier")
-    p.add_argument("--labels", default=None, metavar="A,B,...", help="BERT classifier: class names")
+    p.add_argument(
+        "--num-labels", type=int, default=None, metavar="C", help="BERT (token) classifier"
+    )
+    p.add_argument(
+        "--labels", default=None, metavar="A,B,...", help="BERT (token) classifier: class names"
+    )
     p.add_argument(
         "--allow-missing",
         action="store_true",
@@ -44,7 +54,8 @@ def register(sub: Any) -> None:
         help="write a dhian model dir as a HuggingFace model dir",
         description="Write MODEL (a dhian model dir) as a HuggingFace directory OUT that "
         "transformers' from_pretrained reads (BERT: BertModel / BertForMaskedLM / "
-        "BertForSequenceClassification; transformer: MarianMTModel).",
+        "BertForSequenceClassification / BertForTokenClassification / BertForQuestionAnswering; "
+        "transformer: MarianMTModel).",
     )
     q.add_argument("model", metavar="MODEL", help="dhian model dir")
     q.add_argument("out", metavar="OUT", help="HuggingFace directory to write")

@@ -10,6 +10,9 @@ kind in :data:`EVALUATORS`; add a kind with ``@evaluator("kind")`` on a function
   ``--compare``; writes ``OUT/eval.<split>.md`` / ``.json``, ``OUT/bleu_by_length.<split>.png``,
   ``OUT/hyps.<split>.txt`` and ``OUT/refs.<split>.txt``
   (:func:`~dhian.train.evaluation.write_report`).
+- ``token_classification``: seqeval entity precision / recall / F1 and word accuracy on a
+  CoNLL split; ``question_answering``: SQuAD exact match / F1 on a SQuAD split (``test``
+  falls back to ``dev``). Both through the library evaluators below.
 - ``classification`` / ``lm`` / ``mlm``: call ``dhian.train.evaluate_<kind>`` when the training
   package exposes it (keyword arguments it accepts among ``corpus``, ``split``,
   ``max_examples``/``max_docs``, ``file``, ``progress``), print its result and, with ``--out``,
@@ -215,8 +218,26 @@ def _evaluate_mlm() -> Callable[..., Any]:
     return evaluate_mlm
 
 
+def _evaluate_tagger() -> Callable[..., Any]:
+    from dhian.train.tasks.token_classification import (  # heavy: see dhian.cli
+        evaluate_token_classification,
+    )
+
+    return evaluate_token_classification
+
+
+def _evaluate_qa() -> Callable[..., Any]:
+    from dhian.train.tasks.question_answering import (  # heavy: see dhian.cli
+        evaluate_question_answering,
+    )
+
+    return evaluate_question_answering
+
+
 EVALUATORS["lm"] = library_evaluator(_evaluate_lm)
 EVALUATORS["mlm"] = library_evaluator(_evaluate_mlm)
+EVALUATORS["token_classification"] = library_evaluator(_evaluate_tagger)
+EVALUATORS["question_answering"] = library_evaluator(_evaluate_qa)
 
 
 @evaluator("classification")

@@ -35,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     from dhian.cli.convert_hf import show_interop_logs
     from dhian.inference.fill_mask import fill_mask
-    from dhian.inference.load import load_model
+    from dhian.inference.load import load_for_task
 
-    show_interop_logs()  # e.g. "mlm head not in the checkpoint, initialised randomly"
-    loaded = load_model(args.model, dtype=args.dtype, task="mlm")
+    show_interop_logs()  # e.g. "checkpoint weight ... dropped"
+    loaded = load_for_task(args.model, "fill-mask", "mlm", dtype=args.dtype)
     results = fill_mask(loaded.model, loaded.tokenizers["src"], args.text, args.top_k)
     for m, top in enumerate(results):
         if len(results) > 1:

@@ -28,7 +28,9 @@ class Batch:
     ``src`` (B, Ts) long padded with ``pad_id``; ``src_lengths`` (B,); ``tgt_in`` (B, Tt) =
     BOS y1..yn; ``tgt_out`` (B, Tt) = y1..yn EOS padded with ``pad_id`` (language modelling:
     ``src`` = block[:-1], ``tgt_out`` = block[1:]; MLM: ``src`` = masked input, ``tgt_out`` =
-    original ids at chosen positions and -100 elsewhere); ``labels`` (B,) for classification;
+    original ids at chosen positions and -100 elsewhere; token classification: ``tgt_out`` =
+    tag ids, -100 on ignored positions and padding); ``labels`` (B,) for classification, (B, 2)
+    gold start/end tokens for extractive QA;
     ``type_ids`` (B, Ts) BERT segment ids when built; ``ids`` example indices in the split.
     ``ignore_index`` is the ``tgt_out`` value a loss must ignore (``pad_id``, or -100 for MLM).
     """
@@ -102,6 +104,24 @@ def collate(
         return Batch(
             src, lengths, tgt_in, tgt_out, ids=ids, pad_id=data.pad_id, ignore_index=data.pad_id
         )
+    if data.task == "tag":
+        assert data.tgt is not None
+        tags = pad([data.tgt[i] for i in indices], IGNORE_INDEX)  # (B, Ts)
+        types = pad([data.type_ids[i] for i in indices], 0) if data.type_ids is not None else None
+        return Batch(
+            src,
+            lengths,
+            tgt_out=tags,
+            ids=ids,
+            type_ids=types,
+            pad_id=data.pad_id,
+            ignore_index=IGNORE_INDEX,
+        )
+    if data.task == "span":
+        assert data.spans is not None and data.type_ids is not None
+        spans = torch.tensor([data.spans[i] for i in indices], dtype=torch.long)  # (B, 2)
+        types = pad([data.type_ids[i] for i in indices], 0)  # (B, Ts)
+        return Batch(src, lengths, labels=spans, ids=ids, type_ids=types, pad_id=data.pad_id)
     if data.task == "classify":
         assert data.labels is not None
         labels = torch.tensor([data.labels[i] for i in indices], dtype=torch.long)

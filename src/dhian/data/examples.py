@@ -16,7 +16,7 @@ from dhian.errors import ConfigError, DataError
 from dhian.text.bert_inputs import build_bert_input
 from dhian.text.tokenizer import Tokenizer
 
-TASKS = ("seq2seq", "classify", "lm", "mlm")
+TASKS = ("seq2seq", "classify", "lm", "mlm", "tag", "span")
 TOO_LONG = ("truncate", "skip", "error")
 
 
@@ -26,8 +26,10 @@ class Examples:
 
     ``task``: ``seq2seq`` (``src`` + ``tgt`` content ids, BOS/EOS added at collation),
     ``classify`` (``src`` + ``labels``, optional ``type_ids``), ``lm`` (``src`` = packed blocks
-    of T+1 ids; input = block[:-1], target = block[1:]) or ``mlm`` (``src`` = blocks, masked at
-    collation). ``ids`` are indices into the corpus split; ``skipped``/``truncated`` count what
+    of T+1 ids; input = block[:-1], target = block[1:]), ``mlm`` (``src`` = blocks, masked at
+    collation), ``tag`` (``src`` + one label per id in ``tgt``, -100 = ignored; token
+    classification) or ``span`` (``src`` + ``type_ids`` + gold (start, end) token in ``spans``;
+    extractive QA). ``ids`` are indices into the corpus split; ``skipped``/``truncated`` count what
     the length policy did (reported, never silent).
     """
 
@@ -37,6 +39,7 @@ class Examples:
     tgt: list[list[int]] | None = None
     labels: list[int] | None = None
     type_ids: list[list[int]] | None = None
+    spans: list[tuple[int, int]] | None = None
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3

@@ -10,8 +10,11 @@ cross attention, a short description) and :meth:`AttentionResult.payload` (the v
   teacher-forced, which reproduces the weights of decoding exactly; with ``target`` the given
   text is teacher-forced. Target rows are labelled by the token produced at that step
   (y1 … yn, then ``</s>``).
-- BERT (dhian or HF dirs: backbone, MLM, classifier) and the Keras-style classifier: self
-  attention of every layer and head over ``[CLS] x [SEP]`` (or the plain ids).
+- BERT (dhian or HF dirs: backbone, MLM, classifier, token classifier, QA) and the Keras-style
+  classifier: self attention of every layer and head over ``[CLS] x [SEP]`` (or the plain
+  ids); a QA model given a ``context`` reads ``[CLS] question [SEP] context [SEP]``. The
+  prediction goes in the meta: the label (classifier), the word tags (token classifier), the
+  answer span (QA).
 - GPT: causal self attention of every layer and head over the prompt.
 - LLaMA family (e.g. ``smollm2``): the same, from the eager weights path; with grouped-query
   attention every head is labelled with the KV head it reads (``h3 (kv1)``:
@@ -19,6 +22,7 @@ cross attention, a short description) and :meth:`AttentionResult.payload` (the v
 
 Notation: L layers, H heads, Ts/Tt source/target length, T length. Arrays are float32 numpy.
 Imports: torch, numpy, :mod:`dhian.decoding`, :mod:`dhian.models`, :mod:`dhian.viz`,
+:mod:`dhian.text` (question + context pairs),
 :mod:`dhian.serve` (inference, tokens), :mod:`dhian.errors`.
 """
 
@@ -39,6 +43,7 @@ from dhian.inference.encode import encode_sources, encode_texts, input_limit
 from dhian.inference.generate import context_size, uses_static_cache
 from dhian.inference.translate import pad_rows
 from dhian.models.model_dir import LoadedModel
+from dhian.text.bert_inputs import encode_pair
 from dhian.viz import attention_payload
 
 __all__ = ["AttentionResult", "extract_attention", "kv_head_labels"]
@@ -98,10 +103,13 @@ def _stack(weights: Any) -> np.ndarray:
 
 
 @torch.no_grad()
-def extract_attention(loaded: LoadedModel, text: str, target: str | None = None) -> AttentionResult:
+def extract_attention(
+    loaded: LoadedModel, text: str, target: str | None = None, *, context: str | None = None
+) -> AttentionResult:
     """All attention weights of ``loaded``'s model for ``text`` (see the module docstring).
 
-    ``target`` (translation only) is teacher-forced instead of the greedy output.
+    ``target`` (translation only) is teacher-forced instead of the greedy output; ``context``
+    (question answering only) is the passage read after the question ``text``.
     Raises :class:`~dhian.errors.DataError` for a model without attention (``rnnencdec``),
     a ``target`` given to a model that has none, or a text with no token.
     """
@@ -115,6 +123,10 @@ def extract_attention(loaded: LoadedModel, text: str, target: str | None = None)
         raise DataError(
             f"target is only for translation models; this one is a {loaded.kind!r} model"
         )
+    if context is not None and loaded.kind != "question_answering":
+        raise DataError(
+            f"context is only for question-answering models; this one is a {loaded.kind!r} model"
+        )
     was_training = loaded.model.training
     loaded.model.eval()
     try:
@@ -122,7 +134,7 @@ def extract_attention(loaded: LoadedModel, text: str, target: str | None = None)
             return _seq2seq(loaded, text, target)
         if family == "causal_lm":
             return _causal(loaded, text)
-        return _encoder(loaded, text)
+        return _encoder(loaded, text, context)
     finally:
         loaded.model.train(was_training)
 
@@ -171,12 +183,17 @@ def _seq2seq(loaded: LoadedModel, text: str, target: str | None) -> AttentionRes
     )
 
 
-def _encoder(loaded: LoadedModel, text: str) -> AttentionResult:
+def _encoder(loaded: LoadedModel, text: str, context: str | None = None) -> AttentionResult:
     model: Any = loaded.model
     tok = loaded.tokenizers["src"]
     style = str(getattr(model, "input_style", "bert"))
     max_len, too_long = input_limit(model)
-    ids, types, lengths = encode_texts(tok, [text], max_len, too_long, style)  # (1, T)
+    if context is not None:  # [CLS] question [SEP] context [SEP], types 0 / 1
+        row, segs = encode_pair(tok, text, context, max_len)
+        ids, types = torch.tensor([row]), torch.tensor([segs])  # (1, T)
+        lengths = torch.tensor([len(row)])
+    else:
+        ids, types, lengths = encode_texts(tok, [text], max_len, too_long, style)  # (1, T)
     if int(lengths[0]) == 0:
         raise DataError(f"the text {text!r} has no tokens")
     device = model_device(model)
@@ -194,6 +211,12 @@ def _encoder(loaded: LoadedModel, text: str) -> AttentionResult:
         best = int(probs.argmax())
         output = labels[best]
         meta["prediction"] = f"{output} ({float(probs[best]):.3f})"
+    if loaded.kind == "token_classification":
+        output = _token_tags(model, tok, ids[0], out.logits[0], int(lengths[0]))
+        meta["tags"] = output
+    if loaded.kind == "question_answering":
+        output = _answer_span(tok, ids[0], types[0], out.start_logits[0], out.end_logits[0])
+        meta["answer"] = output or "(no span in a context segment: give a context)"
     return AttentionResult(
         model_type(loaded),
         loaded.kind,
@@ -212,6 +235,29 @@ def kv_head_labels(n_heads: int, n_kv_heads: int) -> list[str]:
     ``repeat_kv``)."""
     group = n_heads // n_kv_heads
     return [f"h{h} (kv{h // group})" for h in range(n_heads)]
+
+
+def _token_tags(model: Any, tok: Any, ids: Tensor, logits: Tensor, n: int) -> str:
+    """``token/LABEL`` of every non-special token (logits (T, C), first ``n`` positions)."""
+    labels = tuple(getattr(model, "labels", ())) or tuple(map(str, range(logits.size(-1))))
+    best = logits[:n].argmax(-1).tolist()
+    shown = display_tokens(tok, ids[:n].tolist())
+    special: frozenset[int] = getattr(tok, "special_ids", frozenset())
+    return " ".join(f"{shown[i]}/{labels[best[i]]}" for i in range(n) if int(ids[i]) not in special)
+
+
+def _answer_span(tok: Any, ids: Tensor, types: Tensor, start: Tensor, end: Tensor) -> str:
+    """The text of the best start ≤ end span (≤ 30 tokens) inside the context segment."""
+    ctx = (types == 1) & ~torch.isin(ids, torch.tensor(sorted(tok.special_ids) or [-1]))  # (T,)
+    where = ctx.nonzero().flatten().tolist()
+    best: tuple[float, int, int] | None = None
+    for s in where:
+        for e in where:
+            if s <= e < s + 30:
+                score = float(start[s] + end[e])
+                if best is None or score > best[0]:
+                    best = (score, s, e)
+    return "" if best is None else str(tok.decode(ids[best[1] : best[2] + 1].tolist()))
 
 
 def _causal(loaded: LoadedModel, text: str) -> AttentionResult:

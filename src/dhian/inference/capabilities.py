@@ -29,6 +29,8 @@ ENDPOINTS = {
     "classification": "/classify",
     "lm": "/generate",
     "mlm": "/fill-mask",
+    "token_classification": "/tag",
+    "question_answering": "/answer",
 }
 
 

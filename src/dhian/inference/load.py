@@ -12,7 +12,9 @@ A source is, in the order :func:`load_model` tries it:
 
 Every family fact comes from :mod:`dhian.models.families`; this module keeps no table of its
 own. Owns also :func:`require_task` (one line naming the model's task and the verb that serves
-it when a verb gets the wrong kind of model) and :func:`model_name`.
+it when a verb gets the wrong kind of model), :func:`load_for_task` (what a verb loads: the
+model of its task or that one-line refusal — an HF BERT dir without the head is refused, never
+given a random head) and :func:`model_name`.
 Imports: stdlib, :mod:`dhian.models` (families, model_dir, device, precision),
 :mod:`dhian.interop.hf_dirs`, :mod:`dhian.errors`.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dhian.errors import ModelLoadError, nearest
-from dhian.interop.hf_dirs import is_hf_dir, load_hf_dir
+from dhian.interop.hf_dirs import hf_model_type, is_hf_dir, load_hf_dir
 from dhian.models import families, precision
 from dhian.models.device import choose_device
 from dhian.models.families import builtin_names, family_for_builtin, family_for_suffix, resolve
@@ -31,6 +33,7 @@ from dhian.models.model_dir import CONFIG, WEIGHTS, LoadedModel, load_model_dir
 
 __all__ = [
     "VERB_FOR_TASK",
+    "load_for_task",
     "load_model",
     "model_name",
     "require_task",
@@ -43,7 +46,20 @@ VERB_FOR_TASK = {
     "classification": "dhian classify",
     "lm": "dhian generate",
     "mlm": "dhian fill-mask",
-    "backbone": "dhian fill-mask or dhian classify (after fine-tuning)",
+    "backbone": "dhian train (fine-tune a head on it) or dhian attention",
+    "token_classification": "dhian tag",
+    "question_answering": "dhian answer",
+}
+
+#: what a model of each task is called in messages
+TASK_NAMES = {
+    "translation": "translation",
+    "classification": "classifier",
+    "lm": "language",
+    "mlm": "masked-LM",
+    "backbone": "backbone",
+    "token_classification": "token classifier",
+    "question_answering": "question-answering",
 }
 
 
@@ -109,17 +125,39 @@ def load_model(
     return loaded
 
 
+def load_for_task(
+    source: str | Path, verb: str, task: str, device: str = "cpu", dtype: str = "fp32"
+) -> LoadedModel:
+    """Load ``source`` for ``dhian {verb}``, which needs a model of ``task``: an HF BERT dir is
+    imported with that head, which must be in the checkpoint (a missing head is a
+    :class:`ModelLoadError` naming it and the checkpoint kind that has it); any other source
+    must have been saved for ``task`` (:func:`require_task`)."""
+    path = Path(source)
+    hf_bert = path.is_dir() and is_hf_dir(path) and hf_model_type(path) == "bert"
+    options: dict[str, Any] = {"task": task, "require_head": True} if hf_bert else {}
+    loaded = load_model(source, device, dtype, **options)
+    require_task(loaded, source, verb, task)
+    return loaded
+
+
 def require_task(loaded: LoadedModel, path: str | Path, verb: str, *tasks: str) -> None:
     """Raise :class:`ModelLoadError` unless ``loaded`` was trained for one of ``tasks``."""
     if loaded.kind in tasks:
         return
     mtype = str(getattr(loaded.config.model, "type", "?"))
+    if loaded.kind == "backbone":
+        raise ModelLoadError(
+            f"{path} holds a {mtype} backbone without the {' or '.join(tasks)} head that dhian "
+            f"{verb} needs; fine-tune one on it with dhian train (model.task={tasks[0]}) or give "
+            "a checkpoint that has the head"
+        )
     other = VERB_FOR_TASK.get(loaded.kind, "the verb for that kind")
     fits = [t for f in families.FAMILIES if f.task in tasks for t in f.model_types]
     fits += [f"HF {t}" for f in families.FAMILIES if f.task in tasks for t in f.hf_model_types]
+    wanted = " or ".join(f"{TASK_NAMES.get(t, t)} ({t})" for t in tasks)
     raise ModelLoadError(
-        f"{path} holds a {loaded.kind!r} model ({mtype}); dhian {verb} needs a "
-        f"{' or '.join(tasks)} model ({', '.join(fits) or 'none yet'}); use {other} for this one"
+        f"{path} holds a {loaded.kind!r} model ({mtype}); dhian {verb} needs a {wanted} model "
+        f"({', '.join(fits) or 'none yet'}); use {other} for this one"
     )
 
 

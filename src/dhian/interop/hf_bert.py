@@ -6,10 +6,13 @@ Owns the mapping between an HF BERT directory (``config.json``, ``model.safetens
 WordPiece tokenizer. HF's separate query/key/value projections are concatenated into the fused
 ``in_proj`` (3E, E) = [W_q; W_k; W_v] on import and split back on export.
 
-Import reports every weight that does not fit: a missing task head (MLM or classifier, and the
-pooler of a classifier built on a checkpoint without one) is expected and freshly initialised,
-said in a log line; a head of another task, the NSP head, the tied MLM decoder and position-id
-buffers are dropped with a log line; anything else missing or unexpected is a
+The task (head) comes from ``architectures`` in ``config.json``; an architecture dhian has no head
+for is an error naming it. Import reports every weight that does not fit: a missing task head
+(MLM, classifier, token classifier, QA outputs, and the pooler of a classifier built on a
+checkpoint without one) is freshly initialised with a log line when a head is to be trained, and
+an error naming it when a verb needs it (``require_head``); a head of another task (only when the
+task was asked for explicitly, else an error), the NSP head, the pooler under a per-token head,
+the tied MLM decoder and position-id buffers are dropped with a log line; anything else missing or unexpected is a
 :class:`~dhian.errors.ModelLoadError` listing the names (unless ``allow_missing`` /
 ``allow_unexpected``). Checkpoints with or without the ``bert.`` prefix load alike
 (sentence-transformers saves a bare ``BertModel``); old ``LayerNorm.gamma``/``beta`` names too.
@@ -39,9 +42,11 @@ from dhian.interop.hf_bert_names import (
     ARCHITECTURES,
     DROPPED,
     HEAD_PAIRS,
+    TOKEN_TASKS,
     backbone_pairs,
     bert_config_from_hf,
     bert_config_to_hf,
+    hf_architectures,
     hf_task,
     is_hf_bert_dir,
     qkv_names,
@@ -120,8 +125,14 @@ def _dropped_reason(name: str, task: str) -> str | None:
     for prefix, why in DROPPED.items():
         if name.startswith(prefix):
             return why
+    if name.startswith("pooler.") and task in TOKEN_TASKS:
+        return f"pooler, not used by task {task}"
     for other, pairs in HEAD_PAIRS.items():
-        if other != task and any(name == h for h, _ in pairs):
+        if (
+            other != task
+            and any(name == h for h, _ in pairs)
+            and name not in dict(HEAD_PAIRS[task])
+        ):
             return f"{other} head, not used by task {task}"
     if name == "cls.predictions.decoder.bias" and task != "mlm":
         return f"mlm head, not used by task {task}"
@@ -170,7 +181,23 @@ def _is_new_head(name: str, task: str, hf_has_pooler: bool) -> bool:
         return name.startswith("classifier.") or (
             name.startswith("backbone.pooler.") and not hf_has_pooler
         )
+    if task == "token_classification":
+        return name.startswith("classifier.")
+    if task == "question_answering":
+        return name.startswith("qa_outputs.")
     return False
+
+
+def _head_refusal(d: Path, hf_cfg: Mapping[str, Any], task: str, names: Sequence[str]) -> str:
+    """The one-line error of a checkpoint that lacks the head ``task`` needs."""
+    archs = ", ".join(hf_architectures(hf_cfg)) or "BertModel (no architectures listed)"
+    hf_names = {ours: theirs for theirs, ours in HEAD_PAIRS[task]}
+    shown = ", ".join(hf_names.get(n, n) for n in names)
+    return (
+        f"{d} is a {archs} checkpoint without the {task} head ({shown}); "
+        f"a {ARCHITECTURES[task]} checkpoint has it (or fine-tune one with dhian train, "
+        f"model.task={task})"
+    )
 
 
 def import_hf_bert(
@@ -181,14 +208,20 @@ def import_hf_bert(
     *,
     allow_missing: bool = False,
     allow_unexpected: bool = False,
+    require_head: bool = False,
     log: Log | None = None,
 ) -> tuple[nn.Module, BertConfig, Any]:
     """Read an HF BERT directory → (model in eval mode, :class:`BertConfig`, tokenizer).
 
-    ``task``: ``backbone`` | ``mlm`` | ``classification``; default from ``architectures`` in
-    ``config.json``. ``num_labels``/``labels`` size a classifier (default: the checkpoint's
-    ``id2label``). ``log`` receives one line per head initialised or weight dropped (default:
-    this module's logger at INFO). The tokenizer is ``None`` when the dir has neither
+    ``task``: ``backbone`` | ``mlm`` | ``classification`` | ``token_classification`` |
+    ``question_answering``; default from ``architectures`` in ``config.json`` (an architecture
+    dhian has no head for is an error naming it). ``num_labels``/``labels`` size a classifier
+    (default: the checkpoint's ``id2label``). A head the checkpoint lacks is initialised
+    randomly (to fine-tune it), or with ``require_head`` (a verb that uses the head) is an
+    error naming the missing head and the checkpoint kind that has it. Weights of another
+    head are dropped with a log line only when ``task`` is given; by default they are an
+    error (never a silent loss). ``log`` receives one line per head initialised or weight
+    dropped (default: this module's logger at INFO). The tokenizer is ``None`` when the dir has neither
     ``tokenizer.json`` nor ``vocab.txt`` (logged).
     """
     d = Path(directory)
@@ -196,9 +229,16 @@ def import_hf_bert(
     if not (d / "config.json").is_file():
         raise ModelLoadError(f"{d} has no config.json; is it a HuggingFace BERT model dir?")
     hf_cfg = read_json(d / "config.json")
+    explicit = task is not None
     task = task or hf_task(hf_cfg)
     if task not in ARCHITECTURES:
-        raise ModelLoadError(f"task must be backbone, mlm or classification, got {task!r}")
+        raise ModelLoadError(f"task must be one of {', '.join(ARCHITECTURES)}, got {task!r}")
+    declared = hf_task(hf_cfg)
+    if require_head and declared not in ("backbone", task):
+        raise ModelLoadError(
+            f"{d} is a {', '.join(hf_architectures(hf_cfg))} checkpoint (head: {declared}), "
+            f"without the {task} head; a {ARCHITECTURES[task]} checkpoint has it"
+        )
     hf = _normalise_names(_read_weights(d))
     has_pooler = "pooler.dense.weight" in hf
     cfg = bert_config_from_hf(hf_cfg, task, num_labels, labels, pooler=has_pooler)
@@ -206,6 +246,14 @@ def import_hf_bert(
     state, missing, unexpected, dropped = _convert(hf, model, cfg, task)
     new_head = [k for k in missing if _is_new_head(k, task, has_pooler)]
     missing = [k for k in missing if k not in new_head]
+    if new_head and require_head:
+        raise ModelLoadError(_head_refusal(d, hf_cfg, task, new_head))
+    heads = [k for k in dropped if "head, not used" in str(_dropped_reason(k, task))]
+    if heads and not explicit:
+        raise ModelLoadError(
+            f"{d}: config.json says {task} but the checkpoint also holds head weights "
+            f"{', '.join(heads)}; name the head to import (--task)"
+        )
     if missing and not allow_missing:
         raise ModelLoadError(
             f"{d}: {len(missing)} weight(s) missing from the checkpoint: {', '.join(missing)} "
@@ -250,7 +298,7 @@ def load_hf_bert(directory: str | Path, **kwargs: Any) -> LoadedModel:
 def _hf_state(model: nn.Module, cfg: BertConfig, task: str, log: Log) -> dict[str, Tensor]:
     own = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     prefix, hf_prefix = ("", "") if task == "backbone" else ("backbone.", "bert.")
-    pooler = f"{prefix}pooler.dense.weight" in own
+    pooler = f"{prefix}pooler.dense.weight" in own and task not in TOKEN_TASKS
     out: dict[str, Tensor] = {}
     for h, d in backbone_pairs(cfg.layers, pooler):
         out[hf_prefix + h] = own[prefix + d]

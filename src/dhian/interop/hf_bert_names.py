@@ -21,14 +21,18 @@ from torch import nn
 from dhian.errors import DhianError, ModelLoadError
 from dhian.models.bert.config import BertConfig
 from dhian.models.bert.heads import BertForMaskedLM, BertForSequenceClassification
+from dhian.models.bert.token_heads import BertForQuestionAnswering, BertForTokenClassification
 
 __all__ = [
     "ARCHITECTURES",
     "DROPPED",
     "HEAD_PAIRS",
+    "TASK_OF_ARCHITECTURE",
+    "TOKEN_TASKS",
     "backbone_pairs",
     "bert_config_from_hf",
     "bert_config_to_hf",
+    "hf_architectures",
     "hf_labels",
     "hf_task",
     "is_hf_bert_dir",
@@ -37,11 +41,22 @@ __all__ = [
     "task_of",
 ]
 
+#: dhian task → the HF class that holds its head (import and export)
 ARCHITECTURES = {
     "backbone": "BertModel",
     "mlm": "BertForMaskedLM",
     "classification": "BertForSequenceClassification",
+    "token_classification": "BertForTokenClassification",
+    "question_answering": "BertForQuestionAnswering",
 }
+#: HF architecture → dhian task, for every BERT class dhian reads (ForPreTraining: its MLM head;
+#: the next-sentence head is dropped with a log line)
+TASK_OF_ARCHITECTURE = {
+    **{arch: task for task, arch in ARCHITECTURES.items()},
+    "BertForPreTraining": "mlm",
+}
+#: tasks whose heads score every token (HF builds them without a pooler)
+TOKEN_TASKS = ("token_classification", "question_answering")
 ACT_FROM_HF = {
     "gelu": "gelu",
     "gelu_new": "gelu_new",
@@ -61,6 +76,14 @@ HEAD_PAIRS = {
     "classification": [
         ("classifier.weight", "classifier.weight"),
         ("classifier.bias", "classifier.bias"),
+    ],
+    "token_classification": [
+        ("classifier.weight", "classifier.weight"),
+        ("classifier.bias", "classifier.bias"),
+    ],
+    "question_answering": [
+        ("qa_outputs.weight", "qa_outputs.weight"),
+        ("qa_outputs.bias", "qa_outputs.bias"),
     ],
     "backbone": [],
 }
@@ -108,11 +131,15 @@ def qkv_names(i: int, wb: str) -> tuple[list[str], str]:
 
 
 def task_of(model: nn.Module) -> str:
-
+    """The dhian task of a BERT model by its head (``backbone`` for a bare backbone)."""
     if isinstance(model, BertForMaskedLM):
         return "mlm"
     if isinstance(model, BertForSequenceClassification):
         return "classification"
+    if isinstance(model, BertForTokenClassification):
+        return "token_classification"
+    if isinstance(model, BertForQuestionAnswering):
+        return "question_answering"
     return "backbone"
 
 
@@ -140,13 +167,29 @@ def is_hf_bert_dir(path: str | Path) -> bool:
         return False
 
 
+def hf_architectures(hf: Mapping[str, Any]) -> list[str]:
+    """The ``architectures`` a ``config.json`` names (``[]`` when none)."""
+    archs = hf.get("architectures") or []
+    return [str(a) for a in archs] if isinstance(archs, list) else [str(archs)]
+
+
 def hf_task(hf: Mapping[str, Any]) -> str:
-    arch = " ".join(hf.get("architectures") or [])
-    if "ForMaskedLM" in arch or "ForPreTraining" in arch:
-        return "mlm"
-    if "ForSequenceClassification" in arch:
-        return "classification"
-    return "backbone"
+    """The dhian task of an HF BERT ``config.json``: from its ``architectures`` (``backbone``
+    when it names none). An architecture dhian has no head for is a :class:`ModelLoadError`
+    naming it: importing it as something else would silently drop its head."""
+    archs = hf_architectures(hf)
+    unknown = [a for a in archs if a not in TASK_OF_ARCHITECTURE]
+    if unknown:
+        raise ModelLoadError(
+            f"HF architecture {', '.join(unknown)} is not supported by dhian (its head would be "
+            f"lost); supported: {', '.join(TASK_OF_ARCHITECTURE)}"
+        )
+    tasks = {TASK_OF_ARCHITECTURE[a] for a in archs}
+    if len(tasks) > 1:
+        raise ModelLoadError(
+            f"config.json names several architectures ({', '.join(archs)}); keep the one to import"
+        )
+    return tasks.pop() if tasks else "backbone"
 
 
 def hf_labels(hf: Mapping[str, Any]) -> tuple[str, ...]:
@@ -156,6 +199,11 @@ def hf_labels(hf: Mapping[str, Any]) -> tuple[str, ...]:
     except (TypeError, ValueError):
         return ()
     return tuple(v for _, v in items) if [k for k, _ in items] == list(range(len(items))) else ()
+
+
+def _first(hf: Mapping[str, Any]) -> str:
+    archs = hf_architectures(hf)
+    return archs[0] if archs else ""
 
 
 def bert_config_from_hf(
@@ -183,8 +231,9 @@ def bert_config_from_hf(
             f"hidden_act {act!r} is not supported; valid: {', '.join(ACT_FROM_HF)}"
         )
     names = tuple(labels) if labels else ()
-    if task == "classification" and not names and num_labels is None:
-        names = hf_labels(hf) if hf_task(hf) == "classification" else ()
+    labelled = ("classification", "token_classification")
+    if task in labelled and not names and num_labels is None:
+        names = hf_labels(hf) if TASK_OF_ARCHITECTURE.get(_first(hf), task) == task else ()
     n = num_labels if num_labels is not None else (len(names) or int(hf.get("num_labels", 2)))
     try:
         return BertConfig(
@@ -205,8 +254,8 @@ def bert_config_from_hf(
             layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
             init_std=float(hf.get("initializer_range", 0.02)),
             pad_id=int(hf.get("pad_token_id") or 0),
-            pooler=pooler,
-            num_labels=n,
+            pooler=pooler and task not in TOKEN_TASKS,
+            num_labels=2 if task == "question_answering" else n,
             labels=names if len(names) == n else (),
         )
     except KeyError as exc:
@@ -238,7 +287,7 @@ def bert_config_to_hf(cfg: BertConfig, vocab_size: int | None = None) -> dict[st
         "tie_word_embeddings": True,
         "torch_dtype": "float32",
     }
-    if cfg.task == "classification":
+    if cfg.task in ("classification", "token_classification"):
         names = cfg.label_names
         out["id2label"] = {str(i): n for i, n in enumerate(names)}
         out["label2id"] = {n: i for i, n in enumerate(names)}

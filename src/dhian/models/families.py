@@ -63,7 +63,15 @@ Builder = Callable[..., nn.Module]
 #: what a network is: encoder-decoder, bidirectional encoder, decoder-only LM, classifier
 KINDS = ("seq2seq", "encoder", "causal_lm", "classifier")
 #: what a saved model was trained for (the ``kind`` in a model dir's metadata)
-TASKS = ("translation", "classification", "lm", "mlm", "backbone")
+TASKS = (
+    "translation",
+    "classification",
+    "lm",
+    "mlm",
+    "backbone",
+    "token_classification",
+    "question_answering",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,14 @@ import dataclasses
 
 from torch import Tensor
 
-__all__ = ["ClassifierOutput", "EncoderOutput", "LMOutput", "Seq2SeqOutput"]
+__all__ = [
+    "ClassifierOutput",
+    "EncoderOutput",
+    "LMOutput",
+    "Seq2SeqOutput",
+    "SpanOutput",
+    "TokenClassifierOutput",
+]
 
 
 @dataclasses.dataclass
@@ -54,3 +61,23 @@ class ClassifierOutput:
 
     logits: Tensor
     attention: Tensor | list[Tensor] | None = None
+
+
+@dataclasses.dataclass
+class TokenClassifierOutput:
+    """Token classifier output: ``logits`` (B, T, C), one row of class scores per token, and,
+    when asked for, self attention per layer ``attention`` list of (B, H, T, T), else ``None``."""
+
+    logits: Tensor
+    attention: list[Tensor] | None = None
+
+
+@dataclasses.dataclass
+class SpanOutput:
+    """Extractive QA output: ``start_logits`` and ``end_logits`` (B, T), the scores of each
+    token as the first / last token of the answer, and, when asked for, self attention per
+    layer ``attention`` list of (B, H, T, T), else ``None``."""
+
+    start_logits: Tensor
+    end_logits: Tensor
+    attention: list[Tensor] | None = None

@@ -4,7 +4,9 @@ Owns :class:`ServeSettings` and :func:`create_app`. Endpoints (JSON in/out, sche
 :mod:`dhian.serve.schemas`, so ``/docs`` and ``/openapi.json`` describe them):
 
 - ``POST /translate`` (translation), ``/classify`` (classifiers), ``/generate`` (GPT, LLaMA),
-  ``/fill-mask`` (BERT MLM), ``/attention`` (every model with attention) → the viewer payload;
+  ``/fill-mask`` (BERT MLM), ``/tag`` (token classifiers: words, labels, entity spans),
+  ``/answer`` (extractive QA: question + context → span), ``/attention`` (every model with
+  attention) → the viewer payload;
 - causal LMs also get the OpenAI-compatible ``/v1/chat/completions``, ``/v1/completions`` and
   ``/v1/models`` (:mod:`dhian.serve.openai_api`; errors there in OpenAI's shape);
 - ``GET /health`` — model kind, name, uptime, queue depth, batch counters; ``GET /`` the page.
@@ -14,7 +16,7 @@ kind lacks (the message names the kind and its endpoints), 413 a body over the b
 text over ``max_chars`` / more texts than ``max_batch``, 422 a missing or invalid field or an
 input the model rejects, 503 + ``Retry-After`` when ``max_queue`` requests wait (or during
 shutdown), 504 when a request is not answered within ``timeout`` seconds.
-Translate and classify requests arriving together run as one model batch
+Translate, classify and tag requests arriving together run as one model batch
 (:class:`dhian.serve.batching.Batcher`); the model is used by the batcher's thread only.
 Imports: fastapi, starlette, :mod:`dhian.serve` (batching, inference, attention, schemas, page,
 limits), :mod:`dhian.models.model_dir`, :mod:`dhian.text` (clean_text), :mod:`dhian.errors`.
@@ -37,11 +39,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dhian.errors import DhianError
 from dhian.inference import capabilities
+from dhian.inference.answer import answer_one
 from dhian.inference.attention_maps import extract_attention
 from dhian.inference.chat import has_chat_template
 from dhian.inference.classify import classify_texts
 from dhian.inference.fill_mask import fill_mask_one
 from dhian.inference.generate import generate_one
+from dhian.inference.tag import tag_texts
 from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
 from dhian.serve import schemas
@@ -67,6 +71,8 @@ _NEEDS = {
     "/classify": "classification",
     "/generate": "language model (lm)",
     "/fill-mask": "masked-LM (mlm)",
+    "/tag": "token classifier (token_classification)",
+    "/answer": "question-answering (question_answering)",
     "/attention": "model with attention",
 }
 
@@ -114,10 +120,12 @@ class Service:
                 "classify": self._classify,
                 "generate": self._generate,
                 "fill_mask": self._fill_mask,
+                "tag": self._tag,
+                "answer": self._answer,
                 "attention": self._attention,
                 "complete": self._complete,
             },
-            batched=("translate", "classify"),
+            batched=("translate", "classify", "tag"),
             max_batch=settings.max_batch,
             max_queue=settings.max_queue,
             max_wait=settings.batch_wait_ms / 1000.0,
@@ -142,10 +150,24 @@ class Service:
     def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
         return [fill_mask_one(self.loaded, t, int(params)) for t in texts]
 
-    def _attention(self, params: Any, texts: list[str]) -> list[Any]:
+    def _tag(self, _params: Any, texts: list[str]) -> list[Any]:
+        return tag_texts(self.loaded, texts)
 
+    def _answer(self, params: Any, pairs: list[tuple[str, str]]) -> list[Any]:
+        max_answer_len, null_threshold = params
+        return [
+            answer_one(
+                self.loaded, q, c, max_answer_len=max_answer_len, null_threshold=null_threshold
+            )
+            for q, c in pairs
+        ]
+
+    def _attention(self, params: Any, texts: list[str]) -> list[Any]:
+        target, context = params
         title = f"{self.name} attention"
-        return [extract_attention(self.loaded, t, params).payload(title) for t in texts]
+        return [
+            extract_attention(self.loaded, t, target, context=context).payload(title) for t in texts
+        ]
 
     def info(self) -> dict[str, Any]:
         """The /health body."""
@@ -337,6 +359,21 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         out = await service.run("fill_mask", req.top_k, service.texts(req.text))
         return {"model": service.name, "masks": out[0]}
 
+    @app.post("/tag", response_model=schemas.TagResponse)
+    async def tag(req: schemas.TagRequest) -> dict[str, Any]:
+        service.require("/tag")
+        out = await service.run("tag", None, service.texts(req.text))
+        return {"model": service.name, "results": out}
+
+    @app.post("/answer", response_model=schemas.AnswerResponse)
+    async def answer(req: schemas.AnswerRequest) -> dict[str, Any]:
+        service.require("/answer")
+        question = service.texts(req.question, "question")[0]
+        context = service.texts(req.context, "context")[0]
+        params = (req.max_answer_len, req.null_threshold)
+        out = await service.run("answer", params, [(question, context)])
+        return {"model": service.name, "question": question, **out[0]}
+
     @app.post("/attention", response_model=schemas.AttentionPayload)
     async def attention(req: schemas.AttentionRequest) -> dict[str, Any]:
         service.require("/attention")
@@ -348,5 +385,14 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                     422, f"target is only for translation models; this is a {service.kind!r} model"
                 )
             target = service.texts(req.target, "target")[0]
-        out = await service.run("attention", target, [text])
+        context = None
+        if req.context is not None:
+            if service.kind != "question_answering":
+                raise ApiError(
+                    422,
+                    "context is only for question-answering models; "
+                    f"this is a {service.kind!r} model",
+                )
+            context = service.texts(req.context, "context")[0]
+        out = await service.run("attention", (target, context), [text])
         return dict(out[0])

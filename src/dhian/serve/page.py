@@ -2,7 +2,8 @@
 
 Owns :func:`page_html`, one self-contained HTML document (CSS and JS inline, no CDN; a
 Content-Security-Policy allows requests to this server only). The page posts to the task
-endpoint of the model kind (``/translate``, ``/classify``, ``/generate``, ``/fill-mask``), shows
+endpoint of the model kind (``/translate``, ``/classify``, ``/generate``, ``/fill-mask``, ``/tag``,
+``/answer`` with a context box), shows
 the result, then posts to ``/attention`` and renders the payload with the attention viewer of
 :mod:`dhian.viz` in API mode (``window.dhianViewer.render(el, payload)``). For translation with
 a beam > 1 the beam output is sent as ``target``, so the attention shown is that of the output
@@ -156,6 +157,23 @@ async function runTask(text) {
     });
     return { data: d, parts, attention: { text, target: null } };
   }
+  if (CFG.kind === "token_classification") {
+    const d = await post("/tag", { text });
+    const r = d.results[0];
+    const line = node("div", "answer");
+    for (const t of r.tokens) {
+      line.append(node("span", t.label === "O" ? null : "tag", t.label === "O" ? t.text : `${t.text}/${t.label}`), " ");
+    }
+    const ents = r.entities.map((e) => `${e.type}: ${e.text}`).join(" · ") || "no entities";
+    return { data: d, parts: [line, node("div", "sub", ents)], attention: { text, target: null } };
+  }
+  if (CFG.kind === "question_answering") {
+    const context = $("context").value;
+    const d = await post("/answer", { question: text, context });
+    const sub = `score ${d.score.toFixed(2)} · no-answer score ${d.null_score.toFixed(2)}`;
+    return { data: d, parts: [node("div", "answer", d.text || "(no answer)"), node("div", "sub", sub)],
+      attention: { text, target: null, context } };
+  }
   return { data: null, parts: [node("div", "sub", "attention only")], attention: { text, target: null } };
 }
 
@@ -180,6 +198,7 @@ async function run(ev) {
     if (CFG.hasAttention && task.attention) {
       const body = { text: task.attention.text };
       if (task.attention.target != null) body.target = task.attention.target;
+      if (task.attention.context) body.context = task.attention.context;
       const payload = await post("/attention", body);
       const host = $("viewer-host");
       host.textContent = "";
@@ -298,12 +317,16 @@ _VERB = {
     "classification": "Classify",
     "lm": "Generate",
     "mlm": "Fill mask",
+    "token_classification": "Tag",
+    "question_answering": "Answer",
 }
 _PLACEHOLDER = {
     "translation": "A sentence to translate",
     "classification": "A text to classify",
     "lm": "A prompt to continue",
     "mlm": "A sentence with {mask} in it",
+    "token_classification": "A sentence to tag",
+    "question_answering": "A question about the context",
 }
 
 
@@ -320,6 +343,8 @@ def _controls(kind: str, max_beam: int) -> str:
         )
     if kind == "mlm":
         return '<label>top-k <input id="top_k" type="number" min="1" max="100" value="5"></label>'
+    if kind == "question_answering":
+        return '<label>context <textarea id="context" rows="4" cols="60"></textarea></label>'
     return ""
 
 

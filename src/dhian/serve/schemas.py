@@ -121,12 +121,77 @@ class FillMaskResponse(BaseModel):
     masks: list[list[FillMaskCandidate]]
 
 
+class TagRequest(_Request):
+    """One text or a list of texts to tag (named entities, BIO labels)."""
+
+    text: str | list[str]
+
+
+class TagToken(BaseModel):
+    """One word: characters [start, end) of the text, its label and that label's probability."""
+
+    text: str
+    start: int
+    end: int
+    label: str
+    prob: float
+
+
+class TagEntity(BaseModel):
+    """One entity span: its type (PER, LOC...), text and characters [start, end)."""
+
+    type: str
+    text: str
+    start: int
+    end: int
+
+
+class TagItem(BaseModel):
+    """The words of one text with their labels, and the entities they make."""
+
+    text: str
+    tokens: list[TagToken]
+    entities: list[TagEntity]
+
+
+class TagResponse(BaseModel):
+    """Tagged texts in input order."""
+
+    model: str
+    results: list[TagItem]
+
+
+class AnswerRequest(_Request):
+    """A question and the context to answer it from (extractive QA)."""
+
+    question: str
+    context: str
+    max_answer_len: int = Field(30, ge=1, le=512, description="tokens")
+    null_threshold: float | None = Field(
+        None, description="SQuAD v2: answer nothing when the no-answer score wins by more"
+    )
+
+
+class AnswerResponse(BaseModel):
+    """The answer span ``context[start:end]`` ("" = no answer) and its scores."""
+
+    model: str
+    question: str
+    text: str
+    start: int
+    end: int
+    score: float
+    null_score: float
+
+
 class AttentionRequest(_Request):
     """The text whose attention to return; ``target`` (translation only) is teacher-forced,
-    otherwise the model decodes the text greedily."""
+    otherwise the model decodes the text greedily; ``context`` (question answering only) is
+    the second segment, after the question in ``text``."""
 
     text: str
     target: str | None = None
+    context: str | None = None
 
 
 class AttentionKind(BaseModel):

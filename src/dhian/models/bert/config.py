@@ -10,6 +10,9 @@ import dataclasses
 
 from dhian.errors import ConfigError
 
+#: the heads a BERT can carry (``model.task``)
+BERT_TASKS = ("backbone", "mlm", "classification", "token_classification", "question_answering")
+
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
@@ -17,14 +20,16 @@ class BertConfig:
 
     ``task``: ``backbone`` (hidden states + pooled [CLS]) | ``mlm`` (masked-LM head tied to the
     word embeddings) | ``classification`` (pooled output → ``num_labels`` logits; ``labels``
-    names them). Sizes mirror HF ``BertConfig`` (hidden_size → embed_dim, num_hidden_layers →
+    names them) | ``token_classification`` (every token → ``num_labels`` logits, e.g. BIO
+    tags; ``labels`` names them) | ``question_answering`` (every token → start and end logits
+    of the answer span). Sizes mirror HF ``BertConfig`` (hidden_size → embed_dim, num_hidden_layers →
     layers, num_attention_heads → heads, intermediate_size → ff_dim,
     max_position_embeddings → max_positions). ``too_long``: ``truncate`` (with a warning) or
     ``error`` for inputs longer than ``max_positions``.
     """
 
     type: str = "bert"
-    task: str = "mlm"  # backbone | mlm | classification
+    task: str = "mlm"  # backbone | mlm | classification | token_classification | question_answering
     vocab_size: int = 30522
     embed_dim: int = 768
     layers: int = 12
@@ -39,15 +44,15 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     init_std: float = 0.02
     pad_id: int = 0
-    pooler: bool | None = None  # dense + tanh on [CLS]; None = all tasks but mlm
+    pooler: bool | None = None  # dense + tanh on [CLS]; None = backbone and classification
     num_labels: int = 2
     labels: tuple[str, ...] = ()  # names of the classes; () = "0", "1", ...
     too_long: str = "truncate"  # truncate | error
 
     def __post_init__(self) -> None:
-        if self.task not in ("backbone", "mlm", "classification"):
+        if self.task not in BERT_TASKS:
             raise ConfigError(
-                f"model.task must be backbone, mlm or classification, got {self.task!r}"
+                f"model.task must be one of {', '.join(BERT_TASKS)}, got {self.task!r}"
             )
         if self.heads <= 0 or self.embed_dim % self.heads != 0:
             raise ConfigError(
@@ -66,10 +71,13 @@ class BertConfig:
 
     @property
     def has_pooler(self) -> bool:
-        """Whether the backbone has a pooler (always for classification)."""
+        """Whether the backbone has a pooler: always for classification, never for the per-token
+        heads (HF builds those without one), else ``pooler`` (None = only the backbone)."""
         if self.task == "classification":
             return True
-        return self.task != "mlm" if self.pooler is None else self.pooler
+        if self.task in ("token_classification", "question_answering"):
+            return False
+        return self.task == "backbone" if self.pooler is None else self.pooler
 
     @property
     def label_names(self) -> tuple[str, ...]:

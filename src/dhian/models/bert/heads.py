@@ -2,7 +2,8 @@
 
 Owns :class:`BertForMaskedLM` (transform dense + activation + LayerNorm, decoder tied to the
 word embeddings + an output bias), :class:`BertForSequenceClassification` (dropout + linear on
-the pooled [CLS]) and :func:`build_bert` (the head of ``model.task`` on a backbone). Text → ids
+the pooled [CLS]) and :func:`build_bert` (the head of ``model.task`` on a backbone; the
+per-token heads are in :mod:`dhian.models.bert.token_heads`). Text → ids
 and the task functions that use these heads (fill-mask, classify) are in :mod:`dhian.inference`.
 
 Parameter names: ``backbone.*`` (see :mod:`dhian.models.bert.model`), ``mlm.transform.dense``,
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from dhian.models.bert.config import BertConfig
 from dhian.models.bert.model import BertBackbone, backbone_kwargs, init_bert_weights
+from dhian.models.bert.token_heads import BertForQuestionAnswering, BertForTokenClassification
 from dhian.models.outputs import ClassifierOutput, LMOutput
 from dhian.nn import get_activation
 
@@ -150,8 +152,10 @@ def build_bert(
 ) -> nn.Module:
     """The model of ``cfg.task``: :class:`BertBackbone` (``backbone``),
     :class:`~dhian.models.bert.heads.BertForMaskedLM` (``mlm``) or
-    :class:`~dhian.models.bert.heads.BertForSequenceClassification` (``classification``).
-    ``src_vocab_size`` (the tokenizer's V) overrides ``cfg.vocab_size`` when given."""
+    :class:`~dhian.models.bert.heads.BertForSequenceClassification` (``classification``),
+    :class:`~dhian.models.bert.token_heads.BertForTokenClassification`
+    (``token_classification``) or :class:`~dhian.models.bert.token_heads.BertForQuestionAnswering`
+    (``question_answering``). ``src_vocab_size`` (the tokenizer's V) overrides ``cfg.vocab_size`` when given."""
     backbone = BertBackbone(**backbone_kwargs(cfg, src_vocab_size))
     if cfg.task == "backbone":
         return backbone
@@ -159,5 +163,11 @@ def build_bert(
         return BertForMaskedLM(
             backbone, activation=cfg.activation, layer_norm_eps=cfg.layer_norm_eps
         )
+    if cfg.task == "question_answering":
+        return BertForQuestionAnswering(backbone, cfg.init_std)
     drop = cfg.dropout if cfg.classifier_dropout is None else cfg.classifier_dropout
+    if cfg.task == "token_classification":
+        return BertForTokenClassification(
+            backbone, cfg.num_labels, drop, labels=cfg.label_names, init_std=cfg.init_std
+        )
     return BertForSequenceClassification(backbone, cfg.num_labels, drop, labels=cfg.label_names)

@@ -3,7 +3,9 @@
 Each task (:class:`~dhian.train.tasks.base.Task`) supplies data, loss and evaluation for one
 kind of training: :mod:`~dhian.train.tasks.translation`, :mod:`~dhian.train.tasks.classification`,
 :mod:`~dhian.train.tasks.lm` (+ :mod:`~dhian.train.tasks.lm_eval`),
-:mod:`~dhian.train.tasks.mlm` (+ :mod:`~dhian.train.tasks.mlm_eval`). :func:`task_for` picks
+:mod:`~dhian.train.tasks.mlm` (+ :mod:`~dhian.train.tasks.mlm_eval`),
+:mod:`~dhian.train.tasks.token_classification` (NER) and
+:mod:`~dhian.train.tasks.question_answering` (extractive QA). :func:`task_for` picks
 ``train.task`` by name, or for ``auto`` the first task in :data:`TASKS` whose
 :meth:`~dhian.train.tasks.base.Task.fits` accepts the model config (``model.type``; for bert also
 ``model.task``). A new task is a module here and one line in :data:`TASKS`.
@@ -17,6 +19,8 @@ from dhian.train.tasks.base import EvalResult, IteratorStream, Log, LossTerms, T
 from dhian.train.tasks.classification import ClassificationTask
 from dhian.train.tasks.lm import LMTask
 from dhian.train.tasks.mlm import MaskedLMTask
+from dhian.train.tasks.question_answering import QuestionAnsweringTask
+from dhian.train.tasks.token_classification import TokenClassificationTask
 from dhian.train.tasks.translation import TranslationTask
 
 __all__ = [
@@ -31,7 +35,15 @@ __all__ = [
 
 #: ``train.task`` name → task class; ``auto`` tries them in this order
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (ClassificationTask, LMTask, MaskedLMTask, TranslationTask)
+    cls.name: cls
+    for cls in (
+        ClassificationTask,
+        LMTask,
+        MaskedLMTask,
+        QuestionAnsweringTask,
+        TokenClassificationTask,
+        TranslationTask,
+    )
 }
 
 

@@ -1,5 +1,6 @@
 """Evaluation metrics: corpus BLEU / chrF (sacrebleu, with signature), accuracy, macro-F1,
-confusion matrix, perplexity.
+confusion matrix, perplexity; entity P/R/F1 of BIO tags in :mod:`dhian.metrics.entities`
+(seqeval) and SQuAD exact match / F1 in :mod:`dhian.metrics.squad` (re-exported here).
 
 Owns the numbers reported by ``dhian train`` / ``evaluate`` and the benchmarks. Inputs are plain
 Python sequences (strings for BLEU/chrF, ints for labels); tensors are accepted for labels and
@@ -18,6 +19,8 @@ from typing import Any
 from sacrebleu.metrics import BLEU, CHRF
 
 from dhian.errors import DhianError
+from dhian.metrics.entities import entity_scores
+from dhian.metrics.squad import squad_scores
 
 __all__ = [
     "MetricResult",
@@ -25,9 +28,11 @@ __all__ = [
     "bleu",
     "chrf",
     "confusion_matrix",
+    "entity_scores",
     "higher_is_better",
     "macro_f1",
     "perplexity",
+    "squad_scores",
 ]
 
 
@@ -141,6 +146,7 @@ _LOWER_IS_BETTER = {
     "ppl_char",
     "bpc",
     "perplexity",
+    "squad_scores",
     "dev_loss",
     "dev_ppl",
     "dev_ppl_char",
