@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dhian.cli.options import finite_float
 from dhian.errors import ConfigError, DhianError
 
 Evaluator = Callable[[Any, argparse.Namespace], int]
@@ -63,7 +64,7 @@ def register(sub: Any) -> None:
     p.add_argument("--beam", type=int, default=5, metavar="K", help="beam size; 1 = greedy (5)")
     p.add_argument(
         "--length-penalty",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="A",
         help="GNMT alpha (default: the model's train.eval_length_penalty)",

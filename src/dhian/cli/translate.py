@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument
+from dhian.cli.options import add_dtype_argument, finite_float
 from dhian.errors import ConfigError, DataError
 
 PROGRESS_MIN_LINES = 100
@@ -39,14 +39,18 @@ def register(sub: Any) -> None:
     p.add_argument("--beam", type=int, default=5, metavar="K", help="beam size; 1 = greedy (5)")
     p.add_argument(
         "--length-penalty",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="A",
         help="GNMT length penalty alpha (default: the model's train.eval_length_penalty)",
     )
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="sentences (32)")
     p.add_argument(
-        "--max-len-ratio", type=float, default=1.5, metavar="R", help="output ≤ R·src + 10 (1.5)"
+        "--max-len-ratio",
+        type=finite_float,
+        default=1.5,
+        metavar="R",
+        help="output ≤ R·src + 10 (1.5)",
     )
     p.add_argument("--n-best", type=int, default=1, metavar="N", help="hypotheses per line (1)")
     p.add_argument("--input", metavar="FILE", help="read this file instead of stdin")

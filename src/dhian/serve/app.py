@@ -43,6 +43,7 @@ from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
 from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
+from dhian.serve.connections import ConnectionLimits, ReadDeadline
 from dhian.serve.limits import ApiError, BodyLimit, validation_message
 from dhian.serve.page import page_html
 from dhian.text import clean_text
@@ -66,7 +67,10 @@ class ServeSettings:
     """Limits of the server. ``max_batch``: most texts per model call (and per request);
     ``max_queue``: most waiting requests before 503; ``timeout``: seconds per request before
     504; ``max_chars``: characters per text; ``batch_wait_ms``: how long the worker waits for
-    more requests to batch; ``max_beam``; ``max_body_bytes`` (default from the others)."""
+    more requests to batch; ``max_beam``; ``max_body_bytes`` (default from the others);
+    ``read_timeout``: seconds a request's headers, then its body, may take to arrive (408);
+    ``max_connections`` / ``max_connections_per_client``: open connections in all / from one
+    address (beyond: 503 / 429, the connection closed)."""
 
     max_batch: int = 16
     max_queue: int = 64
@@ -75,6 +79,17 @@ class ServeSettings:
     batch_wait_ms: float = 5.0
     max_beam: int = 16
     max_body_bytes: int | None = None
+    read_timeout: float = 10.0
+    max_connections: int = 512
+    max_connections_per_client: int = 64
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The socket-level limits (:mod:`dhian.serve.connections`)."""
+        return ConnectionLimits(
+            per_client=self.max_connections_per_client,
+            total=self.max_connections,
+            read_timeout=self.read_timeout,
+        )
 
     def body_limit(self) -> int:
         """Bytes a request body may have: room for ``max_batch`` escaped texts, plus slack."""
@@ -234,10 +249,13 @@ def create_app(
         description=f"A {service.kind} model ({service.model_type}). "
         f"Endpoints for it: {', '.join(service.endpoints)}.",
         lifespan=lifespan,
-        responses={code: {"model": schemas.ErrorResponse} for code in (400, 413, 422, 503, 504)},
+        responses={
+            code: {"model": schemas.ErrorResponse} for code in (400, 408, 413, 422, 503, 504)
+        },
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.body_limit())
+    app.add_middleware(ReadDeadline, seconds=settings.read_timeout)  # outermost: wraps receive
     _add_error_handlers(app)
     _add_routes(app, service)
     return app
