@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from dhian.decoding.cancel import ShouldStop
 from dhian.decoding.llm_generate import llm_generate
 from dhian.decoding.sampling import generate
 from dhian.errors import DataError
@@ -106,6 +107,7 @@ def generate_text(
     stop_at_eos: bool = True,
     new_document: bool = False,
     on_text: Callable[[int, str], None] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[str]:
     """Continue each text prompt; returns the continuations (prompt not included).
 
@@ -148,6 +150,7 @@ def generate_text(
         use_cache=use_cache,
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
+        should_stop=should_stop,
     )
     return [stream.finish(r) for r in range(len(prompts))]
 
@@ -165,10 +168,12 @@ def llm_generate_text(
     seed: int | None = None,
     stop_at_eos: bool = True,
     on_text: Callable[[int, str], None] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[str]:
     """Continue each text prompt (already chat-rendered if it is a chat); returns the
     continuations. A row stops at EOS (``stop_at_eos``) or when its text contains one of
-    ``stop`` (cut before it). ``on_text(row, increment)`` streams each row's decoded text."""
+    ``stop`` (cut before it). ``on_text(row, increment)`` streams each row's decoded text;
+    ``should_stop()`` True before a step abandons the call (:mod:`dhian.decoding.cancel`)."""
     encoded = [list(tokenizer.encode(t)) for t in prompts]
     for t, ids in zip(prompts, encoded, strict=True):
         if not ids:
@@ -188,6 +193,7 @@ def llm_generate_text(
         seed=seed,
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
+        should_stop=should_stop,
     )
     return [stream.finish(r) for r in range(len(prompts))]
 
@@ -200,8 +206,10 @@ def generate_one(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> str:
-    """The continuation of ``prompt`` by a causal LM (prompt not included)."""
+    """The continuation of ``prompt`` by a causal LM (prompt not included); ``should_stop``
+    as in :func:`generate_text`."""
     if loaded.kind != "lm":
         raise DataError(f"generation needs a language model, this one is {loaded.kind!r}")
     tok = loaded.tokenizers.get("tgt") or loaded.tokenizers["src"]
@@ -214,4 +222,5 @@ def generate_one(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
+        should_stop=should_stop,
     )[0]

@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -128,15 +129,19 @@ class Service:
 
     # handlers: run on the batcher's thread, one result per item
     def _translate(self, params: Any, texts: list[str]) -> list[Any]:
-        return translate_batch(self.loaded, texts, beam=int(params))
+        return translate_batch(
+            self.loaded, texts, beam=int(params), should_stop=self.batcher.should_stop
+        )
 
     def _classify(self, _params: Any, texts: list[str]) -> list[Any]:
         return classify_texts(self.loaded, texts)
 
     def _generate(self, params: Any, prompts: list[str]) -> list[Any]:
         max_new, temperature, top_k, top_p, seed = params
+        stop = self.batcher.should_stop
         return [
-            generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed) for p in prompts
+            generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed, stop)
+            for p in prompts
         ]
 
     def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
@@ -203,8 +208,14 @@ class Service:
                 )
         return texts
 
-    async def run(self, op: str, params: Hashable, items: Sequence[Any]) -> list[Any]:
-        """Submit to the batcher and wait, mapping queue/timeout/model errors to ApiError."""
+    async def run(
+        self, op: str, params: Hashable, items: Sequence[Any], request: Request | None = None
+    ) -> list[Any]:
+        """Submit to the batcher and wait, mapping queue/timeout/model errors to ApiError.
+
+        When the request times out, or its client disconnects (``request`` given: checked
+        every :data:`DISCONNECT_POLL_S`), the job is abandoned: dropped if still queued, and
+        its decoding stops at the next step if it runs (:meth:`Batcher.abandon`)."""
         try:
             future = self.batcher.submit(op, params, items)
         except QueueFull as exc:
@@ -215,9 +226,15 @@ class Service:
             raise ApiError(503, f"{exc}; retry later", headers={"Retry-After": "5"}) from exc
         timeout = self.settings.timeout
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            return await asyncio.wait_for(_answer_or_leave(future, request), timeout)
+        except ClientLeft as exc:
+            self.batcher.abandon(future)
+            raise ApiError(499, "the client closed the connection") from exc
+        except asyncio.CancelledError:
+            self.batcher.abandon(future)
+            raise
         except TimeoutError as exc:
-            future.cancel()
+            self.batcher.abandon(future)
             raise ApiError(
                 504, f"no answer within {timeout:g} s (--timeout); send shorter or fewer texts"
             ) from exc
@@ -225,6 +242,28 @@ class Service:
             raise ApiError(
                 422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             ) from exc
+
+
+#: Seconds between checks whether a waiting request's client is still connected.
+DISCONNECT_POLL_S = 0.25
+
+
+class ClientLeft(Exception):
+    """The client of a waiting request disconnected."""
+
+
+async def _answer_or_leave(future: Future[list[Any]], request: Request | None) -> list[Any]:
+    """The future's result; :class:`ClientLeft` as soon as ``request``'s client is gone."""
+    waiting = asyncio.wrap_future(future)
+    if request is None:
+        return await waiting
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return waiting.result()
+        if await request.is_disconnected():
+            waiting.cancel()
+            raise ClientLeft
 
 
 def create_app(
@@ -304,11 +343,11 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return service.info()
 
     @app.post("/translate", response_model=schemas.TranslateResponse)
-    async def translate(req: schemas.TranslateRequest) -> dict[str, Any]:
+    async def translate(req: schemas.TranslateRequest, request: Request) -> dict[str, Any]:
         service.require("/translate")
         if req.beam > service.settings.max_beam:
             raise ApiError(422, f"beam {req.beam} is above the limit {service.settings.max_beam}")
-        out = await service.run("translate", req.beam, service.texts(req.text))
+        out = await service.run("translate", req.beam, service.texts(req.text), request)
         return {"model": service.name, "results": out}
 
     @app.post("/classify", response_model=schemas.ClassifyResponse)
@@ -318,11 +357,11 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return {"model": service.name, "results": out}
 
     @app.post("/generate", response_model=schemas.GenerateResponse)
-    async def generate(req: schemas.GenerateRequest) -> dict[str, Any]:
+    async def generate(req: schemas.GenerateRequest, request: Request) -> dict[str, Any]:
         service.require("/generate")
         prompt = service.texts(req.prompt, "prompt")[0]
         params = (req.max_new_tokens, req.temperature, req.top_k, req.top_p, req.seed)
-        out = await service.run("generate", params, [prompt])
+        out = await service.run("generate", params, [prompt], request)
         return {"model": service.name, "prompt": prompt, "text": out[0]}
 
     @app.post("/fill-mask", response_model=schemas.FillMaskResponse)
