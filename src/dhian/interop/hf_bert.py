@@ -48,6 +48,7 @@ from dhian.interop.hf_bert_names import (
     read_json,
     task_of,
 )
+from dhian.interop.hf_config import check_hf_config
 from dhian.models.bert.config import BertConfig
 from dhian.models.bert.heads import build_bert
 from dhian.models.bert.model import BertBackbone
@@ -195,7 +196,7 @@ def import_hf_bert(
     say: Log = log or logger.info
     if not (d / "config.json").is_file():
         raise ModelLoadError(f"{d} has no config.json; is it a HuggingFace BERT model dir?")
-    hf_cfg = read_json(d / "config.json")
+    hf_cfg = dict(check_hf_config(read_json(d / "config.json"), d / "config.json"))
     task = task or hf_task(hf_cfg)
     if task not in ARCHITECTURES:
         raise ModelLoadError(f"task must be backbone, mlm or classification, got {task!r}")
