@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dhian.cli.options import finite_float
+from dhian.cli.options import check_output_dir, finite_float
 from dhian.errors import ConfigError, DhianError
 
 Evaluator = Callable[[Any, argparse.Namespace], int]
@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     """Load ``--model`` and run the evaluator of its kind."""
     if args.max_examples < 0:
         raise ConfigError(f"--max-examples must be >= 0 (0 = all), got {args.max_examples}")
+    if args.out:  # a bad report dir is found before the model runs (it collects one file per
+        check_output_dir(args.out, "--out", force=None)  # split, so it may hold some already)
     from dhian.inference.load import load_model
 
     loaded = load_model(args.model, args.device, args.dtype)

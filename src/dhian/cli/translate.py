@@ -19,7 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument, finite_float
+from dhian.cli.options import (
+    add_dtype_argument,
+    add_force_argument,
+    check_output_dir,
+    check_output_file,
+    finite_float,
+)
 from dhian.errors import ConfigError, DataError
 
 PROGRESS_MIN_LINES = 100
@@ -73,6 +79,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_dtype_argument(p)
+    add_force_argument(p, "a non-empty --attention-out DIR")
     p.set_defaults(handler=run)
 
 
@@ -108,6 +115,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-len-ratio must be > 0, got {args.max_len_ratio}")
     if args.max_src_len < 0:
         raise ConfigError(f"--max-src-len must be >= 0 (0 = model limit), got {args.max_src_len}")
+    if args.output:  # bad output paths are found before the model runs
+        check_output_file(args.output, "--output")
+    if args.attention_out:
+        check_output_dir(args.attention_out, "--attention-out", args.force)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,8 +176,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     if args.attention_out:
+        from dhian.models.model_dir import atomic_dir
         from dhian.viz.alignments import write_alignments
 
-        pngs = write_alignments(out, args.attention_out)
+        with atomic_dir(args.attention_out) as tmp:  # complete, then swapped in: never a mix
+            pngs = write_alignments(out, tmp)
         print(f"wrote {len(pngs)} alignment plots to {args.attention_out}", file=sys.stderr)
     return 0

@@ -285,8 +285,11 @@ def _write_tokenizer(tok: Any, out: Path, cfg: BertConfig) -> None:
         )
     hf.save(str(out / "tokenizer.json"))
     specials = {
-        f"{r}_token": t for r, t in roles.items() if r in ("pad", "unk", "mask", "cls", "sep")
-    }
+        f"{r}_token": t
+        for r, t in roles.items()
+        if r in ("pad", "unk", "mask", "cls", "sep")
+        or (r in ("bos", "eos") and t not in (roles.get("cls"), roles.get("sep")))
+    }  # bos/eos only where they are tokens of their own (dhian's <s> </s>), for the round trip
     wordpiece = getattr(tok, "kind", "") == "wordpiece"
     if wordpiece:
         vocab = hf.get_vocab(with_added_tokens=True)

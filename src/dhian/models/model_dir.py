@@ -87,6 +87,34 @@ def fsync_tree(path: str | Path) -> None:
         fsync_dir(root)
 
 
+def _umask() -> int:
+    """The process umask (read from /proc where possible: setting it is process-wide)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def normalise_modes(path: str | Path) -> None:
+    """Give every file under ``path`` the mode an ordinary ``open()`` would (0644 with the
+    usual umask) and every folder 0755: writers that go through a private temp file (safetensors
+    writes 0600) would otherwise leave files only their owner can read."""
+    mask = _umask()
+    for root, dirs, files in os.walk(path):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o666 & ~mask)
+        for name in dirs:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o777 & ~mask)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file + fsync + rename: never a half-written file."""
     path = Path(path)
@@ -127,6 +155,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        normalise_modes(tmp)
         fsync_tree(tmp)
         old = _old_name(final)
         if old.exists():
@@ -249,6 +278,7 @@ def write_model_files(
         "build_kwargs": json.dumps(kwargs, sort_keys=True),
     }
     save_model(model, str(directory / WEIGHTS), metadata=meta)
+    os.chmod(directory / WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600
     (directory / CONFIG).write_text(
         yaml.safe_dump(run_config.to_dict(), sort_keys=False), encoding="utf-8"
     )
