@@ -19,7 +19,6 @@ from dhian.models.llama.config import LlamaConfig
 from dhian.models.model_dir import save_model_dir
 from dhian.models.transformer.config import TransformerConfig
 from dhian.text import train_tokenizer
-
 from helpers.tiny_models import PAIRS, TEXTS, save_tiny
 
 
