@@ -349,3 +349,30 @@ def test_a_timed_out_translation_stops_between_steps_and_frees_the_model(tiny_di
         assert time.monotonic() - begin < 1.0
         assert steps["slow"] <= 7  # ~4 steps before the timeout, at most one after it
         assert client.app.state.service.batcher.stats.cancelled == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/translate", {"text": "Gott", "beam": "5"}, "beam"),
+        ("/translate", {"text": "Gott", "beam": True}, "beam"),
+        ("/translate", {"text": "Gott", "beam": 2.0}, "beam"),
+        ("/translate", {"text": 5}, "text"),
+    ],
+)
+def test_request_types_are_strict(tiny_dirs, path, body, field):
+    with serving(tiny_dirs["rnnsearch"]) as (client, _):
+        msg = error_of(client.post(path, json=body), 422)
+        assert f"field {field!r}" in msg
+        assert client.post(path, json={"text": "Gott", "beam": 2}).status_code == 200
+
+
+def test_nan_and_infinity_are_refused(tiny_dirs):
+    with serving(tiny_dirs["gpt"]) as (client, _):
+        for raw in (b'{"prompt": "a", "temperature": NaN}', b'{"prompt": "a", "top_p": Infinity}'):
+            r = client.post(
+                "/generate", content=raw, headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code in (400, 422), r.text
+        ok = client.post("/generate", json={"prompt": "a", "temperature": 1, "max_new_tokens": 2})
+        assert ok.status_code == 200, ok.text  # an integer is still a number
