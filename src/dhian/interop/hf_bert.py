@@ -52,7 +52,7 @@ from dhian.interop.hf_config import check_hf_config
 from dhian.models.bert.config import BertConfig
 from dhian.models.bert.heads import build_bert
 from dhian.models.bert.model import BertBackbone
-from dhian.models.model_dir import LoadedModel
+from dhian.models.model_dir import LoadedModel, unpickle_refusal
 from dhian.text import load_tokenizer
 
 __all__ = [
@@ -96,8 +96,7 @@ def _read_weights(d: Path) -> dict[str, Tensor]:
         try:
             raw = torch.load(str(pt), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{pt} cannot be read as weights only: {first}") from exc
+            raise ModelLoadError(unpickle_refusal(pt, exc)) from exc
         if not isinstance(raw, Mapping):
             raise ModelLoadError(f"{pt} does not hold a state dict")
         return {str(k): v for k, v in raw.items() if isinstance(v, Tensor)}

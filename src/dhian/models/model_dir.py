@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -59,6 +60,25 @@ class LoadedModel:
     tokenizers: dict[str, Any]
     kind: str
     build_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def unpickle_refusal(path: str | Path, exc: BaseException) -> str:
+    """One line for a ``torch.load(weights_only=True)`` that failed on ``path``: what torch
+    found (e.g. "unsupported GLOBAL posix.system"), never torch's advice to re-run with
+    ``weights_only=False`` — that would run whatever code a file of unknown origin holds."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return (
+            f"{path} holds Python objects beyond weights (it would call {found.group(1)}); dhian "
+            "never unpickles code from a file, so it is refused"
+        )
+    first = lines[0] if lines else type(exc).__name__
+    if "weights_only" in first or "Weights only" in first:
+        first = "not a plain weights file"
+    return (
+        f"{path} cannot be read as weights only ({first}); it is corrupt or holds more than weights"
+    )
 
 
 # --------------------------------------------------------------------------- atomic writes

@@ -39,6 +39,7 @@ from dhian.models.model_dir import (
     read_metadata,
     read_run_config,
     recover_dir,
+    unpickle_refusal,
     write_model_files,
 )
 
@@ -251,8 +252,9 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path} is corrupt or not a trainer state: {first}") from exc
+        raise ModelLoadError(
+            f"corrupt or not a trainer state: {unpickle_refusal(path, exc)}"
+        ) from exc
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ModelLoadError(f"{path} is not a dhian trainer state (version {STATE_VERSION})")
     return state
