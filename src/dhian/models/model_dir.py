@@ -9,7 +9,8 @@ Owns the on-disk layout of a dhian model dir (see docs/design.md, "Model directo
 
 and the atomic-write helpers (temp file + fsync + rename; temp dir + rename) that checkpoints
 reuse. Loading fails with one-line :class:`~dhian.errors.ModelLoadError` for a missing dir,
-missing files, a corrupt weights file, weights of another model type, or pickle-only weights.
+missing files, a corrupt weights file, weights of another model type, pickle-only weights, or
+a file that does not match the dir's ``manifest.json`` (:mod:`dhian.models.manifest`).
 Imports: stdlib, PyYAML, torch, safetensors, :mod:`dhian.config`, :mod:`dhian.errors`,
 :mod:`dhian.text` (the default tokenizer loader) and :mod:`dhian.models.families` (the default
 builder and each family's default task).
@@ -36,6 +37,7 @@ from safetensors.torch import load_model, save_model
 from dhian.config import RunConfig, run_config_from_dict
 from dhian.errors import ConfigError, DhianError, ModelLoadError
 from dhian.models.families import build_model, family_of
+from dhian.models.manifest import verify_model_files
 from dhian.text import load_tokenizer
 
 FORMAT = "dhian-model"
@@ -411,9 +413,11 @@ def load_model_dir(
 
     ``expect_type``: accepted ``model.type`` name(s); another type raises ModelLoadError.
     ``builder(model_cfg, **build_kwargs)`` makes the empty model; default
-    ``dhian.models.families.build_model``.
+    ``dhian.models.families.build_model``. A dir with a ``manifest.json`` (a checkpoint) is
+    checked against it first (:func:`dhian.models.manifest.verify_model_files`).
     """
     directory = Path(directory)
+    verify_model_files(directory)  # a checkpoint's manifest: a corrupt file is named, not used
     meta = read_metadata(directory)
     if meta.get("format") != FORMAT:
         raise ModelLoadError(
