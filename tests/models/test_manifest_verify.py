@@ -49,10 +49,10 @@ def test_a_flipped_bit_in_the_weights_is_named(checkpoint, capsys):
 def test_a_truncated_or_missing_file_is_named(checkpoint):
     vocab = next((checkpoint / "tokenizer").rglob("tokenizer.json"))
     vocab.write_text(vocab.read_text()[:-10])
-    with pytest.raises(ModelLoadError, match="tokenizer.json has .* bytes but .* were written"):
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json has .* bytes but .* were written"):
         load_model(checkpoint)
     vocab.unlink()
-    with pytest.raises(ModelLoadError, match="tokenizer.json is missing"):
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json is missing"):
         load_model(checkpoint)
 
 

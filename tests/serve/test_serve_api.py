@@ -370,9 +370,7 @@ def test_request_types_are_strict(tiny_dirs, path, body, field):
 def test_nan_and_infinity_are_refused(tiny_dirs):
     with serving(tiny_dirs["gpt"]) as (client, _):
         for raw in (b'{"prompt": "a", "temperature": NaN}', b'{"prompt": "a", "top_p": Infinity}'):
-            r = client.post(
-                "/generate", content=raw, headers={"Content-Type": "application/json"}
-            )
+            r = client.post("/generate", content=raw, headers={"Content-Type": "application/json"})
             assert r.status_code in (400, 422), r.text
         ok = client.post("/generate", json={"prompt": "a", "temperature": 1, "max_new_tokens": 2})
         assert ok.status_code == 200, ok.text  # an integer is still a number
