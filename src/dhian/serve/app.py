@@ -11,7 +11,10 @@ Errors are ``{"error": one line, "detail": ...}``: 400 malformed JSON or an endp
 kind lacks (the message names the kind and its endpoints), 413 a body over the byte limit or a
 text over ``max_chars`` / more texts than ``max_batch``, 422 a missing or invalid field or an
 input the model rejects, 503 + ``Retry-After`` when ``max_queue`` requests wait (or during
-shutdown), 504 when a request is not answered within ``timeout`` seconds.
+shutdown), 504 when a request is not answered within ``timeout`` seconds, 408 when its body does
+not arrive within ``read_timeout`` (:class:`dhian.serve.connections.ReadDeadline`). A request
+that times out or whose client disconnects abandons its job: its decoding stops at the next
+step (:meth:`Batcher.should_stop`, :mod:`dhian.decoding.cancel`).
 Translate and classify requests arriving together run as one model batch
 (:class:`dhian.serve.batching.Batcher`); the model is used by the batcher's thread only.
 Imports: fastapi, starlette, :mod:`dhian.serve` (batching, inference, attention, schemas, page,
