@@ -73,7 +73,8 @@ def test_a_failed_export_leaves_the_old_dir_intact(tiny_dirs, tmp_path):
     [
         (["attention", "--model", "{missing}", "Gott", "--out", "{full}"], "is not empty"),
         (["attention", "--model", "{missing}", "Gott", "--out", "{file}/x"], "is a file"),
-        (["translate", "--model", "{missing}", "--output", "{tmp}/no/x.txt"], "does not exist"),
+        (["translate", "--model", "{missing}", "--output", "{tmp}/no/x.txt"], "no such file"),
+        (["translate", "--model", "{missing}", "--output", "{file}/x.txt"], "not a directory"),
         (["translate", "--model", "{missing}", "--output", "{tmp}"], "is a directory"),
         (["translate", "--model", "{missing}", "--attention-out", "{full}"], "is not empty"),
         (["evaluate", "--model", "{missing}", "--out", "{file}"], "is a file"),

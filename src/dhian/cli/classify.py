@@ -77,9 +77,10 @@ def stdin_lines() -> Iterator[str]:
     """The lines of stdin as they arrive (UTF-8, no line ends); DataError for bytes that are
     not UTF-8 (naming the line) or for an empty stdin."""
     count = 0
-    for count, raw in enumerate(sys.stdin.buffer, 1):
+    source = getattr(sys.stdin, "buffer", None) or sys.stdin  # bytes, or already text
+    for count, raw in enumerate(source, 1):
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"stdin is not UTF-8 text (line {count}, byte {exc.start}); convert it first"

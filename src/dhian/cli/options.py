@@ -2,7 +2,8 @@
 types that read numbers (NaN and infinity are refused where a number is read), and the checks
 of output paths that run *before* a model is loaded (:func:`check_output_dir`,
 :func:`check_output_file`): a target that cannot be written, or a non-empty directory without
-``--force``, is one :class:`~dhian.errors.ConfigError` before any work is done.
+``--force``, is one :class:`~dhian.errors.ConfigError` (or the OSError writing the file would
+raise) before any work is done.
 
 Imports: stdlib, :mod:`dhian.errors`.
 """
@@ -10,6 +11,7 @@ Imports: stdlib, :mod:`dhian.errors`.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 from pathlib import Path
@@ -89,17 +91,22 @@ def check_output_dir(path: str | Path, flag: str, force: bool | None = False) ->
 
 
 def check_output_file(path: str | Path, flag: str) -> None:
-    """Before any work: ``path`` must be writable as a file (not a directory, its folder must
-    exist or be creatable)."""
+    """Before any work: ``path`` must be writable as a file. A directory, a missing folder or
+    a file where its folder should be raise the OSError that writing it would raise (so the
+    CLI prints the same one line as for any OSError, only before the model runs)."""
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"{flag} {str(p)!r} is a directory; give a file name")
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if p.exists():
         if not os.access(p, os.W_OK):
-            raise ConfigError(f"{flag} {str(p)!r} is not writable; choose another file")
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return
-    if not p.absolute().parent.is_dir():
-        raise ConfigError(
-            f"{flag} {str(p)!r}: its folder {str(p.absolute().parent)!r} does not exist"
-        )
-    _writable_parent(p, flag)
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        anc = parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        code = errno.ENOTDIR if anc.exists() and not anc.is_dir() else errno.ENOENT
+        raise OSError(code, os.strerror(code), str(path))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
