@@ -138,8 +138,10 @@ class ReadDeadline:
 
         async def timed_receive() -> Message:
             nonlocal body_done, timed_out
-            if body_done or timed_out:
-                return await receive() if not timed_out else {"type": "http.disconnect"}
+            if timed_out:  # answered 408 already: to the app the client is gone
+                return {"type": "http.disconnect"}
+            if body_done:  # later receives (disconnect checks) are not bounded
+                return await receive()
             try:
                 async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
                     message = await receive()
