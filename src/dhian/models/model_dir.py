@@ -72,7 +72,8 @@ def unpickle_refusal(path: str | Path, exc: BaseException) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", str(exc))
     if found:
         return (
-            f"{path} holds Python objects beyond weights (it would call {found.group(1)}); dhian "
+            f"{path} cannot be read as weights only: it holds Python objects (it would call "
+            f"{found.group(1)}); dhian "
             "never unpickles code from a file, so it is refused"
         )
     first = lines[0] if lines else type(exc).__name__
