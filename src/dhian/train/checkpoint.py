@@ -33,6 +33,7 @@ import torch
 
 from dhian.config import RunConfig
 from dhian.errors import ConfigError, DhianError, ModelLoadError
+from dhian.models.manifest import MANIFEST as MANIFEST_NAME
 from dhian.models.model_dir import (
     fsync_dir,
     fsync_tree,
@@ -45,7 +46,7 @@ from dhian.models.model_dir import (
 
 TRAINER_STATE = "trainer_state.pt"
 INFO = "checkpoint.json"
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_NAME  # written here, checked on every load by dhian.models.manifest
 STATE_VERSION = 1
 #: Test hook: seconds to sleep inside each checkpoint write (between the weights and the trainer
 #: state, and between the two renames of the swap) so that a test's kill -9 can land there.
