@@ -10,7 +10,9 @@ family config modules (never torch).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -224,9 +226,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     Unknown keys raise :class:`ConfigError` naming the nearest valid key; values are coerced
     where lossless (int → float, list → tuple, "1e-4" → float).
     """
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{where or cls.__name__} must be a mapping of settings, got {data!r}"
+            + (f"; did you mean {where}.KEY=VALUE?" if where else "")
+        )
     data = dict(data or {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
@@ -307,14 +312,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be a number, got {value!r}")
+        number: float | None = None
         if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -340,6 +348,11 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(
                 f"unknown config section {key!r}{nearest(str(key), top)}; valid: model, data, train"
             )
+    if data.get("model") is not None and not isinstance(data.get("model"), Mapping):
+        raise ConfigError(
+            f"model must be a mapping with a type (e.g. model.type=transformer), "
+            f"got {data.get('model')!r}"
+        )
     model_raw = dict(data.get("model") or {})
     mtype = model_raw.get("type")
     if not mtype:
@@ -356,6 +369,11 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with a clear error for a missing or malformed file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"config file {str(path)!r} is a directory; give a YAML file in it "
+            "(see configs/ for recipes)"
+        )
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist (see configs/ for recipes)")
     try:

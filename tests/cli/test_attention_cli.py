@@ -73,8 +73,9 @@ def test_transformer_all_kinds_and_layer_head_selection(dirs, tmp_path, capsys):
     assert set(summary) == {"encoder", "decoder"}
     assert [(h["layer"], h["head"]) for h in summary["encoder"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert [k["id"] for k in _payload(html)["kinds"]] == ["encoder", "decoder", "cross"]
-    code = main([*argv, "--layer", "2"])
+    code = main([*argv, "--layer", "2", "--force"])  # a failed run keeps the old report
     assert code == 2 and "--layer 2 is out of range" in capsys.readouterr().err
+    assert (out / "attention.html").is_file()
 
 
 def test_bert_and_gpt_self_attention(dirs, tmp_path, capsys):

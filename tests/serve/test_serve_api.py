@@ -318,3 +318,59 @@ def test_a_bug_in_the_model_call_is_a_json_500_and_the_server_goes_on(tiny_dirs)
         msg = error_of(client.post("/translate", json={"text": "crash"}), 500)
         assert "RuntimeError: kaput" in msg
         assert client.post("/translate", json={"text": "Gott"}).status_code == 200
+
+
+def test_a_timed_out_translation_stops_between_steps_and_frees_the_model(tiny_dirs):
+    """The 504's batch is abandoned: its decoding loop stops at the next step, so the next
+    request is answered (without cancellation it would wait for the whole slow decode)."""
+    with serving(tiny_dirs["rnnsearch"], timeout=1.0) as (client, loaded):
+        model = loaded.model
+        start_fn, step_fn = model.start, model.step
+        steps = {"slow": 0}
+        slow_now = {"on": False}
+
+        def start(src: Any, lengths: Any) -> Any:
+            slow_now["on"] = src.size(1) > 12  # the long sentence decodes slowly
+            return start_fn(src, lengths)
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            if slow_now["on"]:
+                steps["slow"] += 1
+                time.sleep(0.25)
+            return step_fn(*args, **kwargs)
+
+        model.start, model.step = start, step
+        long_text = " ".join(SENTENCES)  # ~70 steps x 0.25 s if it ran to the end
+        msg = error_of(client.post("/translate", json={"text": long_text}), 504)
+        assert "1 s" in msg
+        begin = time.monotonic()
+        r = client.post("/translate", json={"text": "Gott"})
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - begin < 1.0
+        assert steps["slow"] <= 7  # ~4 steps before the timeout, at most one after it
+        assert client.app.state.service.batcher.stats.cancelled == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/translate", {"text": "Gott", "beam": "5"}, "beam"),
+        ("/translate", {"text": "Gott", "beam": True}, "beam"),
+        ("/translate", {"text": "Gott", "beam": 2.0}, "beam"),
+        ("/translate", {"text": 5}, "text"),
+    ],
+)
+def test_request_types_are_strict(tiny_dirs, path, body, field):
+    with serving(tiny_dirs["rnnsearch"]) as (client, _):
+        msg = error_of(client.post(path, json=body), 422)
+        assert f"field {field!r}" in msg
+        assert client.post(path, json={"text": "Gott", "beam": 2}).status_code == 200
+
+
+def test_nan_and_infinity_are_refused(tiny_dirs):
+    with serving(tiny_dirs["gpt"]) as (client, _):
+        for raw in (b'{"prompt": "a", "temperature": NaN}', b'{"prompt": "a", "top_p": Infinity}'):
+            r = client.post("/generate", content=raw, headers={"Content-Type": "application/json"})
+            assert r.status_code in (400, 422), r.text
+        ok = client.post("/generate", json={"prompt": "a", "temperature": 1, "max_new_tokens": 2})
+        assert ok.status_code == 200, ok.text  # an integer is still a number

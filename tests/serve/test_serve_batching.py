@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dhian.decoding.cancel import check_cancel
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
 
 
@@ -107,3 +108,48 @@ def test_rejects_bad_settings_and_unknown_ops():
     b = Batcher({"a": Recorder()})
     with pytest.raises(KeyError, match="no handler"):
         b.submit("nope", None, [1])
+
+
+def test_an_abandoned_running_job_stops_at_the_next_check_and_is_not_retried():
+    calls: list[list[Any]] = []
+    checks = {"n": 0}
+
+    def handler(_params: Any, items: list[Any]) -> list[Any]:
+        calls.append(list(items))
+        for _ in range(400):  # a "decoding loop" of 400 x 10 ms
+            checks["n"] += 1
+            check_cancel(batcher.should_stop)
+            time.sleep(0.01)
+        return items
+
+    batcher = Batcher({"op": handler}, max_wait=0.0).start()
+    try:
+        future = batcher.submit("op", None, ["a"])
+        time.sleep(0.1)
+        assert future.running()
+        batcher.abandon(future)
+        with pytest.raises(Exception, match="cancelled"):
+            future.result(2.0)
+        assert checks["n"] < 40 and calls == [["a"]]  # stopped early, no one-by-one retry
+        assert batcher.stats.cancelled == 1
+        assert batcher.submit("op", None, ["b"]) is not None  # the worker goes on
+    finally:
+        batcher.stop(0.1)
+
+
+def test_a_call_runs_on_while_one_of_its_jobs_still_waits():
+    def handler(_params: Any, items: list[Any]) -> list[Any]:
+        for _ in range(30):
+            if batcher.should_stop():
+                raise RuntimeError("stopped although a job still waits")
+            time.sleep(0.01)
+        return items
+
+    batcher = Batcher({"op": handler}, max_wait=0.05).start()
+    try:
+        kept, left = batcher.submit("op", None, ["a"]), batcher.submit("op", None, ["b"])
+        time.sleep(0.1)
+        batcher.abandon(left)
+        assert kept.result(5.0) == ["a"]
+    finally:
+        batcher.stop(1.0)

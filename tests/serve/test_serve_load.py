@@ -52,6 +52,7 @@ def test_200_concurrent_clients_get_200_or_503(tiny_dirs, tmp_path):
     port = free_port()
     argv = ["-m", "dhian", "serve", "--model", str(tiny_dirs["rnnsearch"]), "--port", str(port)]
     argv += ["--device", "cpu", "--max-queue", "32", "--max-batch", "16", "--timeout", "60"]
+    argv += ["--max-connections-per-client", "256"]  # 200 clients share one loopback address
     with server_process(argv, port, tmp_path / "log") as (url, proc):
         results = asyncio.run(_hammer(url))
         statuses = {s for s, _, _ in results}

@@ -4,6 +4,7 @@ request in flight before exiting 0 (uvicorn's graceful shutdown + the app's life
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -111,3 +112,26 @@ def test_cli_rejects_bad_settings_and_missing_model(tiny_dirs, tmp_path, capsys)
     assert main(["serve", "--model", str(tmp_path / "nope"), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+
+
+def test_a_port_in_use_is_one_error_line(tiny_dirs, capsys):
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code = main(["serve", "--model", str(tiny_dirs["rnnsearch"]), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and f"port {port} on 127.0.0.1 is already in use" in err
+
+
+def test_cli_rejects_non_finite_and_bad_connection_settings(tiny_dirs, capsys):
+    model = str(tiny_dirs["rnnsearch"])
+    for flag, value in (("--timeout", "nan"), ("--read-timeout", "inf")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", "--model", model, flag, value])
+        assert exit_info.value.code == 2
+        assert "must be a finite number" in capsys.readouterr().err
+    assert main(["serve", "--model", model, "--max-connections-per-client", "0"]) == 2
+    assert "--max-connections-per-client must be >= 1" in capsys.readouterr().err

@@ -314,7 +314,9 @@ def test_trainer_state_with_code_is_refused_not_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned.txt"
     state = {"version": ckpt.STATE_VERSION, "step": 4, "x": None}
     evil_file(out / "last" / ckpt.TRAINER_STATE, marker, lambda p: {**state, "x": p})
-    with pytest.raises(ModelLoadError, match="corrupt or not a trainer state"):
+    with pytest.raises(
+        ModelLoadError, match=r"corrupt or not a trainer state: .*holds Python objects"
+    ):
         ckpt.load_trainer_state(out / "last")
     assert not marker.exists()
     # the resume path: refused by the checksum first, then falls back to last.prev
@@ -349,8 +351,12 @@ def test_hf_pytorch_model_bin_with_code_is_refused_not_run(
     }
     (bert / "config.json").write_text(json.dumps(hf_cfg))
     evil_file(bert / "pytorch_model.bin", marker, lambda p: {"embeddings.word_embeddings": p})
-    with pytest.raises(ModelLoadError, match="cannot be read as weights only"):
+    with pytest.raises(
+        ModelLoadError, match="cannot be read as weights only: it holds Python objects"
+    ) as info:
         load_model(bert)
+    assert "weights_only=False" not in str(info.value)  # never advise running it
+    assert "it would call exec" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ModelLoadError):
         import_hf_dir(bert, tmp_path / "imported")
     assert main(["import-hf", str(bert), str(tmp_path / "imported")]) == 2

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dhian.cli.options import add_force_argument, check_output_dir
 from dhian.errors import ConfigError
 
 
@@ -39,6 +40,7 @@ def register(sub: Any) -> None:
     p.add_argument("--layer", type=int, default=None, metavar="L", help="PNGs: only layer L")
     p.add_argument("--head", type=int, default=None, metavar="H", help="PNGs: only head H")
     p.add_argument("--title", default=None, help="title of the pictures and the page")
+    add_force_argument(p, "a non-empty --out DIR")
     p.set_defaults(handler=run)
 
 
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Extract the attention of ``args.text`` and write the report files."""
     if not args.text.strip():
         raise ConfigError("TEXT is empty; give the sentence whose attention to draw")
+    check_output_dir(args.out, "--out", args.force)  # before the model runs
     from dhian.cli.convert_hf import show_interop_logs
     from dhian.inference.attention_maps import extract_attention
     from dhian.inference.attention_report import write_attention_report
@@ -67,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if result.output is not None:
         print(f"output: {result.output}")
     title = args.title or f"{model_name(args.model)} · {result.model_type}"
-    paths = write_attention_report(result, args.out, layer=args.layer, head=args.head, title=title)
-    for path in paths:
-        print(path)
+    from dhian.models.model_dir import atomic_dir
+
+    with atomic_dir(args.out) as tmp:  # complete, then swapped in: never a mix of two reports
+        paths = write_attention_report(result, tmp, layer=args.layer, head=args.head, title=title)
+        names = [Path(p).relative_to(tmp) for p in paths]
+    for name in names:
+        print(Path(args.out) / name)
     return 0

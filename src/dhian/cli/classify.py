@@ -4,6 +4,8 @@ Wiring only: load the model dir (dhian or HuggingFace BERT classifier, see
 :func:`dhian.inference.load.load_model`), read stdin lines, call
 :func:`dhian.inference.classify.classify` ``--batch-size`` lines at a time, print
 ``LABEL<TAB>name=prob name=prob ...`` per input line (``--json`` prints one JSON object a line).
+Like ``dhian translate``, an empty stdin or one that is not UTF-8 is a one-line error (exit 2);
+lines are still classified as they arrive.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from dhian.cli.options import add_dtype_argument
-from dhian.errors import ConfigError
+from dhian.errors import ConfigError, DataError
 
 
 def register(sub: Any) -> None:
@@ -57,10 +60,30 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         batch.clear()
 
-    for line in sys.stdin:
-        batch.append(line.rstrip("\n"))
+    for line in stdin_lines():
+        batch.append(line)
         if len(batch) >= args.batch_size:
             flush()
     if batch:
         flush()
     return 0
+
+
+def stdin_lines() -> Iterator[str]:
+    """The lines of stdin as they arrive (UTF-8, no line ends); DataError for bytes that are
+    not UTF-8 (naming the line) or for an empty stdin."""
+    count = 0
+    source = getattr(sys.stdin, "buffer", None) or sys.stdin  # bytes, or already text
+    for count, raw in enumerate(source, 1):
+        try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"stdin is not UTF-8 text (line {count}, byte {exc.start}); convert it first"
+            ) from exc
+        yield line.removesuffix("\n").removesuffix("\r")
+    if count == 0:
+        raise DataError(
+            "no input: stdin is empty; give texts one per line "
+            "(e.g. echo 'a fine film' | dhian classify --model DIR)"
+        )

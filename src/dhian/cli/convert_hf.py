@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Any
 
+from dhian.cli.options import add_force_argument, check_output_dir
+
 
 def register(sub: Any) -> None:
     """Add the ``import-hf`` and ``export-hf`` verbs."""
@@ -47,6 +49,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="initialise missing non-head weights randomly instead of failing",
     )
+    add_force_argument(p)
     p.set_defaults(handler=run_import)
 
     q = sub.add_parser(
@@ -59,6 +62,7 @@ def register(sub: Any) -> None:
     )
     q.add_argument("model", metavar="MODEL", help="dhian model dir")
     q.add_argument("out", metavar="OUT", help="HuggingFace directory to write")
+    add_force_argument(q)
     q.set_defaults(handler=run_export)
 
 
@@ -82,6 +86,7 @@ def run_import(args: argparse.Namespace) -> int:
     """Convert ``args.dir`` into a dhian model dir ``args.out``."""
     from dhian.interop.hf_dirs import hf_model_type, import_hf_dir  # heavy: see dhian.cli
 
+    check_output_dir(args.out, "OUT", args.force)  # written to a temp dir, then swapped in
     show_interop_logs()
     options: dict[str, Any] = {}
     if hf_model_type(args.dir) == "bert":
@@ -102,7 +107,9 @@ def run_export(args: argparse.Namespace) -> int:
     from dhian.inference.load import load_model  # heavy: see dhian.cli
     from dhian.interop.hf_dirs import export_hf_dir
 
+    check_output_dir(args.out, "OUT", args.force)
     show_interop_logs()
-    out = export_hf_dir(load_model(args.model), args.out)
+    loaded = load_model(args.model)
+    out = export_hf_dir(loaded, args.out)  # complete, then swapped in: never a mix
     print(f"wrote HuggingFace model dir {out}")
     return 0

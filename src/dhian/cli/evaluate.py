@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dhian.cli.options import check_output_dir, finite_float
 from dhian.errors import ConfigError, DhianError
 
 Evaluator = Callable[[Any, argparse.Namespace], int]
@@ -66,7 +67,7 @@ def register(sub: Any) -> None:
     p.add_argument("--beam", type=int, default=5, metavar="K", help="beam size; 1 = greedy (5)")
     p.add_argument(
         "--length-penalty",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="A",
         help="GNMT alpha (default: the model's train.eval_length_penalty)",
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     """Load ``--model`` and run the evaluator of its kind."""
     if args.max_examples < 0:
         raise ConfigError(f"--max-examples must be >= 0 (0 = all), got {args.max_examples}")
+    if args.out:  # a bad report dir is found before the model runs (it collects one file per
+        check_output_dir(args.out, "--out", force=None)  # split, so it may hold some already)
     from dhian.inference.load import load_model
 
     loaded = load_model(args.model, args.device, args.dtype)

@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument
+from dhian.cli.options import add_dtype_argument, finite_float
 from dhian.errors import ConfigError
 
 
@@ -39,12 +39,20 @@ def register(sub: Any) -> None:
     p.add_argument("--n", type=int, default=1, help="number of samples (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="default 200")
     p.add_argument(
-        "--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)"
+        "--temperature",
+        type=finite_float,
+        default=0.8,
+        metavar="T",
+        help="0 = greedy (default 0.8)",
     )
     p.add_argument("--top-k", type=int, default=0, metavar="K", help="0 = off (default)")
-    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="1 = off (default)")
+    p.add_argument("--top-p", type=finite_float, default=1.0, metavar="P", help="1 = off (default)")
     p.add_argument(
-        "--repetition-penalty", type=float, default=1.0, metavar="R", help="1 = off (default)"
+        "--repetition-penalty",
+        type=finite_float,
+        default=1.0,
+        metavar="R",
+        help="1 = off (default)",
     )
     p.add_argument("--seed", type=int, default=None, metavar="S", help="for reproducible samples")
     p.add_argument(

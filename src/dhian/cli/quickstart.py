@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import Any
 
+from dhian.cli.options import finite_float
+
 
 def register(sub: Any) -> None:
     """Add the ``quickstart`` verb."""
@@ -25,7 +27,7 @@ def register(sub: Any) -> None:
         "translations and BLEU/chrF, and write OUT/report.md + a self-contained OUT/report.html "
         "with the learning curves and alignment heatmaps. The model is OUT/best.",
     )
-    p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
+    p.add_argument("--minutes", type=finite_float, default=15.0, help="training time (default 15)")
     p.add_argument(
         "--model", choices=("transformer", "rnn"), default="transformer", help="architecture"
     )

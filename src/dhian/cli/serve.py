@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument
+from dhian.cli.options import add_dtype_argument, finite_float
 from dhian.errors import ConfigError
 
 
@@ -37,7 +37,26 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-queue", type=int, default=64, metavar="N", help="waiting requests before 503"
     )
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request")
+    p.add_argument(
+        "--timeout", type=finite_float, default=30.0, metavar="S", help="seconds per request"
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=finite_float,
+        default=10.0,
+        metavar="S",
+        help="seconds a request's headers, then its body, may take to arrive (beyond: 408)",
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=512, metavar="N", help="open connections in all"
+    )
+    p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=64,
+        metavar="N",
+        help="open connections from one address (beyond: 429)",
+    )
     p.add_argument("--max-chars", type=int, default=2000, metavar="N", help="characters per text")
     p.add_argument(
         "--max-new-tokens",
@@ -47,7 +66,7 @@ def register(sub: Any) -> None:
         help="most new tokens one /v1 request may ask for (default 1024)",
     )
     p.add_argument(
-        "--batch-wait-ms", type=float, default=5.0, metavar="MS", help="wait to fill a batch"
+        "--batch-wait-ms", type=finite_float, default=5.0, metavar="MS", help="wait to fill a batch"
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_dtype_argument(p)
@@ -60,11 +79,15 @@ def _check(args: argparse.Namespace) -> None:
         ("--max-queue", args.max_queue, 1),
         ("--max-chars", args.max_chars, 1),
         ("--max-new-tokens", args.max_new_tokens, 1),
+        ("--max-connections", args.max_connections, 1),
+        ("--max-connections-per-client", args.max_connections_per_client, 1),
     ):
         if value < low:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.read_timeout <= 0:
+        raise ConfigError(f"--read-timeout must be > 0 seconds, got {args.read_timeout}")
     if args.batch_wait_ms < 0:
         raise ConfigError(f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}")
     if not 0 <= args.port <= 65535:
@@ -77,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from dhian.inference.load import load_model  # heavy: see dhian.cli
         from dhian.serve.app import ServeSettings
-        from dhian.serve.server import run_server
+        from dhian.serve.server import bind_socket, run_server
     except ImportError as exc:
         raise ConfigError(
             f"dhian serve needs FastAPI and uvicorn ({exc.name} is missing): "
@@ -90,7 +113,16 @@ def run(args: argparse.Namespace) -> int:
         max_chars=args.max_chars,
         batch_wait_ms=args.batch_wait_ms,
         max_new_tokens=args.max_new_tokens,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
     )
-    loaded = load_model(args.model, args.device, args.dtype)
-    run_server(args.model, args.host, args.port, settings, device=args.device, loaded=loaded)
+    sock = bind_socket(args.host, args.port)  # a port in use: one line before the model loads
+    try:
+        loaded = load_model(args.model, args.device, args.dtype)
+        run_server(
+            args.model, args.host, args.port, settings, device=args.device, loaded=loaded, sock=sock
+        )
+    finally:
+        sock.close()
     return 0

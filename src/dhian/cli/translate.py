@@ -19,7 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument
+from dhian.cli.options import (
+    add_dtype_argument,
+    add_force_argument,
+    check_output_dir,
+    check_output_file,
+    finite_float,
+)
 from dhian.errors import ConfigError, DataError
 
 PROGRESS_MIN_LINES = 100
@@ -39,14 +45,18 @@ def register(sub: Any) -> None:
     p.add_argument("--beam", type=int, default=5, metavar="K", help="beam size; 1 = greedy (5)")
     p.add_argument(
         "--length-penalty",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="A",
         help="GNMT length penalty alpha (default: the model's train.eval_length_penalty)",
     )
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="sentences (32)")
     p.add_argument(
-        "--max-len-ratio", type=float, default=1.5, metavar="R", help="output ≤ R·src + 10 (1.5)"
+        "--max-len-ratio",
+        type=finite_float,
+        default=1.5,
+        metavar="R",
+        help="output ≤ R·src + 10 (1.5)",
     )
     p.add_argument("--n-best", type=int, default=1, metavar="N", help="hypotheses per line (1)")
     p.add_argument("--input", metavar="FILE", help="read this file instead of stdin")
@@ -69,6 +79,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_dtype_argument(p)
+    add_force_argument(p, "a non-empty --attention-out DIR")
     p.set_defaults(handler=run)
 
 
@@ -104,6 +115,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-len-ratio must be > 0, got {args.max_len_ratio}")
     if args.max_src_len < 0:
         raise ConfigError(f"--max-src-len must be >= 0 (0 = model limit), got {args.max_src_len}")
+    if args.output:  # bad output paths are found before the model runs
+        check_output_file(args.output, "--output")
+    if args.attention_out:
+        check_output_dir(args.attention_out, "--attention-out", args.force)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,8 +176,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     if args.attention_out:
+        from dhian.models.model_dir import atomic_dir
         from dhian.viz.alignments import write_alignments
 
-        pngs = write_alignments(out, args.attention_out)
+        with atomic_dir(args.attention_out) as tmp:  # complete, then swapped in: never a mix
+            pngs = write_alignments(out, tmp)
         print(f"wrote {len(pngs)} alignment plots to {args.attention_out}", file=sys.stderr)
     return 0

@@ -34,6 +34,7 @@ from dhian.decoding.base import (
     validate_inputs,
 )
 from dhian.decoding.base import length_penalty as gnmt_penalty
+from dhian.decoding.cancel import ShouldStop, check_cancel
 
 __all__ = ["beam_search"]
 
@@ -50,6 +51,7 @@ def beam_search(
     max_len_offset: int = 10,
     n_best: int = 1,
     need_weights: bool = False,
+    should_stop: ShouldStop | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam-search ``src`` (B, Ts) with lengths (B,); per sentence the ``n_best`` best hypotheses.
 
@@ -57,7 +59,8 @@ def beam_search(
     0 = raw log-probability), best first. Length limits as in
     :func:`dhian.decoding.greedy_decode`. With ``need_weights`` each hypothesis carries its
     attention (len(tokens) + 1, src_len) on the CPU, when the model returns attention. The model
-    should be in eval mode.
+    should be in eval mode. ``should_stop`` is checked before every step
+    (:mod:`dhian.decoding.cancel`).
     """
     validate_inputs(model, src, src_lengths)
     if beam_size < 1:
@@ -87,6 +90,7 @@ def beam_search(
     col = torch.arange(2 * k, device=device)  # (2k,)
 
     for t in range(max_steps):
+        check_cancel(should_stop)
         n = sent.numel()
         logits, state, attn = model.step(prev, state, have_weights)  # (N, V), ..., (N, Ts)
         vocab = logits.size(-1)

@@ -21,6 +21,7 @@ from dhian.decoding.base import (
     mask_specials,
     validate_inputs,
 )
+from dhian.decoding.cancel import ShouldStop, check_cancel
 
 __all__ = ["greedy_decode"]
 
@@ -34,6 +35,7 @@ def greedy_decode(
     max_len_ratio: float = 1.5,
     max_len_offset: int = 10,
     need_weights: bool = False,
+    should_stop: ShouldStop | None = None,
 ) -> list[Hypothesis]:
     """Decode ``src`` (B, Ts) with lengths (B,) greedily; one :class:`Hypothesis` per sentence.
 
@@ -41,7 +43,7 @@ def greedy_decode(
     ``floor(max_len_ratio * src_len + max_len_offset)`` when ``max_len`` is None); PAD and BOS are
     never generated. ``score == log_prob`` (no length penalty). With ``need_weights`` each
     hypothesis carries its attention (len(tokens) + 1, src_len) on the CPU, when the model
-    returns attention.
+    returns attention. ``should_stop`` is checked before every step (:mod:`dhian.decoding.cancel`).
     """
     validate_inputs(model, src, src_lengths)
     batch = src.size(0)
@@ -64,6 +66,7 @@ def greedy_decode(
     have_weights = need_weights
 
     for t in range(max_steps):
+        check_cancel(should_stop)
         logits, state, attn = model.step(prev, state, need_weights)  # (N, V), ..., (N, Ts)
         lp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
         mask_specials(lp, model.pad_id, model.bos_id, model.eos_id)

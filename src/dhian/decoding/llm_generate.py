@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dhian.decoding.cancel import ShouldStop, check_cancel
 from dhian.decoding.processors import apply_repetition_penalty
 from dhian.decoding.sampling import GenerationResult, _check_args, _pick
 
@@ -65,12 +66,14 @@ def llm_generate(
     seed: int | None = None,
     pad_id: int = 0,
     on_token: Callable[[int, int], bool | None] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[GenerationResult]:
     """Continue each prompt (ids) by up to ``max_new_tokens`` tokens; one
     :class:`~dhian.decoding.sampling.GenerationResult` per prompt.
 
     A row stops at a token in ``stop_token_ids`` or when ``on_token(row, token)`` returns
-    True. ``seed``: row r samples with its own generator seeded ``seed + r``. The arguments
+    True, and raises :class:`~dhian.decoding.cancel.Cancelled` before a step when
+    ``should_stop()`` is True. ``seed``: row r samples with its own generator seeded ``seed + r``. The arguments
     mean what they mean in :func:`dhian.decoding.sampling.generate`.
     """
     _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
@@ -108,6 +111,7 @@ def llm_generate(
         positions = mask[:, :width].long().sum(-1, keepdim=True)  # (B, 1): next position
         done = [False] * n
         for step in range(max_new_tokens):
+            check_cancel(should_stop)
             s = width + step  # slot of the token being chosen
             log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
             scores = apply_repetition_penalty(logits, ids[:, :s], repetition_penalty, mask[:, :s])

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dhian.decoding.cancel import ShouldStop, check_cancel
 from dhian.decoding.processors import (
     TOP_P_TOLERANCE,
     apply_repetition_penalty,
@@ -142,6 +143,7 @@ def generate(
     use_cache: bool = True,
     pad_id: int = 0,
     on_token: Callable[[int, int], bool | None] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[GenerationResult]:
     """Continue each prompt (a list of ids) by up to ``max_new_tokens`` tokens.
 
@@ -152,7 +154,8 @@ def generate(
     token, for streaming) returns True. ``use_cache`` prefills each prompt once and then feeds
     one token per step; without it every step recomputes the whole context (same result).
     ``pad_id`` only fills the left padding (it is masked out). The model is put in eval mode
-    for the call and restored afterwards. Returns one :class:`GenerationResult` per prompt.
+    for the call and restored afterwards. ``should_stop`` is checked before every step
+    (:mod:`dhian.decoding.cancel`). Returns one :class:`GenerationResult` per prompt.
     """
     _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     n = len(prompts)
@@ -183,6 +186,7 @@ def generate(
     model.eval()
     try:
         for _ in range(max_new_tokens):
+            check_cancel(should_stop)
             total = ids.size(1)
             if use_cache and total <= block and caches is not None and cached > 0:
                 inp = ids[:, cached:]  # (B, T_new): the tokens the caches have not seen

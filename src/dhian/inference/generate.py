@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from dhian.decoding.cancel import ShouldStop
 from dhian.decoding.llm_generate import llm_generate
 from dhian.decoding.sampling import GenerationResult, generate
 from dhian.errors import DataError
@@ -125,6 +126,7 @@ def generate_text(
     new_document: bool = False,
     on_text: Callable[[int, str], None] | None = None,
     completions: list[Completion] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[str]:
     """Continue each text prompt; returns the continuations (prompt not included).
 
@@ -168,6 +170,7 @@ def generate_text(
         use_cache=use_cache,
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
+        should_stop=should_stop,
     )
     if completions is not None:
         completions.extend(_completions(stream, encoded, results))
@@ -188,11 +191,13 @@ def llm_generate_text(
     stop_at_eos: bool = True,
     on_text: Callable[[int, str], None] | None = None,
     completions: list[Completion] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[str]:
     """Continue each text prompt (already chat-rendered if it is a chat); returns the
     continuations. A row stops at EOS (``stop_at_eos``) or when its text contains one of
     ``stop`` (cut before it). ``on_text(row, increment)`` streams each row's decoded text; a
-    ``completions`` list receives one :class:`Completion` per prompt."""
+    ``completions`` list receives one :class:`Completion` per prompt; ``should_stop()`` True
+    before a step abandons the call (:mod:`dhian.decoding.cancel`)."""
     encoded = [list(tokenizer.encode(t)) for t in prompts]
     for t, ids in zip(prompts, encoded, strict=True):
         if not ids:
@@ -212,6 +217,7 @@ def llm_generate_text(
         seed=seed,
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
+        should_stop=should_stop,
     )
     if completions is not None:
         completions.extend(_completions(stream, encoded, results))
@@ -292,10 +298,11 @@ def complete_texts(
     stop: Sequence[str] = (),
     seed: int | None = None,
     on_text: Callable[[int, str], None] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[Completion]:
     """Continue each prompt with the loaded causal LM (LLaMA: :func:`llm_generate_text`; GPT:
     :func:`generate_text`); one :class:`Completion` per prompt. ``on_text(row, increment)``
-    streams the decoded text as it grows."""
+    streams the decoded text as it grows; ``should_stop()`` True before a step abandons it."""
     tok = lm_tokenizer(loaded)
     if uses_static_cache(loaded.model):
         for text in prompts:
@@ -315,6 +322,7 @@ def complete_texts(
         seed=seed,
         on_text=on_text,
         completions=out,
+        should_stop=should_stop,
     )
     return out
 
@@ -327,8 +335,10 @@ def generate_one(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> str:
-    """The continuation of ``prompt`` by a causal LM (prompt not included)."""
+    """The continuation of ``prompt`` by a causal LM (prompt not included); ``should_stop``
+    as in :func:`generate_text`."""
     return complete_texts(
         loaded,
         [prompt],
@@ -337,4 +347,5 @@ def generate_one(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
+        should_stop=should_stop,
     )[0].text

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from dhian.decoding.base import Hypothesis
 from dhian.decoding.beam import beam_search
+from dhian.decoding.cancel import ShouldStop
 from dhian.decoding.greedy import greedy_decode
 from dhian.errors import ConfigError, DataError, ModelLoadError
 from dhian.inference.display_tokens import display_tokens
@@ -144,6 +145,7 @@ def _search(
         "max_len_ratio": opts["max_len_ratio"],
         "max_len_offset": opts["max_len_offset"],
         "need_weights": opts["need_weights"],
+        "should_stop": opts.get("should_stop"),
     }
     if opts["beam"] == 1:
         return [[h] for h in greedy_decode(model, src, lengths, **common)]
@@ -225,12 +227,15 @@ def translate_texts(
     max_src_len: int | None = None,
     progress: bool = False,
     warn: Callable[[str], None] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[Translation]:
     """Translate ``texts`` (one sentence each) with ``loaded`` (a translation LoadedModel).
 
     ``beam`` 1 = greedy; else beam search with GNMT ``length_penalty``. ``n_best`` ≤ ``beam``.
     ``src_eos`` appends EOS to each source (HF Marian models expect it). ``max_src_len``
-    overrides :func:`max_source_length`. ``progress`` draws a tqdm bar on stderr. Returns one
+    overrides :func:`max_source_length`. ``progress`` draws a tqdm bar on stderr.
+    ``should_stop`` is checked before every decoding step (raises
+    :class:`~dhian.decoding.cancel.Cancelled`). Returns one
     :class:`Translation` per text, in input order.
     """
     if beam < 1:
@@ -255,6 +260,7 @@ def translate_texts(
         "max_len_offset": max_len_offset,
         "need_weights": need_weights,
         "cap": None if positions is None else positions - 1,
+        "should_stop": should_stop,
     }
 
     out = [Translation(source=t, text="") for t in texts]
@@ -322,6 +328,7 @@ def translate_batch(
     texts: Sequence[str],
     beam: int = 1,
     length_penalty: float | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> list[dict[str, Any]]:
     """Translate B texts as one decoder batch (greedy for ``beam == 1``, else beam search) with
     :func:`dhian.inference.translate.translate_texts`, sources cut to :func:`source_limit`.
@@ -330,6 +337,7 @@ def translate_batch(
     tokens, EOS excluded), ``"log_prob"`` (of tokens + EOS under the model), ``"truncated"}``.
     Empty sources translate to ``""`` without running the model. ``length_penalty`` defaults
     to the model's ``train.eval_length_penalty`` (GNMT alpha, beam search only).
+    ``should_stop``: see :mod:`dhian.decoding.cancel` (the server's abandoned requests).
     """
     if loaded.kind != "translation":
         raise DataError(f"translation needs a translation model, this one is {loaded.kind!r}")
@@ -346,6 +354,7 @@ def translate_batch(
         length_penalty=alpha,
         batch_size=max(len(texts), 1),
         max_src_len=source_limit(loaded),
+        should_stop=should_stop,
     )
     return [
         {

@@ -53,10 +53,11 @@ from dhian.interop.hf_bert_names import (
     read_json,
     task_of,
 )
+from dhian.interop.hf_config import check_hf_config
 from dhian.models.bert.config import BertConfig
 from dhian.models.bert.heads import build_bert
 from dhian.models.bert.model import BertBackbone
-from dhian.models.model_dir import LoadedModel
+from dhian.models.model_dir import LoadedModel, unpickle_refusal
 from dhian.text import load_tokenizer
 
 __all__ = [
@@ -100,8 +101,7 @@ def _read_weights(d: Path) -> dict[str, Tensor]:
         try:
             raw = torch.load(str(pt), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{pt} cannot be read as weights only: {first}") from exc
+            raise ModelLoadError(unpickle_refusal(pt, exc)) from exc
         if not isinstance(raw, Mapping):
             raise ModelLoadError(f"{pt} does not hold a state dict")
         return {str(k): v for k, v in raw.items() if isinstance(v, Tensor)}
@@ -228,7 +228,7 @@ def import_hf_bert(
     say: Log = log or logger.info
     if not (d / "config.json").is_file():
         raise ModelLoadError(f"{d} has no config.json; is it a HuggingFace BERT model dir?")
-    hf_cfg = read_json(d / "config.json")
+    hf_cfg = dict(check_hf_config(read_json(d / "config.json"), d / "config.json"))
     explicit = task is not None
     task = task or hf_task(hf_cfg)
     if task not in ARCHITECTURES:
@@ -332,8 +332,11 @@ def _write_tokenizer(tok: Any, out: Path, cfg: BertConfig) -> None:
         )
     hf.save(str(out / "tokenizer.json"))
     specials = {
-        f"{r}_token": t for r, t in roles.items() if r in ("pad", "unk", "mask", "cls", "sep")
-    }
+        f"{r}_token": t
+        for r, t in roles.items()
+        if r in ("pad", "unk", "mask", "cls", "sep")
+        or (r in ("bos", "eos") and t not in (roles.get("cls"), roles.get("sep")))
+    }  # bos/eos only where they are tokens of their own (dhian's <s> </s>), for the round trip
     wordpiece = getattr(tok, "kind", "") == "wordpiece"
     if wordpiece:
         vocab = hf.get_vocab(with_added_tokens=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from dhian.errors import ConfigError, ModelLoadError, nearest
 from dhian.models.families import FAMILIES, family_for_hf_type, family_of, resolve
-from dhian.models.model_dir import CONFIG, LoadedModel, save_model_dir
+from dhian.models.model_dir import CONFIG, LoadedModel, atomic_dir, save_model_dir
 
 __all__ = ["export_hf_dir", "hf_model_type", "import_hf_dir", "is_hf_dir", "load_hf_dir"]
 
@@ -78,7 +78,9 @@ def import_hf_dir(path: str | Path, out_dir: str | Path, **options: Any) -> Path
 
 
 def export_hf_dir(loaded: LoadedModel, out_dir: str | Path) -> Path:
-    """Write a loaded model as an HF dir at ``out_dir`` with its family's exporter."""
+    """Write a loaded model as an HF dir at ``out_dir`` with its family's exporter: into a
+    temp dir, swapped in complete (:func:`~dhian.models.model_dir.atomic_dir`), so a failed
+    export leaves ``out_dir`` as it was and a replaced one never mixes two models' files."""
     mtype = str(getattr(loaded.config.model, "type", ""))
     try:
         family = family_of(mtype)
@@ -89,5 +91,6 @@ def export_hf_dir(loaded: LoadedModel, out_dir: str | Path) -> Path:
         raise ModelLoadError(
             f"no HuggingFace export for model.type {mtype!r}; exportable: {', '.join(exportable)}"
         )
-    out: Path = resolve(family.hf_export)(loaded, Path(out_dir))
-    return out
+    with atomic_dir(out_dir) as tmp:
+        resolve(family.hf_export)(loaded, tmp)
+    return Path(out_dir)

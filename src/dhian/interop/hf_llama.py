@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from dhian.config import DataConfig, RunConfig
 from dhian.errors import ModelLoadError
+from dhian.interop.hf_config import check_hf_config
 from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import LlamaModel, build_llama
 from dhian.models.model_dir import LoadedModel
@@ -145,7 +146,9 @@ def import_hf_llama(
         raise ModelLoadError(
             f"{str(d)!r} is not an HF Llama directory (needs config.json and model.safetensors)"
         )
-    cfg = llama_config_from_hf(_read_json(d / "config.json"))
+    cfg = llama_config_from_hf(
+        dict(check_hf_config(_read_json(d / "config.json"), d / "config.json"))
+    )
     try:
         raw = load_file(str(d / "model.safetensors"))
     except (SafetensorError, OSError) as exc:

@@ -47,6 +47,7 @@ from torch import Tensor
 from dhian.config import RunConfig
 from dhian.errors import ConfigError, ModelLoadError
 from dhian.interop.hf_bert_names import read_json
+from dhian.interop.hf_config import check_hf_config
 from dhian.interop.hf_marian_names import (
     check_exportable,
     generation_config,
@@ -181,7 +182,7 @@ def load_marian(directory: str | Path) -> MarianImport:
     d = Path(directory)
     if not (d / "config.json").is_file():
         raise ModelLoadError(f"{d} has no config.json; is it a HuggingFace Marian model dir?")
-    cfg, kwargs = marian_config(read_json(d / "config.json"))
+    cfg, kwargs = marian_config(check_hf_config(read_json(d / "config.json"), d / "config.json"))
     model = build_transformer(
         cfg,
         kwargs["src_vocab_size"],

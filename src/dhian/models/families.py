@@ -38,6 +38,7 @@ from dhian.models.keras_classifier.config import KerasClassifierConfig
 from dhian.models.keras_classifier.model import build_keras_classifier
 from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import build_llama
+from dhian.models.memory import check_model_memory
 from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.models.rnn.model import build_rnn_seq2seq
 from dhian.models.transformer.config import TransformerConfig
@@ -248,17 +249,19 @@ def build_model(
 
     ``tgt_vocab_size`` defaults to ``src_vocab_size`` (joint vocabulary). ``pad_id``, ``bos_id``,
     ``eos_id`` are the tokenizer's special ids; ``extra`` keywords go to the family builder.
+    A model larger than the memory available is refused first, with the setting to lower
+    (:func:`dhian.models.memory.check_model_memory`; built on the meta device, no allocation).
     """
     model_cfg = cfg.model if isinstance(cfg, RunConfig) else cfg
     model_type = getattr(model_cfg, "type", None)
     if not isinstance(model_type, str):
         raise ConfigError(f"build_model needs a model config with a 'type', got {model_cfg!r}")
-    return family_of(model_type).build(
-        model_cfg,
-        src_vocab_size,
-        src_vocab_size if tgt_vocab_size is None else tgt_vocab_size,
-        pad_id=pad_id,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        **extra,
-    )
+    tgt = src_vocab_size if tgt_vocab_size is None else tgt_vocab_size
+
+    def build() -> nn.Module:
+        return family_of(model_type).build(
+            model_cfg, src_vocab_size, tgt, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, **extra
+        )
+
+    check_model_memory(build, model_cfg, {"src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt})
+    return build()

@@ -9,7 +9,8 @@ Owns the on-disk layout of a dhian model dir (see docs/design.md, "Model directo
 
 and the atomic-write helpers (temp file + fsync + rename; temp dir + rename) that checkpoints
 reuse. Loading fails with one-line :class:`~dhian.errors.ModelLoadError` for a missing dir,
-missing files, a corrupt weights file, weights of another model type, or pickle-only weights.
+missing files, a corrupt weights file, weights of another model type, pickle-only weights, or
+a file that does not match the dir's ``manifest.json`` (:mod:`dhian.models.manifest`).
 Imports: stdlib, PyYAML, torch, safetensors, :mod:`dhian.config`, :mod:`dhian.errors`,
 :mod:`dhian.text` (the default tokenizer loader) and :mod:`dhian.models.families` (the default
 builder and each family's default task).
@@ -21,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,6 +37,7 @@ from safetensors.torch import load_model, save_model
 from dhian.config import RunConfig, run_config_from_dict
 from dhian.errors import ConfigError, DhianError, ModelLoadError
 from dhian.models.families import build_model, family_of
+from dhian.models.manifest import verify_model_files
 from dhian.text import load_tokenizer
 
 FORMAT = "dhian-model"
@@ -61,6 +64,26 @@ class LoadedModel:
     build_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def unpickle_refusal(path: str | Path, exc: BaseException) -> str:
+    """One line for a ``torch.load(weights_only=True)`` that failed on ``path``: what torch
+    found (e.g. "unsupported GLOBAL posix.system"), never torch's advice to re-run with
+    ``weights_only=False`` — that would run whatever code a file of unknown origin holds."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return (
+            f"{path} cannot be read as weights only: it holds Python objects (it would call "
+            f"{found.group(1)}); dhian "
+            "never unpickles code from a file, so it is refused"
+        )
+    first = lines[0] if lines else type(exc).__name__
+    if "weights_only" in first or "Weights only" in first:
+        first = "not a plain weights file"
+    return (
+        f"{path} cannot be read as weights only ({first}); it is corrupt or holds more than weights"
+    )
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
@@ -85,6 +108,34 @@ def fsync_tree(path: str | Path) -> None:
             with open(os.path.join(root, name), "rb") as fh:
                 os.fsync(fh.fileno())
         fsync_dir(root)
+
+
+def _umask() -> int:
+    """The process umask (read from /proc where possible: setting it is process-wide)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def normalise_modes(path: str | Path) -> None:
+    """Give every file under ``path`` the mode an ordinary ``open()`` would (0644 with the
+    usual umask) and every folder 0755: writers that go through a private temp file (safetensors
+    writes 0600) would otherwise leave files only their owner can read."""
+    mask = _umask()
+    for root, dirs, files in os.walk(path):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o666 & ~mask)
+        for name in dirs:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o777 & ~mask)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -127,6 +178,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        normalise_modes(tmp)
         fsync_tree(tmp)
         old = _old_name(final)
         if old.exists():
@@ -249,6 +301,7 @@ def write_model_files(
         "build_kwargs": json.dumps(kwargs, sort_keys=True),
     }
     save_model(model, str(directory / WEIGHTS), metadata=meta)
+    os.chmod(directory / WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600
     (directory / CONFIG).write_text(
         yaml.safe_dump(run_config.to_dict(), sort_keys=False), encoding="utf-8"
     )
@@ -361,9 +414,11 @@ def load_model_dir(
 
     ``expect_type``: accepted ``model.type`` name(s); another type raises ModelLoadError.
     ``builder(model_cfg, **build_kwargs)`` makes the empty model; default
-    ``dhian.models.families.build_model``.
+    ``dhian.models.families.build_model``. A dir with a ``manifest.json`` (a checkpoint) is
+    checked against it first (:func:`dhian.models.manifest.verify_model_files`).
     """
     directory = Path(directory)
+    verify_model_files(directory)  # a checkpoint's manifest: a corrupt file is named, not used
     meta = read_metadata(directory)
     if meta.get("format") != FORMAT:
         raise ModelLoadError(

@@ -15,7 +15,10 @@ Errors are ``{"error": one line, "detail": ...}``: 400 malformed JSON or an endp
 kind lacks (the message names the kind and its endpoints), 413 a body over the byte limit or a
 text over ``max_chars`` / more texts than ``max_batch``, 422 a missing or invalid field or an
 input the model rejects, 503 + ``Retry-After`` when ``max_queue`` requests wait (or during
-shutdown), 504 when a request is not answered within ``timeout`` seconds.
+shutdown), 504 when a request is not answered within ``timeout`` seconds, 408 when its body does
+not arrive within ``read_timeout`` (:class:`dhian.serve.connections.ReadDeadline`). A request
+that times out or whose client disconnects abandons its job: its decoding stops at the next
+step (:meth:`Batcher.should_stop`, :mod:`dhian.decoding.cancel`).
 Translate, classify and tag requests arriving together run as one model batch
 (:class:`dhian.serve.batching.Batcher`); the model is used by the batcher's thread only.
 Imports: fastapi, starlette, :mod:`dhian.serve` (batching, inference, attention, schemas, page,
@@ -30,6 +33,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -50,6 +54,7 @@ from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
 from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
+from dhian.serve.connections import ConnectionLimits, ReadDeadline
 from dhian.serve.limits import (
     OPENAI_PREFIX,
     ApiError,
@@ -82,7 +87,10 @@ class ServeSettings:
     """Limits of the server. ``max_batch``: most texts per model call (and per request);
     ``max_queue``: most waiting requests before 503; ``timeout``: seconds per request before
     504; ``max_chars``: characters per text; ``batch_wait_ms``: how long the worker waits for
-    more requests to batch; ``max_beam``; ``max_body_bytes`` (default from the others)."""
+    more requests to batch; ``max_beam``; ``max_body_bytes`` (default from the others);
+    ``read_timeout``: seconds a request's headers, then its body, may take to arrive (408);
+    ``max_connections`` / ``max_connections_per_client``: open connections in all / from one
+    address (beyond: 503 / 429, the connection closed)."""
 
     max_batch: int = 16
     max_queue: int = 64
@@ -92,6 +100,17 @@ class ServeSettings:
     max_beam: int = 16
     max_new_tokens: int = 1024
     max_body_bytes: int | None = None
+    read_timeout: float = 10.0
+    max_connections: int = 512
+    max_connections_per_client: int = 64
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The socket-level limits (:mod:`dhian.serve.connections`)."""
+        return ConnectionLimits(
+            per_client=self.max_connections_per_client,
+            total=self.max_connections,
+            read_timeout=self.read_timeout,
+        )
 
     def body_limit(self) -> int:
         """Bytes a request body may have: room for ``max_batch`` escaped texts, plus slack."""
@@ -133,15 +152,19 @@ class Service:
 
     # handlers: run on the batcher's thread, one result per item
     def _translate(self, params: Any, texts: list[str]) -> list[Any]:
-        return translate_batch(self.loaded, texts, beam=int(params))
+        return translate_batch(
+            self.loaded, texts, beam=int(params), should_stop=self.batcher.should_stop
+        )
 
     def _classify(self, _params: Any, texts: list[str]) -> list[Any]:
         return classify_texts(self.loaded, texts)
 
     def _generate(self, params: Any, prompts: list[str]) -> list[Any]:
         max_new, temperature, top_k, top_p, seed = params
+        stop = self.batcher.should_stop
         return [
-            generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed) for p in prompts
+            generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed, stop)
+            for p in prompts
         ]
 
     def _complete(self, _params: Any, jobs: list[CompletionJob]) -> list[Any]:
@@ -226,8 +249,14 @@ class Service:
                 )
         return texts
 
-    async def run(self, op: str, params: Hashable, items: Sequence[Any]) -> list[Any]:
-        """Submit to the batcher and wait, mapping queue/timeout/model errors to ApiError."""
+    async def run(
+        self, op: str, params: Hashable, items: Sequence[Any], request: Request | None = None
+    ) -> list[Any]:
+        """Submit to the batcher and wait, mapping queue/timeout/model errors to ApiError.
+
+        When the request times out, or its client disconnects (``request`` given: checked
+        every :data:`DISCONNECT_POLL_S`), the job is abandoned: dropped if still queued, and
+        its decoding stops at the next step if it runs (:meth:`Batcher.abandon`)."""
         try:
             future = self.batcher.submit(op, params, items)
         except QueueFull as exc:
@@ -238,9 +267,15 @@ class Service:
             raise ApiError(503, f"{exc}; retry later", headers={"Retry-After": "5"}) from exc
         timeout = self.settings.timeout
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            return await asyncio.wait_for(_answer_or_leave(future, request), timeout)
+        except ClientLeft as exc:
+            self.batcher.abandon(future)
+            raise ApiError(499, "the client closed the connection") from exc
+        except asyncio.CancelledError:
+            self.batcher.abandon(future)
+            raise
         except TimeoutError as exc:
-            future.cancel()
+            self.batcher.abandon(future)
             raise ApiError(
                 504, f"no answer within {timeout:g} s (--timeout); send shorter or fewer texts"
             ) from exc
@@ -248,6 +283,28 @@ class Service:
             raise ApiError(
                 422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             ) from exc
+
+
+#: Seconds between checks whether a waiting request's client is still connected.
+DISCONNECT_POLL_S = 0.25
+
+
+class ClientLeft(Exception):
+    """The client of a waiting request disconnected."""
+
+
+async def _answer_or_leave(future: Future[list[Any]], request: Request | None) -> list[Any]:
+    """The future's result; :class:`ClientLeft` as soon as ``request``'s client is gone."""
+    waiting = asyncio.wrap_future(future)
+    if request is None:
+        return await waiting
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return waiting.result()
+        if await request.is_disconnected():
+            waiting.cancel()
+            raise ClientLeft
 
 
 def create_app(
@@ -272,10 +329,13 @@ def create_app(
         description=f"A {service.kind} model ({service.model_type}). "
         f"Endpoints for it: {', '.join(service.endpoints)}.",
         lifespan=lifespan,
-        responses={code: {"model": schemas.ErrorResponse} for code in (400, 413, 422, 503, 504)},
+        responses={
+            code: {"model": schemas.ErrorResponse} for code in (400, 408, 413, 422, 503, 504)
+        },
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.body_limit())
+    app.add_middleware(ReadDeadline, seconds=settings.read_timeout)  # outermost: wraps receive
     _add_error_handlers(app)
     _add_routes(app, service)
     if service.kind == "lm":
@@ -332,11 +392,11 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return service.info()
 
     @app.post("/translate", response_model=schemas.TranslateResponse)
-    async def translate(req: schemas.TranslateRequest) -> dict[str, Any]:
+    async def translate(req: schemas.TranslateRequest, request: Request) -> dict[str, Any]:
         service.require("/translate")
         if req.beam > service.settings.max_beam:
             raise ApiError(422, f"beam {req.beam} is above the limit {service.settings.max_beam}")
-        out = await service.run("translate", req.beam, service.texts(req.text))
+        out = await service.run("translate", req.beam, service.texts(req.text), request)
         return {"model": service.name, "results": out}
 
     @app.post("/classify", response_model=schemas.ClassifyResponse)
@@ -346,11 +406,11 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return {"model": service.name, "results": out}
 
     @app.post("/generate", response_model=schemas.GenerateResponse)
-    async def generate(req: schemas.GenerateRequest) -> dict[str, Any]:
+    async def generate(req: schemas.GenerateRequest, request: Request) -> dict[str, Any]:
         service.require("/generate")
         prompt = service.texts(req.prompt, "prompt")[0]
         params = (req.max_new_tokens, req.temperature, req.top_k, req.top_p, req.seed)
-        out = await service.run("generate", params, [prompt])
+        out = await service.run("generate", params, [prompt], request)
         return {"model": service.name, "prompt": prompt, "text": out[0]}
 
     @app.post("/fill-mask", response_model=schemas.FillMaskResponse)

@@ -11,7 +11,10 @@ reaches only the job that caused it.
 
 Backpressure: at most ``max_queue`` jobs wait; :meth:`submit` raises :class:`QueueFull` beyond
 (the server answers 503 with Retry-After). A job cancelled while it waits (its request timed
-out) is dropped. :meth:`stop` refuses new jobs, finishes the queued ones, and joins the thread.
+out) is dropped. A running job can be :meth:`Batcher.abandon`-ed (its request timed out or its
+client left): handlers pass :meth:`Batcher.should_stop` to their decoding loops, which stop at
+the next step once every job of the running call is abandoned (``Cancelled`` from the handler
+is then expected and not retried), so the model is free for the next request. :meth:`stop` refuses new jobs, finishes the queued ones, and joins the thread.
 The model is only ever touched by the worker thread, so it needs no locking.
 Imports: the standard library only.
 """
@@ -42,13 +45,15 @@ class ShuttingDown(Exception):
 @dataclasses.dataclass
 class BatcherStats:
     """Counters since start: ``calls`` handler calls, ``jobs`` answered, ``items`` processed,
-    ``largest`` items in one call, ``rejected`` jobs refused because the queue was full."""
+    ``largest`` items in one call, ``rejected`` jobs refused because the queue was full,
+    ``cancelled`` calls stopped because every job in them was abandoned."""
 
     calls: int = 0
     jobs: int = 0
     items: int = 0
     largest: int = 0
     rejected: int = 0
+    cancelled: int = 0
 
 
 @dataclasses.dataclass
@@ -58,6 +63,7 @@ class _Job:
     items: list[Any]
     future: Future[list[Any]]
     enqueued: float
+    abandoned: bool = False
 
 
 class Batcher:
@@ -92,6 +98,8 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._busy = 0  # jobs taken by the worker and not yet answered
+        self._running: list[_Job] = []  # the jobs of the handler call in progress
+        self._jobs: dict[int, _Job] = {}  # id(future) -> job, while queued or running
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # ---- client side -----------------------------------------------------------------------
@@ -128,9 +136,26 @@ class Batcher:
             if len(self._queue) >= self.max_queue:
                 self.stats.rejected += 1
                 raise QueueFull(f"{len(self._queue)} requests are queued (limit {self.max_queue})")
-            self._queue.append(_Job(op, params, list(items), future, time.monotonic()))
+            job = _Job(op, params, list(items), future, time.monotonic())
+            self._queue.append(job)
+            self._jobs[id(future)] = job
             self._cond.notify_all()
         return future
+
+    def abandon(self, future: Future[list[Any]]) -> None:
+        """Nobody waits for ``future`` any more: drop its job if queued; if it runs, let the
+        running call stop at its next step once all of that call's jobs are abandoned."""
+        future.cancel()  # works while queued
+        with self._cond:
+            job = self._jobs.get(id(future))
+            if job is not None:
+                job.abandoned = True
+
+    def should_stop(self) -> bool:
+        """For handlers (worker thread): True when every job of the running call was
+        abandoned, so its decoding loop should stop (:mod:`dhian.decoding.cancel`)."""
+        running = self._running
+        return bool(running) and all(job.abandoned for job in running)
 
     def stop(self, timeout: float | None = None) -> None:
         """Take no new jobs, finish every queued one, then end the worker thread."""
@@ -188,12 +213,16 @@ class Batcher:
                 if live:
                     self._call(live)
             finally:
+                self._running = []
                 with self._cond:
                     self._busy -= len(group)
+                    for job in group:
+                        self._jobs.pop(id(job.future), None)
 
     def _call(self, jobs: list[_Job]) -> None:
         items = [item for job in jobs for item in job.items]
         handler = self.handlers[jobs[0].op]
+        self._running = jobs
         try:
             results = list(handler(jobs[0].params, items))
             if len(results) != len(items):
@@ -201,6 +230,12 @@ class Batcher:
                     f"handler {jobs[0].op!r} returned {len(results)} results for {len(items)} items"
                 )
         except Exception as exc:  # reported to the waiting request(s)
+            if self.should_stop():  # abandoned on purpose: nobody to answer, nothing to retry
+                self._record(len(items))
+                self.stats.cancelled += 1
+                for job in jobs:
+                    job.future.set_exception(exc)
+                return
             if len(jobs) > 1:
                 for job in jobs:  # find the culprit: each job alone
                     self._call([job])

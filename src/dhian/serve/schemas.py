@@ -2,7 +2,8 @@
 
 Owns the JSON shapes; the limits that depend on the server's settings (characters per text,
 texts per request, beam size) are checked by :mod:`dhian.serve.app`, which knows them.
-Unknown fields are rejected (``extra="forbid"``), so a typo is a 422 naming the field.
+Unknown fields are rejected (``extra="forbid"``), so a typo is a 422 naming the field; types
+are strict (``"beam": "5"`` or ``true`` is a 422, not 5 or 1) and NaN/Infinity are refused.
 Imports: pydantic and the standard library.
 """
 
@@ -33,7 +34,9 @@ __all__ = [
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "5" and true are not a beam of 5 and 1 (a 422 names the field); NaN/Infinity
+    # (which Python's JSON parser accepts) are refused wherever a number is read
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TranslateRequest(_Request):

@@ -74,6 +74,43 @@ def _read_hf(path: Path) -> HFTokenizer:
         ) from exc
 
 
+#: The roles an HF ``special_tokens_map.json`` / ``tokenizer_config.json`` may name.
+_ROLE_KEYS = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
+
+
+def declared_roles(directory: Path) -> dict[str, str]:
+    """Role → token named by ``special_tokens_map.json`` (else ``tokenizer_config.json``) in
+    ``directory`` (``"pad_token": "<pad>"`` or ``{"content": "<pad>", ...}``); {} when none."""
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = directory / name
+        if not path.is_file():
+            continue
+        found: dict[str, str] = {}
+        for role in _ROLE_KEYS:
+            value = _read_json(path).get(f"{role}_token")
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str) and value:
+                found[role] = value
+        if found:
+            return found
+    return {}
+
+
+def _roles(directory: Path, vocab: Any) -> dict[str, str]:
+    """The special-token roles of a WordPiece vocabulary: those the files beside it declare
+    (a dhian-trained WordPiece exported to HF uses ``<pad>``, ``<unk>``, ...), else BERT's
+    ``[PAD]``, ``[UNK]``, ...; BOS/EOS default to CLS/SEP as in BERT."""
+    roles = {r: t for r, t in declared_roles(directory).items() if t in vocab}
+    for role, token in BERT_ROLES.items():
+        if role not in roles and token in vocab:
+            roles[role] = token
+    for role, like in (("bos", "cls"), ("eos", "sep")):
+        if role not in roles and like in roles:
+            roles[role] = roles[like]
+    return roles
+
+
 def wordpiece_from_vocab(path: str | Path, lowercase: bool = True) -> Tokenizer:
     """A BERT WordPiece tokenizer from a ``vocab.txt`` (one token per line, id = line number).
 
@@ -89,7 +126,8 @@ def wordpiece_from_vocab(path: str | Path, lowercase: bool = True) -> Tokenizer:
         raise DataError(f"cannot read {str(p)!r} as a WordPiece vocab.txt ({exc})") from exc
     if not vocab:
         raise DataError(f"vocab file {str(p)!r} is empty; point at a BERT vocab.txt")
-    unk = BERT_ROLES["unk"]
+    roles = _roles(p.parent, vocab)
+    unk = roles.get("unk", BERT_ROLES["unk"])
     if unk not in vocab:
         raise DataError(f"vocab file {str(p)!r} has no {unk} token; it is not a BERT vocab.txt")
     hf = HFTokenizer(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
@@ -98,13 +136,13 @@ def wordpiece_from_vocab(path: str | Path, lowercase: bool = True) -> Tokenizer:
     )
     hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     hf.decoder = decoders.WordPiece(prefix="##")
-    roles = {r: t for r, t in BERT_ROLES.items() if t in vocab}
     hf.add_special_tokens(sorted(set(roles.values())))
     return Tokenizer(hf, "wordpiece", roles)
 
 
 def wordpiece_from_tokenizer_json(path: str | Path) -> Tokenizer:
-    """A pretrained WordPiece tokenizer from an HF ``tokenizer.json`` (ids kept as they are)."""
+    """A pretrained WordPiece tokenizer from an HF ``tokenizer.json`` (ids kept as they are;
+    special-token roles from the ``special_tokens_map.json`` beside it, else BERT's)."""
     p = Path(path)
     try:
         hf = HFTokenizer.from_file(str(p))
@@ -113,9 +151,10 @@ def wordpiece_from_tokenizer_json(path: str | Path) -> Tokenizer:
     hf.no_truncation()
     hf.no_padding()
     vocab = hf.get_vocab(with_added_tokens=True)
-    roles = {r: t for r, t in BERT_ROLES.items() if t in vocab}
+    roles = _roles(p.parent, vocab)
     if "unk" not in roles or "pad" not in roles:
         raise DataError(
-            f"{str(p)!r} lacks [UNK]/[PAD]; only BERT-style WordPiece tokenizer.json is supported"
+            f"{str(p)!r} lacks an unknown and a padding token ([UNK]/[PAD], or those its "
+            "special_tokens_map.json names); only BERT-style WordPiece tokenizer.json is supported"
         )
     return Tokenizer(hf, "wordpiece", roles)

@@ -19,6 +19,7 @@ from dhian.text.tokenizer import KINDS, Tokenizer, clean_text
 
 #: Smallest vocabulary a trained tokenizer may ask for (specials + a few symbols).
 MIN_VOCAB = len(SPECIAL_TOKENS) + 1
+MAX_VOCAB = 1_000_000  # far above real vocabularies; the trainer aborts on huge values
 
 
 def _normalizer(lowercase: bool) -> normalizers.Normalizer:
@@ -59,6 +60,11 @@ def train_tokenizer(
         )
     if vocab_size < MIN_VOCAB:
         raise DataError(f"vocab_size {vocab_size} is too small; use at least {MIN_VOCAB}")
+    if vocab_size > MAX_VOCAB:  # the Rust trainer reserves memory for it and aborts the process
+        raise DataError(
+            f"vocab_size {vocab_size} is too large; use at most {MAX_VOCAB:,} "
+            "(real vocabularies are 8k-256k)"
+        )
     specials = list(SPECIAL_TOKENS)
     hf: HFTokenizer
     trainer: trainers.Trainer

@@ -33,18 +33,20 @@ import torch
 
 from dhian.config import RunConfig
 from dhian.errors import ConfigError, DhianError, ModelLoadError
+from dhian.models.manifest import MANIFEST as MANIFEST_NAME
 from dhian.models.model_dir import (
     fsync_dir,
     fsync_tree,
     read_metadata,
     read_run_config,
     recover_dir,
+    unpickle_refusal,
     write_model_files,
 )
 
 TRAINER_STATE = "trainer_state.pt"
 INFO = "checkpoint.json"
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_NAME  # written here, checked on every load by dhian.models.manifest
 STATE_VERSION = 1
 #: Test hook: seconds to sleep inside each checkpoint write (between the weights and the trainer
 #: state, and between the two renames of the swap) so that a test's kill -9 can land there.
@@ -251,8 +253,9 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path} is corrupt or not a trainer state: {first}") from exc
+        raise ModelLoadError(
+            f"corrupt or not a trainer state: {unpickle_refusal(path, exc)}"
+        ) from exc
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ModelLoadError(f"{path} is not a dhian trainer state (version {STATE_VERSION})")
     return state
