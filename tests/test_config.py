@@ -108,7 +108,7 @@ def test_unknown_keys_suggest_nearest(tmp_path: Path, override: str, pattern: st
         ("train.max_steps=2.5", r"train.max_steps must be an integer"),
         ("train.max_steps=true", r"train.max_steps must be an integer, got True"),
         ("train.lr=fast", r"train.lr must be a number, got 'fast'"),
-        ("train.bf16=maybe", r"train.bf16 must be true or false, got 'maybe'"),
+        ("train.bf16=maybe", r"train.bf16 must be true, false or auto, got 'maybe'"),
         ("train.betas=0.9", r"train.betas must be a list"),
         ("train.betas=[0.9]", r"train.betas must have 2 items, got 1"),
     ],

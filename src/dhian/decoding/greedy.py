@@ -16,6 +16,7 @@ from torch import Tensor
 from dhian.decoding.base import (
     Hypothesis,
     StepModel,
+    ban_repeated_ngrams,
     force_eos,
     length_limits,
     mask_specials,
@@ -34,6 +35,7 @@ def greedy_decode(
     max_len_ratio: float = 1.5,
     max_len_offset: int = 10,
     need_weights: bool = False,
+    no_repeat_ngram: int = 0,
 ) -> list[Hypothesis]:
     """Decode ``src`` (B, Ts) with lengths (B,) greedily; one :class:`Hypothesis` per sentence.
 
@@ -41,7 +43,7 @@ def greedy_decode(
     ``floor(max_len_ratio * src_len + max_len_offset)`` when ``max_len`` is None); PAD and BOS are
     never generated. ``score == log_prob`` (no length penalty). With ``need_weights`` each
     hypothesis carries its attention (len(tokens) + 1, src_len) on the CPU, when the model
-    returns attention.
+    returns attention. ``no_repeat_ngram`` > 0 never repeats an n-gram of that size.
     """
     validate_inputs(model, src, src_lengths)
     batch = src.size(0)
@@ -67,6 +69,7 @@ def greedy_decode(
         logits, state, attn = model.step(prev, state, need_weights)  # (N, V), ..., (N, Ts)
         lp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
         mask_specials(lp, model.pad_id, model.bos_id, model.eos_id)
+        ban_repeated_ngrams(lp, tokens[alive_dev, :t], no_repeat_ngram)
         force_eos(lp, row_limits <= t, model.eos_id)
         best, tok = lp.max(dim=-1)  # (N,), (N,)
         tokens[alive_dev, t] = tok
