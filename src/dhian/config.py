@@ -124,16 +124,19 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     clip_norm: float = 1.0  # 0 = off
     label_smoothing: float = 0.1
-    bf16: bool | str = False  # bf16 autocast: true | false | auto (where the CPU/GPU has it)
+    bf16: bool | str = False  # bf16 autocast (CPU or CUDA); auto = where the hardware has bf16
     eval_every: int = 200
     eval_beam: int = 1
     eval_length_penalty: float = 1.0
+    eval_no_repeat_ngram: int = 0  # >0: decoding never repeats an n-gram of this size
     eval_max_examples: int = 0  # 0 = whole dev split for BLEU
     save_every: int = 200
     log_every: int = 20
     early_stop_metric: str = "loss"  # loss | ppl | bleu | chrf | accuracy | ...
     early_stop_patience: int = 0  # evaluations without improvement; 0 = off
     keep_last: int = 1
+    average_last: int = 0  # >1: at the end, average the last N weight snapshots (kept if better)
+    average_every: int = 100  # steps between those snapshots (in memory)
     num_threads: int = 0  # 0 = torch default
     max_bad_steps: int = 5  # consecutive non-finite losses before stopping
     freeze: str = ""  # e.g. "encoder": parameters whose name starts with it get no updates
@@ -143,8 +146,10 @@ class TrainConfig:
     fsdp: bool = False  # under torchrun: shard parameters with FSDP2 (fully_shard), not DDP
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bf16, bool) and self.bf16 != "auto":
-            raise ConfigError(f"train.bf16 must be true, false or auto, got {self.bf16!r}")
+        if isinstance(self.bf16, str):
+            if self.bf16.strip().lower() != "auto":
+                raise ConfigError(f"train.bf16 must be true, false or auto, got {self.bf16!r}")
+            object.__setattr__(self, "bf16", "auto")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Marian interop: dhian transformer → HF MarianMTModel gives the same logits and greedy tokens;
-HF Marian checkpoints (ours or HF-made) import back with the same logits. No network needed."""
+HF Marian checkpoints (ours or HF-made) import back with the same logits. No network needed.
+
+The export moves PAD to the last id (Marian's and CTranslate2's convention), so exported ids are
+dhian's ids renumbered by :func:`export_order`: :func:`to_export` maps inputs, and logits are
+compared with their vocabulary columns in that order."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from torch import Tensor
 from dhian.decoding import greedy_decode
 from dhian.errors import ConfigError, ModelLoadError
 from dhian.interop.hf_marian import export_marian, import_marian, load_marian
+from dhian.interop.hf_marian_names import export_order
 from dhian.models.transformer.config import TransformerConfig
 from dhian.models.transformer.model import TransformerSeq2Seq, build_transformer
 from helpers.threads import one_thread_per_module  # noqa: F401 - autouse fixture
@@ -66,6 +71,22 @@ def inputs(seed: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     return src, lens, tgt
 
 
+def to_export(model: TransformerSeq2Seq, ids: Tensor) -> Tensor:
+    """dhian ids → the exported model's ids (PAD last, the ids above it one lower)."""
+    order = export_order(model)
+    if order is None:
+        return ids
+    new = torch.empty(len(order), dtype=torch.long)
+    new[torch.tensor(order)] = torch.arange(len(order))
+    return new[ids]
+
+
+def in_export_order(model: TransformerSeq2Seq, logits: Tensor) -> Tensor:
+    """dhian logits (..., V) with their columns in the exported id order."""
+    order = export_order(model)
+    return logits if order is None else logits[..., order]
+
+
 def hf_logits(hf: Any, src: Tensor, lens: Tensor, tgt: Tensor) -> Tensor:
     mask = (torch.arange(src.size(1)) < lens[:, None]).long()  # (B, Ts)
     with torch.no_grad():
@@ -92,17 +113,23 @@ def test_export_gives_hf_the_same_logits(
     hf = transformers.MarianMTModel.from_pretrained(tmp_path).eval()
     src, lens, tgt = inputs()
     with torch.no_grad():
-        ours = model(src, lens, tgt).logits
-    torch.testing.assert_close(hf_logits(hf, src, lens, tgt), ours, atol=1e-4, rtol=1e-4)
+        ours = in_export_order(model, model(src, lens, tgt).logits)
+    src2, tgt2 = to_export(model, src), to_export(model, tgt)
+    torch.testing.assert_close(hf_logits(hf, src2, lens, tgt2), ours, atol=1e-4, rtol=1e-4)
     back = import_marian(tmp_path)
     with torch.no_grad():
-        torch.testing.assert_close(back(src, lens, tgt).logits, ours, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(back(src2, lens, tgt2).logits, ours, atol=1e-6, rtol=1e-6)
     written = json.loads((tmp_path / "config.json").read_text())
-    assert written["decoder_start_token_id"] == BOS and written["pad_token_id"] == PAD
+    if share:  # joint vocabulary: PAD moves to the end (CTranslate2 drops the last id as PAD)
+        assert written["pad_token_id"] == V - 1 and written["decoder_start_token_id"] == BOS - 1
+    else:  # vocabularies of different sizes share one pad_token_id: ids kept
+        assert written["pad_token_id"] == PAD and written["decoder_start_token_id"] == BOS
 
 
-def test_export_greedy_equals_hf_generate(tmp_path: Path) -> None:
-    cfg = marian_cfg()
+@pytest.mark.parametrize("zero_start", [False, True])
+def test_export_greedy_equals_hf_generate(tmp_path: Path, zero_start: bool) -> None:
+    """A zero-start model's decoder starts from HF's PAD (a zero row, last id); others from BOS."""
+    cfg = marian_cfg(start_from_zero=zero_start)
     model = random_model(cfg, seed=3)
     export_marian(model, cfg, None, tmp_path)
     hf = transformers.MarianMTModel.from_pretrained(tmp_path).eval()
@@ -112,18 +139,35 @@ def test_export_greedy_equals_hf_generate(tmp_path: Path) -> None:
     mask = (torch.arange(src.size(1)) < lens[:, None]).long()
     with torch.no_grad():
         gen = hf.generate(
-            input_ids=src,
+            input_ids=to_export(model, src),
             attention_mask=mask,
             num_beams=1,
             do_sample=False,
             max_new_tokens=limit + 1,  # at most `limit` tokens, then EOS (forced at the end)
         )
-    assert int(gen[0, 0]) == BOS  # decoder starts with our BOS
+    assert int(gen[0, 0]) == (V - 1 if zero_start else BOS - 1)  # PAD (last id) or our BOS
     theirs = []
     for row in gen[:, 1:].tolist():
-        theirs.append(row[: row.index(EOS)] if EOS in row else row)
-    assert [h.tokens for h in ours] == theirs
+        theirs.append(row[: row.index(EOS - 1)] if EOS - 1 in row else row)
+    assert [to_export(model, torch.tensor(h.tokens)).tolist() for h in ours] == theirs
     assert any(len(t) > 0 for t in theirs)
+
+
+def test_zero_start_changes_only_the_first_decoder_input() -> None:
+    """``start_from_zero``: same weights, logits change (BOS embedding unused); teacher forcing
+    and step-by-step decoding agree."""
+    model = random_model(marian_cfg(start_from_zero=True), seed=7)
+    plain = random_model(marian_cfg(), seed=7)
+    src, lens, tgt = inputs(8)
+    with torch.no_grad():
+        full = model(src, lens, tgt).logits  # (B, Tt, V)
+        assert not torch.allclose(full, plain(src, lens, tgt).logits, atol=1e-3)
+        state = model.start(src, lens)
+        steps = [model.step(tgt[:, t], state)[0] for t in range(tgt.size(1))]
+        torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+        model.tgt_embed.weight[BOS].normal_()  # as input, the BOS row plays no part any more
+        others = torch.arange(V) != BOS  # (tied: it still scores BOS itself, which is banned)
+        torch.testing.assert_close(model(src, lens, tgt).logits[..., others], full[..., others])
 
 
 def test_import_hf_made_marian(tmp_path: Path) -> None:
@@ -176,15 +220,17 @@ def test_tokenizer_files(tmp_path: Path) -> None:
     for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json", "model.safetensors"):
         assert (tmp_path / name).is_file(), name
     vocab = json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))
-    assert vocab == tok.hf.get_vocab() and len(vocab) == tok.vocab_size
+    v = tok.vocab_size
+    renumbered = {t: v - 1 if i == PAD else i - 1 for t, i in tok.hf.get_vocab().items()}
+    assert vocab == renumbered and len(vocab) == v and list(vocab)[-1] == "<pad>"
+    want = to_export(model, torch.tensor(tok.encode("die Katze bellt"))).tolist()
     got = load_marian(tmp_path)
     assert got.tokenizers is not None
-    assert got.tokenizers["src"].encode("die Katze bellt") == tok.encode("die Katze bellt")
+    assert got.tokenizers["src"].encode("die Katze bellt") == want
+    assert got.tokenizers["src"].decode(want) == tok.decode(tok.encode("die Katze bellt"))
     fast = transformers.AutoTokenizer.from_pretrained(tmp_path)  # the fast tokenizer, not spm
-    assert fast("die Katze bellt", add_special_tokens=False)["input_ids"] == tok.encode(
-        "die Katze bellt"
-    )
-    assert fast.pad_token_id == PAD and fast.eos_token_id == EOS
+    assert fast("die Katze bellt", add_special_tokens=False)["input_ids"] == want
+    assert fast.pad_token_id == v - 1 and fast.eos_token_id == EOS - 1
 
 
 @pytest.mark.parametrize(
@@ -243,7 +289,8 @@ def test_registry_round_trip_through_model_dirs(tmp_path: Path) -> None:
     export_hf_dir(load_model(tmp_path / "dhian"), tmp_path / "hf2")
     hf = transformers.MarianMTModel.from_pretrained(tmp_path / "hf2").eval()
     src, lens, tgt = inputs(6)
+    src2, tgt2 = to_export(model, src), to_export(model, tgt)
     with torch.no_grad():
-        ours = model(src, lens, tgt).logits
-        torch.testing.assert_close(loaded.model(src, lens, tgt).logits, ours)
-    torch.testing.assert_close(hf_logits(hf, src, lens, tgt), ours, atol=1e-4, rtol=1e-4)
+        ours = in_export_order(model, model(src, lens, tgt).logits)
+        torch.testing.assert_close(loaded.model(src2, lens, tgt2).logits, ours)
+    torch.testing.assert_close(hf_logits(hf, src2, lens, tgt2), ours, atol=1e-4, rtol=1e-4)

@@ -157,8 +157,8 @@ def test_bf16_auto_reads_the_cpu_flags(tmp_path: Path) -> None:
     assert cpu_has_native_bf16(native) and not cpu_has_native_bf16(plain)
     assert not cpu_has_native_bf16(tmp_path / "missing")
     cpu = torch.device("cpu")
-    assert resolve_bf16(True, cpu) and not resolve_bf16(False, cpu)
-    assert resolve_bf16("auto", cpu) == cpu_has_native_bf16()
+    assert resolve_bf16(True, cpu)[0] and not resolve_bf16(False, cpu)[0]
+    assert resolve_bf16("auto", cpu)[0] == cpu_has_native_bf16()
     with pytest.raises(ConfigError, match=r"train.bf16 must be true, false or auto, got 'maybe'"):
         resolve_bf16("maybe", cpu)
 

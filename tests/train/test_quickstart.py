@@ -186,7 +186,9 @@ def test_fast_quickstart_end_to_end(fast_run: tuple[Path, str, float]) -> None:
     assert printed.count("source:") == 5 and printed.count("reference:") == 5
     assert printed.count("output:") == 5
     m = re.search(
-        r"test BLEU (\d+\.\d+)  chrF (\d+\.\d+)  \(greedy decoding, the first 12 of 1007", printed
+        r"test BLEU (\d+\.\d+)  chrF (\d+\.\d+)  \(beam search \(beam 5, no repeated "
+        r"4-grams\), the first 12 of 1007",
+        printed,
     )
     assert m, printed[-800:]
     # the scores are sacrebleu's on the written translations
@@ -217,8 +219,9 @@ def test_fast_quickstart_end_to_end(fast_run: tuple[Path, str, float]) -> None:
 
 @pytest.mark.network
 def test_fast_quickstart_output_matches_the_saved_model(fast_run: tuple[Path, str, float]) -> None:
-    """The printed translation of the first test verse is what the saved model decodes."""
-    from dhian.decoding import greedy_decode
+    """The printed translation of the first test verse is what the saved model decodes (beam 5,
+    its length penalty and repetition guard)."""
+    from dhian.decoding import beam_search
     from dhian.models.model_dir import load_model_dir
 
     out, _, _ = fast_run
@@ -228,8 +231,18 @@ def test_fast_quickstart_output_matches_the_saved_model(fast_run: tuple[Path, st
         first = next(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
     ids = tok.encode(first["source"])
     limit = min(int(1.5 * len(ids) + 10), loaded.config.model.max_positions - 1)
-    hyp = greedy_decode(loaded.model, torch.tensor([ids]), torch.tensor([len(ids)]), max_len=limit)
-    assert loaded.tokenizers["tgt"].decode(hyp[0].tokens) == first["output"]
+    train = loaded.config.train
+    hyps = beam_search(
+        loaded.model,
+        torch.tensor([ids]),
+        torch.tensor([len(ids)]),
+        5,
+        train.eval_length_penalty,
+        max_len=limit,
+        no_repeat_ngram=train.eval_no_repeat_ngram,
+    )
+    assert train.eval_no_repeat_ngram == 4
+    assert loaded.tokenizers["tgt"].decode(hyps[0][0].tokens) == first["output"]
 
 
 @pytest.mark.network

@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
         help="the main job: train a small attention translator for N minutes, translate the "
         "test split, write a report",
         description="Fetch the corpus (cached), train a small translator for a fixed time with a "
-        "progress bar, translate the test split (greedy unless --beam), print sample "
+        "progress bar, translate the test split (beam 5 unless --beam), print sample "
         "translations and BLEU/chrF, and write OUT/report.md + a self-contained OUT/report.html "
         "with the learning curves and alignment heatmaps. The model is OUT/best.",
     )
@@ -41,7 +41,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--retrain", action="store_true", help="train again even if OUT holds a finished model"
     )
-    p.add_argument("--beam", type=int, default=1, help="test decoding: 1 = greedy, K = beam K")
+    p.add_argument(
+        "--beam", type=int, default=5, help="test decoding: K = beam K (default 5), 1 = greedy"
+    )
     p.add_argument(
         "--max-test",
         type=int,

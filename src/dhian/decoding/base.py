@@ -2,7 +2,8 @@
 
 Owns: :class:`StepModel` (what a translation model must offer to be decoded: ``start``, ``step``,
 ``reorder`` and the ints ``pad_id``/``bos_id``/``eos_id``), :class:`Hypothesis`, the per-sentence
-length limit, the special-token mask and the end-of-sentence forcing at the limit.
+length limit, the special-token mask, the end-of-sentence forcing at the limit and the
+repetition guard (:func:`ban_repeated_ngrams`, fairseq's ``no_repeat_ngram_size``).
 
 Length convention: a hypothesis holds at most ``limit`` tokens (BOS and EOS excluded). At step
 ``t`` (``t`` tokens already generated) a sentence whose limit is ``t`` may only emit EOS, so every
@@ -24,6 +25,7 @@ from torch import Tensor
 __all__ = [
     "Hypothesis",
     "StepModel",
+    "ban_repeated_ngrams",
     "force_eos",
     "length_limits",
     "length_penalty",
@@ -106,6 +108,21 @@ def mask_specials(log_probs: Tensor, pad_id: int, bos_id: int, eos_id: int) -> T
     for special in {pad_id, bos_id} - {eos_id}:
         if 0 <= special < log_probs.size(-1):
             log_probs[:, special] = -math.inf
+    return log_probs
+
+
+def ban_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int) -> Tensor:
+    """Forbid, per row, every token that would repeat an ``n``-gram already in that row's
+    ``history`` (N, t) of generated tokens; returns ``log_probs`` (N, V) (in place). ``n`` <= 0
+    is off; EOS is never in a history, so a row can always end."""
+    t = history.size(1)
+    if n <= 0 or t < n:  # (t < n: no complete n-gram yet, so none can repeat)
+        return log_probs
+    grams = history.unfold(1, n, 1)  # (N, t - n + 1, n)
+    prefix = history[:, t - n + 1 :]  # (N, n - 1): the n-gram now being completed
+    hit = (grams[:, :, : n - 1] == prefix[:, None, :]).all(dim=-1)  # (N, t - n + 1)
+    rows, at = hit.nonzero(as_tuple=True)
+    log_probs[rows, grams[rows, at, n - 1]] = -math.inf
     return log_probs
 
 

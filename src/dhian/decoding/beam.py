@@ -28,6 +28,7 @@ from torch import Tensor
 from dhian.decoding.base import (
     Hypothesis,
     StepModel,
+    ban_repeated_ngrams,
     force_eos,
     length_limits,
     mask_specials,
@@ -52,15 +53,16 @@ def beam_search(
     n_best: int = 1,
     need_weights: bool = False,
     should_stop: ShouldStop | None = None,
+    no_repeat_ngram: int = 0,
 ) -> list[list[Hypothesis]]:
     """Beam-search ``src`` (B, Ts) with lengths (B,); per sentence the ``n_best`` best hypotheses.
 
     Each inner list is sorted by ``score`` (length-penalised, ``length_penalty`` = GNMT alpha;
     0 = raw log-probability), best first. Length limits as in
     :func:`dhian.decoding.greedy_decode`. With ``need_weights`` each hypothesis carries its
-    attention (len(tokens) + 1, src_len) on the CPU, when the model returns attention. The model
-    should be in eval mode. ``should_stop`` is checked before every step
-    (:mod:`dhian.decoding.cancel`).
+    attention (len(tokens) + 1, src_len) on the CPU, when the model returns attention.
+    ``no_repeat_ngram`` > 0: no hypothesis repeats an n-gram of that size. The model should be
+    in eval mode. ``should_stop`` is checked before every step (:mod:`dhian.decoding.cancel`).
     """
     validate_inputs(model, src, src_lengths)
     if beam_size < 1:
@@ -96,6 +98,7 @@ def beam_search(
         vocab = logits.size(-1)
         lp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
         mask_specials(lp, model.pad_id, model.bos_id, model.eos_id)
+        ban_repeated_ngrams(lp, hist, no_repeat_ngram)
         force_eos(lp, (sent_limits <= t).repeat_interleave(k), model.eos_id)
         if have_weights and attn is None:
             have_weights, hist_attn = False, None

@@ -16,6 +16,7 @@ from torch import Tensor
 from dhian.decoding.base import (
     Hypothesis,
     StepModel,
+    ban_repeated_ngrams,
     force_eos,
     length_limits,
     mask_specials,
@@ -36,6 +37,7 @@ def greedy_decode(
     max_len_offset: int = 10,
     need_weights: bool = False,
     should_stop: ShouldStop | None = None,
+    no_repeat_ngram: int = 0,
 ) -> list[Hypothesis]:
     """Decode ``src`` (B, Ts) with lengths (B,) greedily; one :class:`Hypothesis` per sentence.
 
@@ -44,6 +46,7 @@ def greedy_decode(
     never generated. ``score == log_prob`` (no length penalty). With ``need_weights`` each
     hypothesis carries its attention (len(tokens) + 1, src_len) on the CPU, when the model
     returns attention. ``should_stop`` is checked before every step (:mod:`dhian.decoding.cancel`).
+    ``no_repeat_ngram`` > 0 never repeats an n-gram of that size.
     """
     validate_inputs(model, src, src_lengths)
     batch = src.size(0)
@@ -70,6 +73,7 @@ def greedy_decode(
         logits, state, attn = model.step(prev, state, need_weights)  # (N, V), ..., (N, Ts)
         lp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
         mask_specials(lp, model.pad_id, model.bos_id, model.eos_id)
+        ban_repeated_ngrams(lp, tokens[alive_dev, :t], no_repeat_ngram)
         force_eos(lp, row_limits <= t, model.eos_id)
         best, tok = lp.max(dim=-1)  # (N,), (N,)
         tokens[alive_dev, t] = tok

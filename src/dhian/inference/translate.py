@@ -48,6 +48,7 @@ from dhian.models.model_dir import LoadedModel
 
 __all__ = [
     "Translation",
+    "default_no_repeat",
     "default_src_eos",
     "forced_attention",
     "load_translation_model",
@@ -113,6 +114,11 @@ def default_src_eos(path: str | Path) -> bool:
     return hf_model_type(resolve_model_dir(path)) == "marian"
 
 
+def default_no_repeat(loaded: LoadedModel) -> int:
+    """The model's repetition guard for decoding: ``train.eval_no_repeat_ngram`` (0 = off)."""
+    return int(getattr(loaded.config.train, "eval_no_repeat_ngram", 0) or 0)
+
+
 def max_source_length(loaded: LoadedModel) -> int | None:
     """The longest source the model accepts: transformers' ``max_positions``; RNNs: None."""
     limit = int(getattr(loaded.config.model, "max_positions", 0) or 0)
@@ -146,6 +152,7 @@ def _search(
         "max_len_offset": opts["max_len_offset"],
         "need_weights": opts["need_weights"],
         "should_stop": opts.get("should_stop"),
+        "no_repeat_ngram": opts["no_repeat_ngram"],
     }
     if opts["beam"] == 1:
         return [[h] for h in greedy_decode(model, src, lengths, **common)]
@@ -228,6 +235,7 @@ def translate_texts(
     progress: bool = False,
     warn: Callable[[str], None] | None = None,
     should_stop: ShouldStop | None = None,
+    no_repeat_ngram: int | None = None,
 ) -> list[Translation]:
     """Translate ``texts`` (one sentence each) with ``loaded`` (a translation LoadedModel).
 
@@ -235,7 +243,8 @@ def translate_texts(
     ``src_eos`` appends EOS to each source (HF Marian models expect it). ``max_src_len``
     overrides :func:`max_source_length`. ``progress`` draws a tqdm bar on stderr.
     ``should_stop`` is checked before every decoding step (raises
-    :class:`~dhian.decoding.cancel.Cancelled`). Returns one
+    :class:`~dhian.decoding.cancel.Cancelled`). ``no_repeat_ngram``: never repeat an n-gram of
+    that size (0 = off; None = the model's ``train.eval_no_repeat_ngram``). Returns one
     :class:`Translation` per text, in input order.
     """
     if beam < 1:
@@ -261,6 +270,9 @@ def translate_texts(
         "need_weights": need_weights,
         "cap": None if positions is None else positions - 1,
         "should_stop": should_stop,
+        "no_repeat_ngram": default_no_repeat(loaded)
+        if no_repeat_ngram is None
+        else no_repeat_ngram,
     }
 
     out = [Translation(source=t, text="") for t in texts]

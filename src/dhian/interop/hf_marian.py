@@ -14,9 +14,13 @@ and a ``final_logits_bias``. A dhian config exports when it has ``norm: post``,
 ``positions: sinusoidal_marian`` and ``layer_norm_eps: 1e-5``; any other is refused with the
 setting to change. Activations: relu, gelu, gelu_new, silu (Marian's ``swish``).
 
-Special ids: the decoder starts with our BOS (``decoder_start_token_id`` = bos), where genuine
-Marian models start with PAD; an imported model keeps the checkpoint's ids (``bos_id`` =
-its ``decoder_start_token_id``). Tokenizers: Marian ships sentencepiece models
+Special ids: PAD moves to the last id (every id above it shifts down by one) in the weights,
+the config and the tokenizer files, as in genuine Marian vocabularies — CTranslate2's
+``ct2-transformers-converter`` drops the last id as ``<pad>`` (see
+:mod:`dhian.interop.hf_marian_names`). The decoder starts from PAD with a zero PAD row when
+the model was trained with ``start_from_zero`` (as genuine Marian models and CTranslate2 do:
+then CTranslate2 translates exactly as dhian), else from our BOS. An imported model keeps the
+checkpoint's ids (``bos_id`` = its ``decoder_start_token_id``). Tokenizers: Marian ships sentencepiece models
 (``source.spm``/``target.spm``) read by ``MarianTokenizer``; dhian's tokenizers are HF
 ``tokenizers`` models, so the export writes ``tokenizer.json`` (+ ``dhian_tokenizer.json``,
 ``vocab.json``, and a ``tokenizer_config.json`` naming ``PreTrainedTokenizerFast``):
@@ -29,7 +33,8 @@ mapping live in :mod:`dhian.interop.hf_marian_names` (:func:`marian_config` is r
 
 Notation: E model dim, V vocab, L layers. Imports: stdlib, torch, safetensors,
 :mod:`dhian.models`, :mod:`dhian.errors`, :mod:`dhian.interop.hf_marian_names`,
-:func:`dhian.interop.hf_bert_names.read_json`; :mod:`dhian.text` lazily (reading tokenizers).
+:func:`dhian.interop.hf_bert_names.read_json`; :mod:`dhian.text` (reading and renumbering
+tokenizers).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from dhian.interop.hf_bert_names import read_json
 from dhian.interop.hf_config import check_hf_config
 from dhian.interop.hf_marian_names import (
     check_exportable,
+    export_ids,
+    export_order,
     generation_config,
     hf_config,
     marian_config,
@@ -59,7 +66,7 @@ from dhian.interop.hf_marian_names import (
 from dhian.models.model_dir import LoadedModel
 from dhian.models.transformer.config import TransformerConfig
 from dhian.models.transformer.model import TransformerSeq2Seq, build_transformer
-from dhian.text import load_tokenizer
+from dhian.text import load_tokenizer, reorder_vocab
 
 __all__ = [
     "MarianImport",
@@ -91,6 +98,17 @@ class MarianImport:
 
 
 def _write_tokenizer(tok: Any, directory: Path, model: TransformerSeq2Seq) -> None:
+    """Write ``tok`` renumbered to the export's id order (PAD last, see
+    :func:`~dhian.interop.hf_marian_names.export_order`) with ``vocab.json`` and a
+    ``tokenizer_config.json`` naming its special tokens."""
+    order = export_order(model)
+    if order is not None and order != list(range(len(order))):
+        if tok.vocab_size != len(order):
+            raise ConfigError(
+                f"the tokenizer has {tok.vocab_size} ids but the model's vocabulary "
+                f"{len(order)}; export the tokenizer the model was trained with"
+            )
+        tok = reorder_vocab(tok, order)
     tok.save(directory)  # tokenizer.json + dhian_tokenizer.json
     hf = getattr(tok, "hf", None)
     vocab = hf.get_vocab() if hf is not None else {}
@@ -103,8 +121,8 @@ def _write_tokenizer(tok: Any, directory: Path, model: TransformerSeq2Seq) -> No
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": model.max_positions,
     }
-    for role, tid in (("pad", model.pad_id), ("eos", model.eos_id), ("bos", model.bos_id)):
-        if tid in by_id:
+    for role, tid in export_ids(model).items():
+        if role != "start" and tid in by_id:
             tok_cfg[f"{role}_token"] = by_id[tid]
     unk = getattr(tok, "unk_id", None)
     if isinstance(unk, int) and unk in by_id:

@@ -7,8 +7,18 @@ q/k/v projections), the activation names, the export checks, ``config.json`` /
 conversion in both directions. Used by :mod:`dhian.interop.hf_marian`, which reads and writes the
 directory.
 
+The export's id order (:func:`export_order`): Marian vocabularies end with ``<pad>`` and
+CTranslate2's Marian converter relies on it — it drops the last vocabulary token only when it
+is ``<pad>`` but always drops the last embedding and output row. dhian's trained tokenizers
+have ``<pad>`` at id 0, so the export moves PAD to the last id (every other id shifts down by
+one) in the embeddings, output projection, bias and special ids; :mod:`dhian.interop.hf_marian`
+renumbers the tokenizer the same way. Models whose decoder starts from a zero vector
+(``start_from_zero``) get ``decoder_start_token_id`` = PAD with a zero PAD row, which is how
+HF Marian expresses that start; others keep BOS.
+
 Notation: E model dim, V vocab.
-Imports: stdlib, torch, :mod:`dhian.models`, :mod:`dhian.errors`.
+Imports: stdlib, torch, :mod:`dhian.models`, :mod:`dhian.errors`,
+:func:`dhian.text.pad_last_order`.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from torch import Tensor
 from dhian.errors import ConfigError, ModelLoadError
 from dhian.models.transformer.config import TransformerConfig
 from dhian.models.transformer.model import TransformerSeq2Seq
+from dhian.text import pad_last_order
 
 __all__ = [
     "ACT_FROM_HF",
@@ -31,6 +42,8 @@ __all__ = [
     "ENC_NAMES",
     "TOP_LEVEL",
     "check_exportable",
+    "export_ids",
+    "export_order",
     "generation_config",
     "hf_config",
     "marian_config",
@@ -88,9 +101,45 @@ def check_exportable(cfg: TransformerConfig) -> None:
         raise ConfigError("cannot export to Marian; train with " + "; ".join(problems))
 
 
+def export_order(model: TransformerSeq2Seq) -> list[int] | None:
+    """The exported id order (new id → dhian id) with PAD last, or None (ids kept) when source
+    and target vocabularies differ in size — HF Marian has one ``pad_token_id`` for both, and
+    CTranslate2 converts joint vocabularies only."""
+    v = model.src_embed.num_embeddings
+    if v != model.tgt_embed.num_embeddings:
+        return None
+    return pad_last_order(v, model.pad_id)
+
+
+def export_ids(model: TransformerSeq2Seq) -> dict[str, int]:
+    """The exported special ids: ``pad``, ``bos``, ``eos`` renumbered by :func:`export_order`
+    and ``start`` (``decoder_start_token_id``: PAD for a zero start, else BOS)."""
+    order = export_order(model)
+    new = {old: n for n, old in enumerate(order)} if order is not None else {}
+    dhian_ids = {"pad": model.pad_id, "bos": model.bos_id, "eos": model.eos_id}
+    ids = {role: new.get(i, i) for role, i in dhian_ids.items()}
+    ids["start"] = ids["pad"] if model.start_from_zero else ids["bos"]
+    return ids
+
+
 def marian_state(model: TransformerSeq2Seq, cfg: TransformerConfig) -> dict[str, Tensor]:
-    """Our state dict renamed to MarianMTModel's parameter names (every tied copy written)."""
+    """Our state dict renamed to MarianMTModel's parameter names (every tied copy written), in
+    the id order of :func:`export_order`; the PAD row zero when the decoder starts from it."""
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    order = export_order(model)
+    if order is not None:
+        index = torch.tensor(order)
+        for key in ("src_embed.weight", "tgt_embed.weight", "output.weight", "output.bias"):
+            if key in sd:
+                sd[key] = sd[key].index_select(0, index)  # (V, ...) rows in the new order
+    if model.start_from_zero:
+        pad = export_ids(model)["pad"]
+        keys = ["tgt_embed.weight"]
+        keys += ["src_embed.weight"] if cfg.share_embeddings else []
+        keys += ["output.weight"] if cfg.tie_embeddings else []
+        for key in keys:
+            sd[key] = sd[key].clone()
+            sd[key][pad] = 0.0  # HF Marian's decoder starts from this row: a zero vector
     e = model.embed_dim
     out: dict[str, Tensor] = {}
     src, tgt = sd["src_embed.weight"], sd["tgt_embed.weight"]
@@ -122,6 +171,7 @@ def hf_config(model: TransformerSeq2Seq, cfg: TransformerConfig) -> dict[str, An
     """The MarianConfig fields (``config.json``) of ``model`` built from ``cfg``."""
     src_v = model.src_embed.num_embeddings
     tgt_v = model.tgt_embed.num_embeddings
+    ids = export_ids(model)
     return {
         "architectures": ["MarianMTModel"],
         "model_type": "marian",
@@ -147,25 +197,26 @@ def hf_config(model: TransformerSeq2Seq, cfg: TransformerConfig) -> dict[str, An
         "tie_word_embeddings": cfg.tie_embeddings,
         "is_encoder_decoder": True,
         "use_cache": True,
-        "pad_token_id": model.pad_id,
-        "eos_token_id": model.eos_id,
-        "bos_token_id": model.bos_id,
-        "decoder_start_token_id": model.bos_id,
-        "forced_eos_token_id": model.eos_id,
+        "pad_token_id": ids["pad"],
+        "eos_token_id": ids["eos"],
+        "bos_token_id": ids["bos"],
+        "decoder_start_token_id": ids["start"],
+        "forced_eos_token_id": ids["eos"],
         "dtype": "float32",
     }
 
 
 def generation_config(model: TransformerSeq2Seq) -> dict[str, Any]:
-    """``generation_config.json``: dhian's special ids and the tokens decoding never emits."""
-    banned = sorted({model.pad_id, model.bos_id} - {model.eos_id})  # as dhian.decoding does
+    """``generation_config.json``: the exported special ids and the tokens decoding never emits."""
+    ids = export_ids(model)
+    banned = sorted({ids["pad"], ids["bos"]} - {ids["eos"]})  # as dhian.decoding does
     return {
         "bad_words_ids": [[i] for i in banned],
-        "bos_token_id": model.bos_id,
-        "decoder_start_token_id": model.bos_id,
-        "eos_token_id": model.eos_id,
-        "forced_eos_token_id": model.eos_id,
-        "pad_token_id": model.pad_id,
+        "bos_token_id": ids["bos"],
+        "decoder_start_token_id": ids["start"],
+        "eos_token_id": ids["eos"],
+        "forced_eos_token_id": ids["eos"],
+        "pad_token_id": ids["pad"],
         "max_length": min(512, model.max_positions),
     }
 

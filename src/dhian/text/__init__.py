@@ -1,13 +1,15 @@
 """Text layer: tokenizers (BPE, byte-level BPE, char, WordPiece) on HF ``tokenizers``.
 
 Owns special tokens and their fixed ids (pad 0, unk 1, bos 2, eos 3, mask 4, cls 5, sep 6 for
-trained tokenizers), training, save/load, batched encode/decode and BERT-style inputs.
+trained tokenizers), training, save/load, renumbering, batched encode/decode and BERT-style
+inputs.
 May import: HF ``tokenizers``, :mod:`dhian.errors`. Never torch or any other dhian layer.
 """
 
 from __future__ import annotations
 
 from dhian.text.bert_inputs import build_bert_input, encode_for_bert, encode_pair
+from dhian.text.reorder import pad_last_order, reorder_vocab
 from dhian.text.specials import (
     BOS_ID,
     CLS_ID,
@@ -43,6 +45,8 @@ __all__ = [
     "encode_pair",
     "load_tokenizer",
     "normalize",
+    "pad_last_order",
+    "reorder_vocab",
     "train_tokenizer",
     "wordpiece_from_tokenizer_json",
     "wordpiece_from_vocab",

@@ -191,10 +191,12 @@ def evaluate_translation(
     src_eos: bool = False,
     progress: bool = False,
     log: Log | None = None,
+    no_repeat_ngram: int | None = None,
 ) -> TranslationEval:
     """Translate ``split`` of ``corpus`` (default: the corpus in the model's saved config) with
     ``loaded`` and score it. ``length_penalty`` None = the config's ``train.eval_length_penalty``;
-    ``max_examples`` > 0 keeps the first N pairs."""
+    ``max_examples`` > 0 keeps the first N pairs; ``no_repeat_ngram`` None = the config's
+    ``train.eval_no_repeat_ngram``."""
     spec = corpus or str(loaded.config.data.corpus)
     data = load_corpus(spec, split, quiet=True)
     if not isinstance(data, ParallelCorpus):
@@ -219,6 +221,7 @@ def evaluate_translation(
         src_eos=src_eos,
         progress=progress,
         warn=truncated.append,
+        no_repeat_ngram=no_repeat_ngram,
     )
     seconds = time.perf_counter() - start
     if truncated and log is not None:

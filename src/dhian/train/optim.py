@@ -2,10 +2,11 @@
 
 Owns :func:`build_optimizer` (AdamW, ``fused``/``foreach`` where the device allows; no weight
 decay on biases, norms and other 1-D parameters), :func:`apply_freeze` (``train.freeze``:
-comma-separated parameter-name prefixes get ``requires_grad=False``),
-:func:`resolve_bf16` (``train.bf16: auto`` = bf16 where the hardware computes it natively:
-a CUDA GPU that supports it, a CPU whose /proc/cpuinfo lists ``avx512_bf16`` or ``amx_bf16``)
-and :func:`autocast` (bf16 on CPU or CUDA when ``train.bf16``).
+comma-separated parameter-name prefixes get ``requires_grad=False``)
+and :func:`autocast` (bf16 on CPU or CUDA when ``train.bf16``) with :func:`resolve_bf16`, which
+decides ``train.bf16: auto``: on for a CPU with bf16 instructions (``avx512_bf16`` or
+``amx_bf16`` in ``/proc/cpuinfo``: there bf16 autocast trains faster) and for a CUDA device that
+supports bf16; off elsewhere (a CPU without them emulates bf16 and runs slower than fp32).
 Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
 """
 
@@ -83,32 +84,54 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-#: /proc/cpuinfo flags of CPUs with bf16 arithmetic (AVX512-BF16 dot products, AMX tiles)
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+#: the /proc/cpuinfo flags of CPUs that compute in bf16 natively
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU flags listed in ``cpuinfo`` (default: ``/proc/cpuinfo``; empty where it is
+    missing)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return set()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU lists a bf16 instruction set (:data:`BF16_CPU_FLAGS`) in ``cpuinfo``
-    (False where the file cannot be read, e.g. not Linux)."""
+    """Whether the CPU described by the file ``cpuinfo`` lists a bf16 instruction set
+    (:data:`BF16_FLAGS`); False where the file cannot be read."""
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split()}
-    return any(f in flags for f in BF16_CPU_FLAGS)
+    return bool(cpu_flags(text) & set(BF16_FLAGS))
 
 
-def resolve_bf16(setting: bool | str, device: torch.device) -> bool:
-    """Whether to train under bf16 autocast: ``train.bf16`` true/false as given, ``auto`` =
-    where ``device`` computes bf16 natively (:func:`cpu_has_native_bf16`, or a CUDA GPU that
-    supports it)."""
+def resolve_bf16(
+    setting: bool | str, device: torch.device, flags: set[str] | None = None
+) -> tuple[bool, str]:
+    """``train.bf16`` (true | false | auto) on ``device`` → (autocast or not, why). ``flags``:
+    the CPU flags (default: :func:`cpu_flags`)."""
     if isinstance(setting, bool):
-        return setting
-    if setting != "auto":
+        return setting, "train.bf16: " + str(setting).lower()
+    if str(setting).lower() != "auto":
         raise ConfigError(f"train.bf16 must be true, false or auto, got {setting!r}")
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return device.type == "cpu" and cpu_has_native_bf16()
+        ok = bool(torch.cuda.is_bf16_supported())
+        return ok, f"auto: this GPU {'supports' if ok else 'lacks'} bf16"
+    if device.type != "cpu":
+        return False, f"auto: off on {device.type}"
+    native = sorted((cpu_flags() if flags is None else flags) & set(BF16_FLAGS))
+    if native:
+        return True, f"auto: the CPU has {', '.join(native)}"
+    return False, "auto: the CPU has no avx512_bf16/amx_bf16 (bf16 would be emulated, slower)"
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:

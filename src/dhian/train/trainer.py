@@ -8,7 +8,10 @@ LoRA adapters (``train.lora.r`` > 0, :mod:`dhian.train.lora`), non-finite-loss s
 row raise :class:`TrainingDiverged`), ``metrics.jsonl`` events (``train`` / ``eval`` / ``skip`` /
 ``stop``, each with step, epoch and ``wall`` seconds), validation with best-model tracking and
 early stopping, best/last checkpoints, stop conditions (max_steps, max_epochs, max_minutes — per
-invocation —, early stopping, SIGINT/SIGTERM) and the learning-curve PNG.
+invocation —, early stopping, SIGINT/SIGTERM), checkpoint averaging at the end
+(``train.average_last`` snapshots every ``train.average_every`` steps, see
+:mod:`dhian.train.averaging`: the average becomes ``best`` when it scores at least as well on the
+dev set) and the learning-curve PNG.
 
 Resume restores weights, optimizer, scheduler, RNG states (every rank's under ``torchrun``),
 data position, loop counters, the running loss window, elapsed time and cuts ``metrics.jsonl``
@@ -41,6 +44,7 @@ from dhian.errors import DhianError
 from dhian.models import model_dir as model_io
 from dhian.models.device import choose_device
 from dhian.train import checkpoint as ckpt
+from dhian.train.averaging import Snapshots
 from dhian.train.distributed import NullLog, World
 from dhian.train.lora import adapter_state, add_lora, is_lora, load_adapter_state, merged_copy
 from dhian.train.metricslog import MetricsLog
@@ -132,6 +136,8 @@ class Trainer:
         self.metrics: MetricsLog | NullLog  # opened by _setup
         self._signatures_shown = False
         self._rng_state: dict[str, Any] | None = None
+        self.snapshots: Snapshots | None = None
+        self.bf16 = False  # train.bf16 resolved for the device (auto: where it is native)
 
     def log(self, message: str) -> None:
         """One console line (above the progress bar); rank 0 only."""
@@ -163,7 +169,7 @@ class Trainer:
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         self.device = self.world.setup(choose_device(cfg.device, "train.device"))
-        self.bf16 = resolve_bf16(cfg.bf16, self.device)
+        self.bf16, bf16_why = resolve_bf16(cfg.bf16, self.device)
         last, state = self.world.find_checkpoint(self.out, self.resume, self.log)
         tokenizer_dir: Path | None = None
         if self.resume:
@@ -230,6 +236,8 @@ class Trainer:
             self.optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio
         )
         self.stream = self.world.shard(self.task.train_stream(cfg.seed))
+        if cfg.average_last > 1 and self.world.is_main:
+            self.snapshots = Snapshots(max(cfg.average_every, 1), cfg.average_last)
         if state is not None:
             self._load_state(state)
         offset = None if state is None else int(state["metrics_offset"])
@@ -241,8 +249,8 @@ class Trainer:
             f"{'resumed at step ' + str(self.step) if self.resume else 'training'} "
             f"{getattr(self.config.model, 'type', '?')} on {self.device}{self.world.label}: "
             f"{n_all:,} parameters "
-            f"({n_train:,} trainable{', LoRA r=' + str(cfg.lora.r) if lora else ''}"
-            f"{', bf16 autocast' if self.bf16 else ''}) -> {self.out}"
+            f"({n_train:,} trainable{', LoRA r=' + str(cfg.lora.r) if lora else ''}), "
+            f"bf16 autocast {'on' if self.bf16 else 'off'} ({bf16_why}) -> {self.out}"
         )
 
     # ------------------------------------------------------------------ the loop
@@ -269,6 +277,8 @@ class Trainer:
         lr = float(self.scheduler.get_last_lr()[0])
         tps = w["count"] / w["time"] if w["time"] > 0 else 0.0
         self.progress.update(self.step, loss=w["loss"] / max(w["count"], 1), tok_s=tps, lr=lr)
+        if self.snapshots is not None:
+            self.snapshots.observe(self.step, self.model)
         if cfg.log_every > 0 and self.step % cfg.log_every == 0:
             self._event(
                 "train",
@@ -315,6 +325,8 @@ class Trainer:
             reason = self._loop()
             if reason not in ("SIGINT", "SIGTERM", "stopped") and self.last_eval_step != self.step:
                 self.evaluate()
+            if reason not in ("SIGINT", "SIGTERM", "stopped"):
+                self.average()
             if self.stop_reason == "early_stop":
                 reason = "early_stop"
             if self.last_saved_step != self.step or reason in ("SIGINT", "SIGTERM", "stopped"):
@@ -498,10 +510,9 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ validation
-    def evaluate(self) -> dict[str, float]:
-        """Run the task's validation, log it, track the best model and early stopping.
-
-        Under DDP rank 0 evaluates and broadcasts the metrics (the others wait)."""
+    def _validate(self, share: bool = True) -> EvalResult:
+        """The task's validation of the current weights on rank 0; with ``share`` the other
+        ranks get its metrics (a collective: every rank must call it then)."""
         cfg = self.cfg
         devices = [self.device] if self.device.type == "cuda" else []
         res = EvalResult({})
@@ -514,7 +525,50 @@ class Trainer:
                         model, self.device, cfg.eval_beam, cfg.eval_max_examples
                     )
                 model.train()
-        res.metrics = self.world.share_metrics(res.metrics, self.task.metrics)
+        if share:
+            res.metrics = self.world.share_metrics(res.metrics, self.task.metrics)
+        return res
+
+    def average(self) -> dict[str, Any] | None:
+        """Average the kept weight snapshots (the final weights included), score the average
+        on the dev set and save it as ``best`` when it is at least as good as the best so far;
+        the model keeps its trained weights. Returns ``{"steps", "value", "kept"}`` or None (off,
+        or fewer than 2 snapshots). Rank 0 only (snapshots are not taken elsewhere)."""
+        snaps = self.snapshots
+        if snaps is None:
+            return None
+        snaps.take(self.step, self.model)
+        if len(snaps.states) < 2:
+            return None
+        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(snaps.average())
+        try:
+            metrics = self._validate(share=False).metrics  # rank 0 alone
+            metric = self.cfg.early_stop_metric
+            value = metrics.get(metric, math.nan)
+            best = self.best["value"]
+            kept = value == best or is_improvement(metric, value, best)
+            if kept:
+                self.best = {"value": value, "step": self.step, "bad_evals": 0}
+                self.best["averaged"] = snaps.steps
+                self._save("best", None, metric=metric, value=value, averaged=snaps.steps)
+        finally:
+            self.model.load_state_dict(trained)
+        done = {"steps": snaps.steps, "value": value, "kept": kept}
+        self._event("average", **{f"dev_{metric}": value}, steps=snaps.steps, kept=kept)
+        shown = f"{value:.4g}" if math.isfinite(value) else "n/a"
+        self.log(
+            f"averaged the weights of steps {', '.join(map(str, snaps.steps))}: dev {metric} "
+            f"{shown} -> {'saved as best' if kept else 'not better; best kept'}"
+        )
+        return done
+
+    def evaluate(self) -> dict[str, float]:
+        """Run the task's validation, log it, track the best model and early stopping.
+
+        Under DDP rank 0 evaluates and broadcasts the metrics (the others wait)."""
+        cfg = self.cfg
+        res = self._validate()
         self.last_eval = dict(res.metrics)
         self.last_eval_step = self.step
         fields = {f"dev_{k}": v for k, v in res.metrics.items()}

@@ -30,7 +30,7 @@ from dhian.config import RunConfig
 from dhian.data.corpus import ParallelCorpus
 from dhian.data.corpus_loader import load_corpus
 from dhian.errors import DataError
-from dhian.inference.translate import translate_texts
+from dhian.inference.translate import default_no_repeat, translate_texts
 from dhian.train.evaluation import evaluate_translation
 from dhian.viz import alignment_heatmap
 
@@ -99,10 +99,16 @@ class TestResult:
     alignments: list[Alignment]
     rows: list[Sample] = dataclasses.field(default_factory=list)
     by_length: list[tuple[str, int, float | None]] = dataclasses.field(default_factory=list)
+    no_repeat: int = 0
 
     def describe(self) -> str:
-        """E.g. ``greedy decoding, all 1007 test examples, 52 s``."""
-        mode = "greedy decoding" if self.beam == 1 else f"beam search (beam {self.beam})"
+        """E.g. ``beam search (beam 5, no repeated 3-grams), all 1007 test examples, 52 s``."""
+        guard = f", no repeated {self.no_repeat}-grams" if self.no_repeat > 0 else ""
+        mode = (
+            f"greedy decoding{guard}"
+            if self.beam == 1
+            else f"beam search (beam {self.beam}{guard})"
+        )
         part = f"all {self.n}" if self.n == self.total else f"the first {self.n} of {self.total}"
         return f"{mode}, {part} test examples, {self.seconds:.0f} s"
 
@@ -116,6 +122,7 @@ class TestResult:
             "examples": self.n,
             "of": self.total,
             "beam": self.beam,
+            "no_repeat_ngram": self.no_repeat,
             "seconds": round(self.seconds, 1),
         }
 
@@ -177,6 +184,7 @@ def evaluate_test(
         aligns,
         rows,
         [(b.bucket, b.n, b.bleu) for b in ev.by_length],
+        default_no_repeat(loaded),
     )
 
 
@@ -263,13 +271,17 @@ def quickstart_report(
             f"{train.get('steps', '?')} steps, {float(train.get('epochs', 0)):.2f} epochs in "
             f"{train.get('train_minutes', '?')} min incl. dev evaluations (limit "
             f"{config.train.max_minutes:g} min), stopped by "
-            f"{STOPS.get(str(train.get('status')), train.get('status'))}",
+            f"{STOPS.get(str(train.get('status')), train.get('status'))}; bf16 autocast "
+            f"{'on' if train.get('bf16') else 'off'}",
         ],
         ["model dir", str(model_dir)],
         ["test translations", str(out / TRANSLATIONS)],
     ]
     if best:
         value = f"{float(best.get('value') or 0.0):.2f} at step {best.get('step')}"
+        if best.get("averaged"):
+            steps = best["averaged"]
+            value += f" (the average of the weights at steps {', '.join(map(str, steps))})"
         facts.append([f"best dev {best.get('metric')}", value])
     scores = [
         ["metric", "score", "sacrebleu signature"],

@@ -45,8 +45,8 @@ class QuickstartOptions:
 
     ``minutes``: training time budget (``train.max_minutes``); ``model``: transformer | rnn;
     ``out``: run dir; ``corpus``: a parallel corpus spec; ``fast``: tiny smoke-test setup;
-    ``retrain``: ignore a finished run in ``out``; ``beam``: 1 = greedy test decoding, k > 1 =
-    beam k; ``max_test``: 0 = the whole test split, N = its first N examples; ``samples`` /
+    ``retrain``: ignore a finished run in ``out``; ``beam``: test decoding, 1 = greedy, k > 1 =
+    beam k (default 5); ``max_test``: 0 = the whole test split, N = its first N examples; ``samples`` /
     ``heatmaps``: test verses printed / drawn; ``overrides``: extra ``--set key=value``.
     """
 
@@ -56,7 +56,7 @@ class QuickstartOptions:
     corpus: str = "bible:de-en"
     fast: bool = False
     retrain: bool = False
-    beam: int = 1
+    beam: int = 5
     max_test: int = 0
     samples: int = 5
     heatmaps: int = 3

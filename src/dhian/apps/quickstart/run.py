@@ -177,6 +177,7 @@ def _train(cfg: RunConfig, progress: bool, log: Log | None) -> dict[str, Any]:
         "total_minutes": round((time.monotonic() - t0) / 60, 2),
         "parameters": int(params),
         "tokens": int(trainer.tokens_seen),
+        "bf16": bool(trainer.bf16),
         "best": result.best,
         "last_eval": result.last_eval,
     }

@@ -25,6 +25,9 @@ class TransformerConfig:
     ``activation``: relu | gelu | gelu_new | silu (``swish`` is accepted as silu).
     ``attn_dropout`` is the dropout on attention weights, ``activation_dropout`` the one inside
     the feed-forward; ``dropout`` is on embeddings and residual branches.
+    ``start_from_zero``: the decoder's first input (position 0) is a zero vector instead of the
+    BOS embedding — what Marian and CTranslate2 do (CTranslate2's Marian decoder always starts
+    from zeros), so an exported model translates the same there.
     """
 
     type: str = "transformer"
@@ -45,6 +48,7 @@ class TransformerConfig:
     scale_embedding: bool = True
     output_bias: bool = False
     layer_norm_eps: float = 1e-5
+    start_from_zero: bool = False
 
     def __post_init__(self) -> None:
         if self.activation == "swish":

@@ -107,6 +107,7 @@ class TransformerSeq2Seq(nn.Module):
         scale_embedding: bool = True,
         output_bias: bool = False,
         layer_norm_eps: float = 1e-5,
+        start_from_zero: bool = False,
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
@@ -122,6 +123,7 @@ class TransformerSeq2Seq(nn.Module):
         self.embed_dim = embed_dim
         self.max_positions = max_positions
         self.embed_scale = math.sqrt(embed_dim) if scale_embedding else 1.0
+        self.start_from_zero = start_from_zero
         self.src_embed = nn.Embedding(src_vocab_size, embed_dim, padding_idx=pad_id)
         self.tgt_embed = (
             self.src_embed
@@ -198,6 +200,15 @@ class TransformerSeq2Seq(nn.Module):
         x = emb(ids) * self.embed_scale  # (B, T, E)
         return self.dropout(x + pos(ids.size(1), offset))  # (T, E) broadcast over B
 
+    def _embed_target(self, ids: Tensor, offset: int = 0) -> Tensor:
+        """:meth:`_embed` of decoder inputs; with ``start_from_zero`` position 0 gets no token
+        embedding (only its position), as in Marian and CTranslate2."""
+        if not (self.start_from_zero and offset == 0):
+            return self._embed(self.tgt_embed, self.tgt_pos, ids, offset)
+        x = self.tgt_embed(ids) * self.embed_scale  # (B, T, E)
+        keep = (torch.arange(ids.size(1), device=ids.device) > 0).to(x.dtype)  # (T,)
+        return self.dropout(x * keep[:, None] + self.tgt_pos(ids.size(1), 0))
+
     def encode(
         self, src: Tensor, src_lengths: Tensor, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None, list[Tensor] | None]:
@@ -242,7 +253,7 @@ class TransformerSeq2Seq(nn.Module):
         weights (B, H, Tt, Tt) and cross-attention weights (B, H, Tt, Ts) per layer. Target
         padding needs no mask: it only follows real tokens, which the causal mask hides it from.
         """
-        x = self._embed(self.tgt_embed, self.tgt_pos, tgt_in)  # (B, Tt, E)
+        x = self._embed_target(tgt_in)  # (B, Tt, E)
         self_w: list[Tensor] = []
         cross_w: list[Tensor] = []
         for layer in self.decoder:
@@ -291,7 +302,7 @@ class TransformerSeq2Seq(nn.Module):
                 f"step: expected prev (N,) with N = {state.src_lengths.size(0)} rows, "
                 f"received {tuple(prev.shape)}"
             )
-        x = self._embed(self.tgt_embed, self.tgt_pos, prev[:, None], state.length)  # (N, 1, E)
+        x = self._embed_target(prev[:, None], state.length)  # (N, 1, E)
         cross_w: Tensor | None = None
         for layer, self_cache, cross_cache in zip(
             self.decoder, state.self_caches, state.cross_caches, strict=True
@@ -350,6 +361,7 @@ def build_transformer(
         scale_embedding=cfg.scale_embedding,
         output_bias=cfg.output_bias,
         layer_norm_eps=cfg.layer_norm_eps,
+        start_from_zero=cfg.start_from_zero,
         pad_id=pad_id,
         bos_id=bos_id,
         eos_id=eos_id,

@@ -96,12 +96,17 @@ class TranslationTask(Task):
             idx = list(range(start, min(n, start + self.eval_batch_size)))
             batch = collate(self.dev_data, idx).to(device)
             step_model: Any = model
+            guard = self.config.train.eval_no_repeat_ngram
             if beam > 1:
                 alpha = self.config.train.eval_length_penalty
-                nbest = beam_search(step_model, batch.src, batch.src_lengths, beam, alpha)
+                nbest = beam_search(
+                    step_model, batch.src, batch.src_lengths, beam, alpha, no_repeat_ngram=guard
+                )
                 best = [h[0] for h in nbest]
             else:
-                best = greedy_decode(step_model, batch.src, batch.src_lengths)
+                best = greedy_decode(
+                    step_model, batch.src, batch.src_lengths, no_repeat_ngram=guard
+                )
             hyps.extend(tgt_tok.decode(h.tokens) for h in best)
         lower = self.config.data.lowercase
         pairs = [self.dev_pairs[i] for i in self.dev_data.ids[:n]]
