@@ -89,9 +89,10 @@ def build(quick: bool) -> Setup:
     models = {m: load_model("smollm2", "cpu", m, quiet=True) for m in DHIAN_MODES}
     tok = models["fp32"].tokenizers["src"]
     cfg = models["fp32"].model.cfg
-    long_ids = tok.encode(LONG_TEXT)[: w.long]
+    all_ids = tok.encode(LONG_TEXT)
+    long_ids = all_ids[: w.long]
     prompt = long_ids[: w.prompt]
-    batch = [long_ids[i * w.prompt : (i + 1) * w.prompt] for i in range(8)]
+    batch = [all_ids[i * w.prompt : (i + 1) * w.prompt] for i in range(8)]
     assert len(long_ids) == w.long and all(len(p) == w.prompt for p in batch)
 
     def dhian_decode(model: Any, prompts: list[list[int]]) -> list[list[int]]:
@@ -150,7 +151,7 @@ def build(quick: bool) -> Setup:
                 return [r[w.prompt :] for r in out.tolist()]
 
             if tag == "fp32":
-                same = sum(a == b for a, b in zip(hf_decode(), reference, strict=True))
+                same = sum(a == b for a, b in zip(hf_decode()[0], reference, strict=True))
                 notes.append(f"HF fp32 vs dhian fp32, b1 greedy: {same}/{w.new} tokens equal")
             contenders.append(
                 Contender(f"hf-{tag}-b1", lambda f=hf_decode: units(f(), "hf"), flops_dec, tag)
