@@ -9,8 +9,8 @@
   through the model's chat template, 10 plain text openings); a mode passes when its tokens
   equal fp32's on at least 15 of the 20;
 - **peak RSS** of a fresh process that loads the built-in model in the mode and greedily
-  generates 128 tokens after a 16-token prompt (``ru_maxrss``: the whole Python process,
-  torch included).
+  generates 128 tokens after a 16-token prompt (``VmHWM``: the whole Python process, torch
+  included).
 
 Prints a Markdown table and writes the JSON (``--out``, default ``bench/results/llm-quality.json``)
 that docs/speed.md and the ``smollm2-*`` entries of docs/results.json quote. ``--docs N``
@@ -128,6 +128,10 @@ def peak_rss(mode: str) -> float:
     tok = loaded.tokenizers["src"]
     ids = tok.encode(OPENINGS[0] + " in England, where the first public line")[:16]
     llm_generate(loaded.model, [ids], max_new_tokens=128)
+    # VmHWM, not ru_maxrss: a child forked from a big parent inherits the parent's ru_maxrss
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
