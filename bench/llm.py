@@ -49,7 +49,7 @@ TEXT = (
 )
 DHIAN_MODES = ("fp32", "bf16", "int8", "int4")
 #: Modes that passed the quality bound on the machine of docs/speed.md (set by the quality run).
-QUALITY_OK = ("fp32", "bf16", "int8", "int4")
+QUALITY_OK = ("fp32",)  # bf16/int8/int4: ppl within 0.1% but greedy = fp32 on 9/7/9 of 20
 
 LONG_TEXT = TEXT * 40  # tokenised and cut to ``long`` tokens
 

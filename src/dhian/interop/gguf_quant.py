@@ -233,6 +233,36 @@ def _int8_rows(emb: BlockInt8Embedding) -> Int8Linear:
     return Int8Linear(codes, scales)
 
 
+def _release(file: GGUFFile) -> None:
+    """Drop the file's pages that this process has read from its resident set (the mapping
+    stays valid; pages are read again if touched): bounds peak RSS while streaming."""
+    import mmap
+
+    for tensor in file.tensors.values():
+        base: Any = tensor.raw
+        while base is not None and not isinstance(base, mmap.mmap):
+            base = getattr(base, "_mmap", None) or getattr(base, "base", None)
+        if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            base.madvise(mmap.MADV_DONTNEED)
+        break
+    _trim()
+
+
+def _trim() -> None:
+    """Give the heap's freed scratch (the per-tensor float32 temporaries) back to the OS
+    (glibc ``malloc_trim``; a no-op elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
 def build_inference_model(file: GGUFFile, mode: str) -> LlamaModel:
     """The :class:`LlamaModel` of ``file`` in ``mode`` (see the module docstring), eval mode,
     projections fused."""
@@ -249,6 +279,7 @@ def build_inference_model(file: GGUFFile, mode: str) -> LlamaModel:
         cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, float32_angles=True
     )
     model.embed_tokens, model.lm_head = _embedding(file, cfg, mode)
+    _release(file)
     model.norm = _norm(file, "output_norm.weight", cfg, float_dtype)
     for i, block in enumerate(model.layers):
         assert isinstance(block, LlamaBlock)
@@ -260,6 +291,7 @@ def build_inference_model(file: GGUFFile, mode: str) -> LlamaModel:
         attn.o_proj = _linear(file, ["attn_output"], cfg, i, mode)
         mlp.fuse(_linear(file, ["ffn_gate", "ffn_up"], cfg, i, mode))
         mlp.down_proj = _linear(file, ["ffn_down"], cfg, i, mode)
+        _release(file)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise DataError(f"GGUF {str(file.path)!r}: no tensor for {left[:5]}")

@@ -182,7 +182,8 @@ FAMILIES: tuple[Family, ...] = (
         hf_export="dhian.interop.hf_llama:export_loaded_llama",
         file_import={".gguf": "dhian.interop.gguf_quant:load_gguf_model"},
         builtins={"smollm2": "dhian.interop.gguf_quant:load_smollm2"},
-        default_dtype="int4",
+        # int4/int8/bf16 pass the ppl bound but not "greedy = fp32 on >= 15/20" (docs/speed.md)
+        default_dtype="fp32",
     ),
 )
 

@@ -65,7 +65,7 @@ __all__ = [
 
 #: the accepted ``--dtype`` values (``int4``: LLaMA family only)
 PRECISIONS = ("fp32", "bf16", "int8", "int4")
-#: ``--dtype auto``: each family's default (:attr:`dhian.models.families.Family.default_dtype`)
+#: ``--dtype auto``: each family's default (``Family.default_dtype`` in :mod:`dhian.models.families`)
 AUTO = "auto"
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
