@@ -7,6 +7,7 @@ import sys
 import bench.bert  # registers bert-base-32x128
 import bench.decode  # registers the decoding scenarios
 import bench.gpt  # registers gpt-generate-b8
+import bench.llm  # registers llm-generate-smollm2
 import bench.train  # noqa: F401  (registers train-6x6-d512)
 from bench.harness import main
 

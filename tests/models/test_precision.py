@@ -252,10 +252,13 @@ def test_int8_attention_with_kv_cache_matches_full_pass() -> None:
 
 def test_unknown_dtype_and_impossible_conversions_are_one_line_errors() -> None:
     model = make("gpt")
-    for bad in ("fp16", "float32", "int4", ""):
-        with pytest.raises(ConfigError, match="choose one of fp32, bf16, int8") as err:
+    for bad in ("fp16", "float32", "int5", ""):
+        with pytest.raises(ConfigError, match="choose one of fp32, bf16, int8, int4") as err:
             apply_precision(model, bad)
         assert "\n" not in str(err.value) and repr(bad) in str(err.value)
+    with pytest.raises(ConfigError, match="int4 is for LLaMA-family models") as err:
+        apply_precision(model, "int4")  # weight-only int4 is the LLaMA family's
+    assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="did you mean 'bf16'"):
         check_precision("bf15")
     with pytest.raises(ConfigError, match="CPU only"):

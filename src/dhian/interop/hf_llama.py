@@ -223,7 +223,7 @@ def export_hf_llama(
     (d / "config.json").write_text(json.dumps(hf_config_from_llama(cfg), indent=2) + "\n")
     state = {
         _PREFIX + k if k != "lm_head.weight" else k: v.detach().float().contiguous().clone()
-        for k, v in model.state_dict().items()
+        for k, v in model.unfused_state_dict().items()
     }
     if cfg.tie_embeddings:
         state.pop("lm_head.weight")

@@ -89,7 +89,10 @@ class Family:
     (``fn(dir, **options) -> LoadedModel``) and ``hf_export`` (``fn(loaded, out_dir) -> Path``)
     as ``"module:function"``. ``file_import``: file suffix → importer of a single-file
     checkpoint (``fn(path, **options) -> LoadedModel``, e.g. ``{".gguf": ...}``). ``builtins``:
-    built-in model name → loader (``fn(**options) -> LoadedModel``).
+    built-in model name → loader (``fn(**options) -> LoadedModel``); the single-file and
+    built-in loaders also receive ``dtype=`` (a resolved precision) and may build the model in
+    it directly. ``default_dtype``: the precision ``--dtype auto`` means for this family (the
+    fastest that passes its quality bound, docs/speed.md).
     """
 
     name: str
@@ -106,6 +109,7 @@ class Family:
     hf_export: str | None = None
     file_import: Mapping[str, str] = dataclasses.field(default_factory=dict)
     builtins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    default_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -185,8 +189,10 @@ FAMILIES: tuple[Family, ...] = (
         hf_model_types=("llama",),
         hf_import="dhian.interop.hf_llama:load_hf_llama",
         hf_export="dhian.interop.hf_llama:export_loaded_llama",
-        file_import={".gguf": "dhian.interop.gguf:load_gguf_model"},
-        builtins={"smollm2": "dhian.interop.gguf:load_smollm2"},
+        file_import={".gguf": "dhian.interop.gguf_quant:load_gguf_model"},
+        builtins={"smollm2": "dhian.interop.gguf_quant:load_smollm2"},
+        # int4/int8/bf16 pass the ppl bound but not "greedy = fp32 on >= 15/20" (docs/speed.md)
+        default_dtype="fp32",
     ),
 )
 

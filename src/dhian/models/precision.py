@@ -1,8 +1,16 @@
-"""Inference precision of a built model: ``fp32`` (as trained), ``bf16`` or ``int8``.
+"""Inference precision of a built model: ``fp32`` (as trained), ``bf16``, ``int8`` or
+``int4`` (LLaMA family only).
 
 Owns :func:`apply_precision` (the one entry point, used by the loaders and ``--dtype`` of the
-inference verbs), :func:`check_precision`, :func:`model_precision` and
-:class:`Int8MultiHeadAttention`.
+inference verbs), :func:`check_precision`, :func:`resolve_precision` (``auto`` → the family's
+default), :func:`model_precision` and :class:`Int8MultiHeadAttention`.
+
+LLaMA-family models (:class:`dhian.models.llama.LlamaModel`) take another road, weight-only
+quantisation on PyTorch's CPU kernels (:func:`dhian.models.llama.quantize.quantize_llama`;
+from a GGUF file :mod:`dhian.interop.gguf_quant` builds it from the file's own blocks):
+``int8`` = per-row int8 projections, ``int4`` = group-32 int4 projections; both keep float32
+norms and residual stream, an exact block-int8 embedding and a per-row int8 LM head. The rest
+of this docstring is about the other families.
 
 - ``fp32``: parameters and buffers as float32 (a no-op for a freshly loaded model).
 - ``bf16``: every parameter and floating buffer cast to bfloat16 (weights *and* activations:
@@ -39,30 +47,46 @@ import torch
 from torch import Tensor, nn
 
 from dhian.errors import ConfigError, nearest
+from dhian.models.llama.model import LlamaModel
+from dhian.models.llama.quantize import quantize_llama
 from dhian.nn import MultiHeadAttention
+from dhian.nn.quantized_embedding import BlockInt8Embedding
+from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
 __all__ = [
+    "AUTO",
     "PRECISIONS",
     "Int8MultiHeadAttention",
     "apply_precision",
     "check_precision",
     "model_precision",
+    "resolve_precision",
 ]
 
-#: the accepted ``--dtype`` values
-PRECISIONS = ("fp32", "bf16", "int8")
+#: the accepted ``--dtype`` values (``int4``: LLaMA family only)
+PRECISIONS = ("fp32", "bf16", "int8", "int4")
+#: ``--dtype auto``: each family's default (``Family.default_dtype`` in :mod:`dhian.models.families`)
+AUTO = "auto"
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def check_precision(dtype: str) -> str:
-    """``dtype`` itself if it is one of :data:`PRECISIONS`, else a one-line ConfigError."""
-    if dtype not in PRECISIONS:
+    """``dtype`` itself if it is one of :data:`PRECISIONS` or ``auto``, else a one-line
+    ConfigError."""
+    if dtype not in (*PRECISIONS, AUTO):
         raise ConfigError(
-            f"unknown dtype {dtype!r}{nearest(str(dtype), PRECISIONS)}; "
-            f"choose one of {', '.join(PRECISIONS)}"
+            f"unknown dtype {dtype!r}{nearest(str(dtype), (*PRECISIONS, AUTO))}; "
+            f"choose one of {', '.join((*PRECISIONS, AUTO))}"
         )
     return dtype
+
+
+def resolve_precision(dtype: str, default: str = "fp32") -> str:
+    """``dtype`` with ``auto`` replaced by ``default`` (a family's fastest mode that passes its
+    quality bound, see docs/speed.md)."""
+    check_precision(dtype)
+    return default if dtype == AUTO else dtype
 
 
 def _quantize_dynamic(model: nn.Module, types: set[type[nn.Module]]) -> nn.Module:
@@ -172,7 +196,24 @@ def apply_precision(model: ModuleT, dtype: str = "fp32") -> ModuleT:
     device, and for a model already quantized to int8 that is asked for another dtype.
     """
     check_precision(dtype)
+    if dtype == AUTO:
+        raise ConfigError("apply_precision: resolve 'auto' first (resolve_precision)")
     current = model_precision(model)
+    if isinstance(model, LlamaModel):
+        if current == dtype and dtype in ("int8", "int4"):
+            return model
+        if current in ("int8", "int4"):
+            raise ConfigError(
+                f"this model is already quantized to {current} and cannot become {dtype}; "
+                "load it again"
+            )
+        if dtype in ("int8", "int4") and _devices(model) - {"cpu"}:
+            raise ConfigError(f"--dtype {dtype} runs on the CPU only; use --device cpu")
+        return cast(ModuleT, quantize_llama(model, dtype))
+    if dtype == "int4":
+        raise ConfigError(
+            "--dtype int4 is for LLaMA-family models (smollm2, GGUF, HF llama); use int8"
+        )
     if current == "int8" and dtype != "int8":
         raise ConfigError(
             f"this model is already quantized to int8 and cannot become {dtype}; load it again"
@@ -195,7 +236,11 @@ def model_precision(model: nn.Module) -> str:
     """The precision ``model`` runs in: ``int8`` when it holds quantized layers, else ``bf16``
     when its floating parameters are bfloat16, else ``fp32``."""
     for module in model.modules():
-        if isinstance(module, Int8MultiHeadAttention) or "quantized" in type(module).__module__:
+        if isinstance(module, Int4Linear):
+            return "int4"
+        if isinstance(module, Int8Linear | Int8MultiHeadAttention):
+            return "int8"
+        if "quantized" in type(module).__module__ and not isinstance(module, BlockInt8Embedding):
             return "int8"
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     return "bf16" if torch.bfloat16 in dtypes else "fp32"

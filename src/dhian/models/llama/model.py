@@ -4,7 +4,15 @@ Owns :class:`LlamaModel` (token embedding, ``n_layers`` × [RMSNorm → grouped-
 with RoPE → residual, RMSNorm → SwiGLU MLP → residual], final RMSNorm, LM head tied to the
 embedding when the config says so), :class:`LlamaKVCache` (one (B, Hkv, Tmax, D) key and value
 buffer per layer, written in place) and :func:`build_llama`. The model knows no generation
-(gpt-fast style); :mod:`dhian.decoding.llm_generate` drives it.
+(gpt-fast style); :mod:`dhian.decoding.llm_generate` drives it through :meth:`LlamaModel.forward`
+(prefill, any T) and :meth:`LlamaModel.decode_step` (one token per row, static shapes: the
+step that ``torch.compile`` can capture once).
+
+Inference layout (:meth:`LlamaModel.fuse_projections`): q/k/v become one ``qkv_proj`` and
+gate/up one ``gate_up_proj`` (one GEMM each instead of three and two); the quantised loaders
+(:mod:`dhian.interop.gguf_quant`) build the fused modules directly. RoPE tables are gathered
+once per forward, not per layer; grouped-query attention never repeats K/V (the G query heads
+of a key/value head are attended as G query rows of that head).
 
 Parameter names follow HF ``LlamaForCausalLM`` without the ``model.`` prefix
 (``embed_tokens``, ``layers.{i}.self_attn.q_proj`` …, ``norm``, ``lm_head``), so checkpoints
@@ -18,6 +26,8 @@ Imports: torch, :mod:`dhian.nn.mha`, :mod:`dhian.nn.positional`,
 """
 
 from __future__ import annotations
+
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -80,37 +90,74 @@ class LlamaKVCache:
         return self
 
 
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE, half-split layout: x (B, H, T, D), cos/sin broadcastable to it."""
+    x1, x2 = x.chunk(2, dim=-1)  # 2 x (B, H, T, D/2)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
 class LlamaAttention(nn.Module):
     """Grouped-query self attention with RoPE: ``q_proj`` E→H·D, ``k_proj``/``v_proj``
-    E→Hkv·D, ``o_proj`` H·D→E, no biases (HF layout)."""
+    E→Hkv·D, ``o_proj`` H·D→E, no biases (HF layout); after :meth:`fuse` one ``qkv_proj``
+    E→(H+2·Hkv)·D replaces the three."""
 
     def __init__(self, cfg: LlamaConfig, rotary: RotaryEmbedding) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.q_proj: nn.Module | None = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj: nn.Module | None = nn.Linear(
+            cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False
+        )
+        self.v_proj: nn.Module | None = nn.Linear(
+            cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False
+        )
+        self.qkv_proj: nn.Module | None = None
+        self.o_proj: nn.Module = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.rotary = [rotary]  # shared, not a submodule (its buffers live on LlamaModel)
+
+    def fuse(self, qkv: nn.Module | None = None) -> None:
+        """Use one projection for q, k and v: ``qkv`` (E → (H+2·Hkv)·D, rows q|k|v), or the
+        three float matrices concatenated when ``qkv`` is None."""
+        if qkv is None:
+            parts = [self.q_proj, self.k_proj, self.v_proj]
+            weights = [p.weight for p in parts if isinstance(p, nn.Linear)]
+            if len(weights) != 3:
+                raise ValueError("LlamaAttention.fuse: q/k/v are not float nn.Linear layers")
+            w = torch.cat([x.detach() for x in weights], dim=0)  # ((H+2Hkv)·D, E)
+            qkv = nn.Linear(w.size(1), w.size(0), bias=False, device=w.device, dtype=w.dtype)
+            qkv.weight = nn.Parameter(w, requires_grad=weights[0].requires_grad)
+        self.qkv_proj = qkv
+        self.q_proj = self.k_proj = self.v_proj = None
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, E) → q (B, H, T, D), k and v (B, Hkv, T, D) (before RoPE)."""
+        b, t, _ = x.shape
+        h, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split([h * d, hkv * d, hkv * d], dim=-1)
+        else:
+            assert self.q_proj is not None and self.k_proj is not None and self.v_proj is not None
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(b, t, h, d).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(b, t, hkv, d).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(b, t, hkv, d).transpose(1, 2)  # (B, Hkv, T, D)
+        return q, k, v
 
     def forward(
         self,
         x: Tensor,
-        positions: Tensor,
+        rope: tuple[Tensor, Tensor],
         mask: Tensor | None,
         cache: LlamaKVCache | None,
         layer: int,
         need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, E), positions (B, T); mask bool broadcastable to (B, H, T, S) or ``None``
-        (then causal over the T new tokens when there is no cache). Returns (B, T, E) and
-        weights (B, H, T, S) when ``need_weights``."""
+        """x (B, T, E); ``rope`` = cos, sin (B|1, 1, T, D) of each token's position; mask bool
+        broadcastable to (B, H, T, S) or ``None`` (then causal over the T new tokens when there
+        is no cache). Returns (B, T, E) and weights (B, H, T, S) when ``need_weights``."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)  # (B, T, H, D)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, D)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, D)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
-        q, k = self.rotary[0](q, k, positions=positions)
+        q, k, v = self._project(x)
+        q, k = _rotate(q, *rope), _rotate(k, *rope)
         if cache is not None:
             k, v = cache.write(layer, cache.length, k, v)  # (B, Hkv, S, D)
         causal = mask is None and cache is None and t > 1
@@ -120,19 +167,66 @@ class LlamaAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)  # (B, T, H·D)
         return self.o_proj(out), weights
 
+    def decode(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        slot: Tensor,
+        mask: Tensor,
+        k_buf: Tensor,
+        v_buf: Tensor,
+    ) -> Tensor:
+        """One new token per row, static shapes: x (B, 1, E), rope cos/sin (B, 1, 1, D),
+        ``slot`` (1,) long = the cache slot written, ``mask`` (B, 1, 1, Tmax) bool over all
+        slots (True = attend), ``k_buf``/``v_buf`` (B, Hkv, Tmax, D) written in place.
+        ``slot`` may also be (B,): each row's own slot (continuous batching).
+        The G = H/Hkv query heads of each key/value head are attended as G query rows of that
+        head (no repeated K/V). Returns (B, 1, E)."""
+        b = x.size(0)
+        q, k, v = self._project(x)  # (B, H, 1, D), (B, Hkv, 1, D) x 2
+        q, k = _rotate(q, *rope), _rotate(k, *rope)
+        rows, slots = torch.arange(b, device=x.device), slot.expand(b)  # (B,) x 2
+        k_buf[rows, :, slots] = k[:, :, 0].to(k_buf.dtype)  # (B, Hkv, D) in place
+        v_buf[rows, :, slots] = v[:, :, 0].to(v_buf.dtype)
+        g = self.n_heads // self.n_kv_heads
+        qg = q.reshape(b, self.n_kv_heads, g, self.head_dim).to(k_buf.dtype)  # (B, Hkv, G, D)
+        out = F.scaled_dot_product_attention(qg, k_buf, v_buf, attn_mask=mask)  # (B, Hkv, G, D)
+        out = out.reshape(b, 1, self.n_heads * self.head_dim).to(x.dtype)  # (B, 1, H·D)
+        return self.o_proj(out)
+
 
 class LlamaMLP(nn.Module):
-    """SwiGLU: ``down_proj(silu(gate_proj(x)) * up_proj(x))``, E→F→E, no biases."""
+    """SwiGLU: ``down_proj(silu(gate_proj(x)) * up_proj(x))``, E→F→E, no biases; after
+    :meth:`fuse` one ``gate_up_proj`` E→2F (rows gate|up) replaces gate and up."""
 
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
-        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
-        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        self.gate_proj: nn.Module | None = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj: nn.Module | None = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.gate_up_proj: nn.Module | None = None
+        self.down_proj: nn.Module = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def fuse(self, gate_up: nn.Module | None = None) -> None:
+        """Use one projection ``gate_up`` (E → 2F, rows gate|up) for gate and up, or the two
+        float matrices concatenated when it is None."""
+        if gate_up is None:
+            weights = [p.weight for p in (self.gate_proj, self.up_proj) if isinstance(p, nn.Linear)]
+            if len(weights) != 2:
+                raise ValueError("LlamaMLP.fuse: gate/up are not float nn.Linear layers")
+            w = torch.cat([x.detach() for x in weights], dim=0)  # (2F, E)
+            gate_up = nn.Linear(w.size(1), w.size(0), bias=False, device=w.device, dtype=w.dtype)
+            gate_up.weight = nn.Parameter(w, requires_grad=weights[0].requires_grad)
+        self.gate_up_proj = gate_up
+        self.gate_proj = self.up_proj = None
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, E) → (B, T, E)."""
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, F) inside
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # 2 x (B, T, F)
+        else:
+            assert self.gate_proj is not None and self.up_proj is not None
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class LlamaBlock(nn.Module):
@@ -148,18 +242,29 @@ class LlamaBlock(nn.Module):
     def forward(
         self,
         x: Tensor,
-        positions: Tensor,
+        rope: tuple[Tensor, Tensor],
         mask: Tensor | None,
         cache: LlamaKVCache | None,
         layer: int,
         need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """x (B, T, E) → (B, T, E), attention weights (B, H, T, S) | None."""
-        a, weights = self.self_attn(
-            self.input_layernorm(x), positions, mask, cache, layer, need_weights
-        )
+        a, weights = self.self_attn(self.input_layernorm(x), rope, mask, cache, layer, need_weights)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), weights
+
+    def decode(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        slot: Tensor,
+        mask: Tensor,
+        k_buf: Tensor,
+        v_buf: Tensor,
+    ) -> Tensor:
+        """One token per row (see :meth:`LlamaAttention.decode`): x (B, 1, E) → (B, 1, E)."""
+        x = x + self.self_attn.decode(self.input_layernorm(x), rope, slot, mask, k_buf, v_buf)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(nn.Module):
@@ -168,15 +273,18 @@ class LlamaModel(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            head.weight = embed.weight
+        # nn.Module: the quantised loaders swap in block-int8 / int8 versions
+        self.embed_tokens: nn.Module = embed
         self.rotary = RotaryEmbedding(
             cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, float32_angles=True
         )
         self.layers = nn.ModuleList([LlamaBlock(cfg, self.rotary) for _ in range(cfg.n_layers)])
         self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
+        self.lm_head: nn.Module = head
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -187,12 +295,55 @@ class LlamaModel(nn.Module):
             elif isinstance(m, nn.RMSNorm) and m.weight is not None:
                 nn.init.ones_(m.weight)
 
+    def fuse_projections(self) -> LlamaModel:
+        """Fuse q/k/v and gate/up of every layer into one projection each (float weights;
+        see :meth:`LlamaAttention.fuse`); returns ``self``. For inference: the state dict then
+        has ``qkv_proj``/``gate_up_proj`` names (:meth:`unfused_state_dict` gives HF's)."""
+        for block in self.layers:
+            assert isinstance(block, LlamaBlock)
+            if block.self_attn.qkv_proj is None:
+                block.self_attn.fuse()
+            if block.mlp.gate_up_proj is None:
+                block.mlp.fuse()
+        return self
+
+    def unfused_state_dict(self) -> dict[str, Tensor]:
+        """The state dict under HF's per-projection names (fused float projections split
+        back into q/k/v and gate/up). Quantised layers are refused."""
+        out: dict[str, Tensor] = {}
+        h, hkv, d, f = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim, self.cfg.ffn_dim
+        for key, value in self.state_dict().items():
+            if key.endswith("qkv_proj.weight"):
+                stem = key[: -len("qkv_proj.weight")]
+                for name, part in zip(
+                    ("q_proj", "k_proj", "v_proj"),
+                    value.split([h * d, hkv * d, hkv * d]),
+                    strict=True,
+                ):
+                    out[f"{stem}{name}.weight"] = part
+            elif key.endswith("gate_up_proj.weight"):
+                stem = key[: -len("gate_up_proj.weight")]
+                out[f"{stem}gate_proj.weight"], out[f"{stem}up_proj.weight"] = value.split([f, f])
+            elif not key.endswith((".weight", ".bias")) or not value.is_floating_point():
+                raise ValueError(
+                    f"LlamaModel: {key!r} is a quantised buffer; load the model in fp32 or bf16 "
+                    "to export it"
+                )
+            else:
+                out[key] = value
+        return out
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the residual stream (that of the final norm's weight)."""
+        return self.norm.weight.dtype
+
     def new_cache(
         self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None
     ) -> LlamaKVCache:
         """An empty :class:`LlamaKVCache` on this model's device (``max_len`` defaults to
-        ``cfg.max_seq_len``)."""
-        w = self.embed_tokens.weight
+        ``cfg.max_seq_len``; ``dtype`` to :attr:`compute_dtype`)."""
+        w = self.norm.weight
         return LlamaKVCache(
             self.cfg,
             batch_size,
@@ -200,6 +351,33 @@ class LlamaModel(nn.Module):
             dtype=w.dtype if dtype is None else dtype,
             device=w.device,
         )
+
+    def rope(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos, sin (B, 1, T, D) in ``dtype`` for ``positions`` (B, T) (no range check: the
+        callers keep positions below ``cfg.max_seq_len``)."""
+        cos = self.rotary.cos[positions].unsqueeze(1).to(dtype)  # (B, 1, T, D)
+        sin = self.rotary.sin[positions].unsqueeze(1).to(dtype)  # (B, 1, T, D)
+        return cos, sin
+
+    def decode_step(
+        self, token: Tensor, positions: Tensor, slot: Tensor, key_mask: Tensor, cache: Any
+    ) -> Tensor:
+        """Logits (B, V) float32 of one new token per row, with static shapes (compilable).
+
+        ``token`` (B, 1) long at RoPE ``positions`` (B, 1); ``slot`` (1,) long: the cache slot
+        its keys/values are written to ((B,): one per row); ``cache`` anything with per-layer
+        ``k``/``v`` lists of (B, Hkv, Tmax, D) buffers; ``key_mask`` (B, Tmax) bool over every cache slot
+        (True = a real token at or before ``slot``). Attends over the whole buffer (masked),
+        so no shape depends on the step. Does not advance ``cache.length`` (the caller does).
+        """
+        b = token.size(0)
+        x = self.embed_tokens(token).to(self.compute_dtype)  # (B, 1, E)
+        rope = self.rope(positions, x.dtype)  # (B, 1, 1, D) x 2
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, Tmax)
+        for i, layer in enumerate(self.layers):
+            x = cast(LlamaBlock, layer).decode(x, rope, slot, mask, cache.k[i], cache.v[i])
+        logits: Tensor = self.lm_head(self.norm(x))  # (B, 1, V)
+        return logits.view(b, -1).float()
 
     def forward(
         self,
@@ -250,10 +428,16 @@ class LlamaModel(nn.Module):
         if mask is None and cache is not None and t > 1:  # empty cache: causal over T
             slots = torch.arange(t, device=ids.device)
             mask = slots[None, :] <= slots[:, None]  # (T, T)
-        x = self.embed_tokens(ids)  # (B, T, E)
+        if int(positions.max()) >= self.cfg.max_seq_len or int(positions.min()) < 0:
+            raise ValueError(
+                f"LlamaModel: positions must lie in 0..{self.cfg.max_seq_len - 1} "
+                f"(cfg.max_seq_len), received {int(positions.min())}..{int(positions.max())}"
+            )
+        x = self.embed_tokens(ids).to(self.compute_dtype)  # (B, T, E)
+        rope = self.rope(positions, x.dtype)  # (B, 1, T, D) x 2
         all_weights: list[Tensor] = []
         for i, layer in enumerate(self.layers):
-            x, w = layer(x, positions, mask, cache, i, need_weights)
+            x, w = layer(x, rope, mask, cache, i, need_weights)
             if w is not None:
                 all_weights.append(w)
         if cache is not None:

@@ -1,0 +1,66 @@
+"""A float :class:`LlamaModel` converted in place for inference in ``fp32``, ``bf16``,
+``int8`` or ``int4`` (the ``--dtype`` of a LLaMA model that was not read from a GGUF file's own
+blocks, e.g. an HF directory; :mod:`dhian.interop.gguf_quant` builds the same layout straight
+from a GGUF file).
+
+Owns :func:`quantize_llama`: q/k/v and gate/up fused (:meth:`LlamaModel.fuse_projections`);
+``int4``: every projection an :class:`~dhian.nn.quantized_linear.Int4Linear` (group size 32,
+Q4_1 rule), ``int8``: an :class:`~dhian.nn.quantized_linear.Int8Linear` (per output row);
+both: the token embedding as :class:`~dhian.nn.quantized_embedding.BlockInt8Embedding`
+(symmetric int8 per block of 32) and the LM head as per-row int8; norms and the residual
+stream stay float32. ``bf16`` casts every float tensor; ``fp32`` keeps it.
+Imports: torch, :mod:`dhian.nn.quantized_linear`, :mod:`dhian.nn.quantized_embedding`,
+:mod:`dhian.models.llama.model`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dhian.models.llama.model import LlamaBlock, LlamaModel
+from dhian.nn.quantized_embedding import BLOCK, BlockInt8Embedding
+from dhian.nn.quantized_linear import Int4Linear, Int8Linear
+
+__all__ = ["quantize_llama"]
+
+
+def _quantized(layer: nn.Module, mode: str) -> nn.Module:
+    if not isinstance(layer, nn.Linear):
+        return layer  # already quantised
+    w = layer.weight.detach().float()
+    return Int4Linear.from_float(w) if mode == "int4" else Int8Linear.from_float(w)
+
+
+def _block_int8(w: torch.Tensor) -> BlockInt8Embedding:
+    """Symmetric int8 per block of 32 of a (V, E) float table."""
+    blocks = w.float().unflatten(-1, (-1, BLOCK))  # (V, G, 32)
+    scales = (blocks.abs().amax(-1) / 127.0).clamp_min(1e-12)  # (V, G)
+    codes = (blocks / scales[..., None]).round().clamp(-127, 127).to(torch.int8).flatten(1)
+    return BlockInt8Embedding(codes, scales)
+
+
+def quantize_llama(model: LlamaModel, mode: str) -> LlamaModel:
+    """``model`` (float) in ``mode`` (``fp32`` | ``bf16`` | ``int8`` | ``int4``), in place,
+    eval mode, projections fused; returns it."""
+    if mode == "bf16":
+        model.to(torch.bfloat16)
+    elif mode == "fp32":
+        model.float()
+    model.eval().fuse_projections()
+    if mode in ("fp32", "bf16"):
+        return model
+    model.float()
+    for block in model.layers:
+        assert isinstance(block, LlamaBlock)
+        attn, mlp = block.self_attn, block.mlp
+        assert attn.qkv_proj is not None and mlp.gate_up_proj is not None
+        attn.qkv_proj = _quantized(attn.qkv_proj, mode)
+        attn.o_proj = _quantized(attn.o_proj, mode)
+        mlp.gate_up_proj = _quantized(mlp.gate_up_proj, mode)
+        mlp.down_proj = _quantized(mlp.down_proj, mode)
+    if isinstance(model.lm_head, nn.Linear):
+        model.lm_head = Int8Linear.from_float(model.lm_head.weight.detach())
+    if isinstance(model.embed_tokens, nn.Embedding):
+        model.embed_tokens = _block_int8(model.embed_tokens.weight.detach())
+    return model
