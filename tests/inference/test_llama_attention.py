@@ -45,11 +45,15 @@ def test_head_labels_name_the_kv_head_each_query_head_reads(tiny: LoadedModel) -
     """Zero KV head 1's key projection: its query heads (labelled kv1) turn uniform."""
     model = tiny.model
     head_dim = model.cfg.head_dim
-    k_proj = model.layers[0].self_attn.k_proj.weight
+    attn = model.layers[0].self_attn
+    if attn.k_proj is not None:
+        k_proj, k0 = attn.k_proj.weight, 0
+    else:  # fused for inference: qkv_proj rows are q (H·D), then k (Hkv·D), then v
+        k_proj, k0 = attn.qkv_proj.weight, model.cfg.n_heads * head_dim
     saved = k_proj.detach().clone()
     try:
         with torch.no_grad():
-            k_proj[head_dim : 2 * head_dim] = 0.0
+            k_proj[k0 + head_dim : k0 + 2 * head_dim] = 0.0
         w = extract_attention(tiny, TEXT).self_attention["decoder"][0]  # (H, T, T)
     finally:
         with torch.no_grad():
