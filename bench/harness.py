@@ -44,6 +44,8 @@ from typing import Any
 
 import torch
 
+from dhian.train.optim import BF16_FLAGS, cpu_flags
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -272,20 +274,9 @@ SPEED_FLAGS = (
 )
 
 
-def cpu_flags() -> set[str]:
-    """The CPU flags of /proc/cpuinfo (empty where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def bf16_native() -> bool:
     """Whether the CPU has bf16 instructions (``avx512_bf16`` or ``amx_bf16``)."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & set(BF16_FLAGS))
 
 
 def _cpu() -> str:
