@@ -110,7 +110,7 @@ class TrainConfig:
     seed: int = 1234
     max_steps: int = 1000
     max_epochs: int = 0  # 0 = no epoch limit
-    max_minutes: float = 0.0  # 0 = no time limit; >0 stops cleanly and saves
+    max_minutes: float = 0.0  # 0 = no limit; >0 stops in time for the final eval and saves
     max_tokens: int = 4096  # token budget per batch (source + target, padded)
     batch_size: int = 0  # >0: fixed number of examples per batch instead of a token budget
     grad_accum: int = 1

@@ -57,6 +57,19 @@ def test_translate_stdin_keeps_order_and_empty_lines(
     assert "eins" in got[0] and "rot" in got[0]  # it learned something
 
 
+def test_translate_no_repeat_ngram_is_the_library_guard(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["one one one red red house house", "two two two two"]
+    feed_stdin(monkeypatch, "\n".join(lines) + "\n")
+    argv = ["translate", "--model", str(run_dir), "--beam", "2", "--no-repeat-ngram", "1"]
+    assert main(argv) == 0
+    got = capsys.readouterr().out.splitlines()
+    loaded = load_translation_model(run_dir / "best")
+    guarded = translate_texts(loaded, lines, beam=2, length_penalty=1.0, no_repeat_ngram=1)
+    assert got == [t.text for t in guarded] and all(got)
+
+
 def test_translate_files_nbest_and_attention(run_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "in.txt"
     src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
@@ -168,6 +181,8 @@ def test_bad_input_is_one_line_exit_2(
     feed_stdin(monkeypatch, "")
     fails(["translate", "--model", str(run_dir)], "no input")
     fails(["translate", "--model", str(run_dir), "--n-best", "4", "--beam", "2"], "--n-best")
+    fails(["translate", "--model", str(run_dir), "--no-repeat-ngram", "-1"], "--no-repeat-ngram")
+    fails(["evaluate", "--model", str(run_dir), "--no-repeat-ngram", "-2"], "got -2")
     fails(["evaluate", "--model", str(run_dir), "--buckets", "0-10,5-20"], "overlap")
     fails(["evaluate", "--model", str(run_dir), "--corpus", f"tsv:{tmp_path}"], str(tmp_path))
     recipe = tmp_path / "typo.yaml"

@@ -71,9 +71,16 @@ def test_masked_accuracy_rises_and_fill_mask_works(tmp_path: Path) -> None:
         "model.dropout=0",
         "model.attention_dropout=0",
     )
-    quiet_trainer(cfg).fit()
+    result = quiet_trainer(cfg).fit()
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     acc = [r["dev_mlm_accuracy"] for r in rows if r["event"] == "eval"]
+    assert result.best is not None and result.best["metric"] == "mlm_accuracy"
+    # the run dir resolves to best/: the checkpoint of the best validation, not always the last
+    best_acc = [
+        r["dev_mlm_accuracy"]
+        for r in rows
+        if r["event"] == "eval" and r["step"] == result.best["step"]
+    ]
     loss = [r["dev_loss"] for r in rows if r["event"] == "eval"]
     assert len(acc) == 5
     assert acc[-1] >= acc[0] + 0.3 and acc[-1] > 0.9, acc
@@ -104,7 +111,8 @@ def test_masked_accuracy_rises_and_fill_mask_works(tmp_path: Path) -> None:
         == 0
     )
     saved = json.loads((out / "eval.dev.json").read_text())
-    assert saved["mlm_accuracy"] == pytest.approx(acc[-1], abs=1e-12)
+    assert len(best_acc) == 1 and best_acc[0] == max(acc)
+    assert saved["mlm_accuracy"] == pytest.approx(best_acc[0], abs=1e-12)
     with pytest.raises(ConfigError, match="kind 'mlm'"):
         evaluate_mlm(type("L", (), {"kind": "lm"})())
 

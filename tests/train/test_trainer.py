@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,41 @@ def test_epoch_and_time_limits(tmp_path: Path) -> None:
     _, res = run(toy_config(tmp_path / "t", max_steps=1000, max_minutes=1e-9, eval_every=0))
     assert res.status == "time_limit" and res.step == 0
     assert (tmp_path / "t" / "last" / "trainer_state.pt").is_file()
+
+
+class SlowEvalTask(ToyTask):
+    """A validation that takes ``EVAL_S`` seconds."""
+
+    EVAL_S = 0.6
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.EVAL_S)
+        return super().evaluate(*args, **kwargs)
+
+
+def test_time_limit_covers_the_final_validation_and_averaging(tmp_path: Path) -> None:
+    """``max_minutes`` is the whole budget: the loop stops early enough for the final dev
+    validation and the averaged weights' validation to end inside it."""
+    budget = 3.0
+    cfg = toy_config(
+        tmp_path,
+        max_steps=10**6,
+        max_minutes=budget / 60,
+        eval_every=40,
+        average_last=2,
+        average_every=5,
+        log_every=0,
+    )
+    trainer = Trainer(
+        cfg, SlowEvalTask(cfg, log=lambda m: None), progress=False, log=lambda m: None, curves=False
+    )
+    t0 = time.monotonic()
+    res = trainer.fit()
+    wall = time.monotonic() - t0
+    assert res.status == "time_limit"
+    assert len(events(tmp_path, "eval")) >= 1 and len(events(tmp_path, "average")) == 1
+    # without the reserve the two final validations (2 x 0.6 s) would run past the budget
+    assert wall < budget + 0.3, wall
 
 
 def test_sigint_saves_and_exits_cleanly(tmp_path: Path) -> None:

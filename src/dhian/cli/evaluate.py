@@ -73,6 +73,13 @@ def register(sub: Any) -> None:
         help="GNMT alpha (default: the model's train.eval_length_penalty)",
     )
     p.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=None,
+        metavar="N",
+        help="never repeat an N-gram (0 = off; default: the model's train.eval_no_repeat_ngram)",
+    )
+    p.add_argument(
         "--max-examples", type=int, default=0, metavar="N", help="first N only (0 = all)"
     )
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="sentences (32)")
@@ -128,6 +135,8 @@ def evaluate_translation_cli(loaded: Any, args: argparse.Namespace) -> int:
     for name in ("beam", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.no_repeat_ngram is not None and args.no_repeat_ngram < 0:
+        raise ConfigError(f"--no-repeat-ngram must be >= 0 (0 = off), got {args.no_repeat_ngram}")
     buckets = parse_buckets(args.buckets)
     corpus = args.corpus or str(loaded.config.data.corpus)
     device = str(next(loaded.model.parameters()).device)
@@ -160,6 +169,7 @@ def evaluate_translation_cli(loaded: Any, args: argparse.Namespace) -> int:
             src_eos=default_src_eos(path),
             progress=sys.stderr.isatty(),
             log=log,
+            no_repeat_ngram=args.no_repeat_ngram,
         )
         print(
             f"{name}: {res.bleu}\n{name}: {res.chrf}\n"

@@ -8,7 +8,7 @@ LoRA adapters (``train.lora.r`` > 0, :mod:`dhian.train.lora`), non-finite-loss s
 row raise :class:`TrainingDiverged`), ``metrics.jsonl`` events (``train`` / ``eval`` / ``skip`` /
 ``stop``, each with step, epoch and ``wall`` seconds), validation with best-model tracking and
 early stopping, best/last checkpoints, stop conditions (max_steps, max_epochs, max_minutes — per
-invocation —, early stopping, SIGINT/SIGTERM), checkpoint averaging at the end
+invocation, the final validation and averaging included —, early stopping, SIGINT/SIGTERM), checkpoint averaging at the end
 (``train.average_last`` snapshots every ``train.average_every`` steps, see
 :mod:`dhian.train.averaging`: the average becomes ``best`` when it scores at least as well on the
 dev set) and the learning-curve PNG.
@@ -138,6 +138,7 @@ class Trainer:
         self._rng_state: dict[str, Any] | None = None
         self.snapshots: Snapshots | None = None
         self.bf16 = False  # train.bf16 resolved for the device (auto: where it is native)
+        self._eval_seconds = 0.0  # the longest validation so far (budgets the end of a timed run)
 
     def log(self, message: str) -> None:
         """One console line (above the progress bar); rank 0 only."""
@@ -260,9 +261,18 @@ class Trainer:
             return "max_steps"
         if cfg.max_epochs > 0 and self.stream.epochs_done >= cfg.max_epochs - 1e-9:
             return "max_epochs"
-        if cfg.max_minutes > 0 and time.monotonic() - self._session_t0 >= cfg.max_minutes * 60:
-            return "time_limit"
+        if cfg.max_minutes > 0:
+            used = time.monotonic() - self._session_t0
+            if used + self._final_work_seconds() >= cfg.max_minutes * 60:
+                return "time_limit"
         return None
+
+    def _final_work_seconds(self) -> float:
+        """What the end of a timed run will still cost, so that ``max_minutes`` covers it: the
+        final validation and the averaged weights' validation, each estimated by the longest
+        validation so far (0 before the first one)."""
+        n = 1 + (self.snapshots is not None)
+        return n * self._eval_seconds
 
     def _after_step(self, loss_sum: float, count: int, grad_norm: float, t_step: float) -> None:
         cfg = self.cfg
@@ -514,6 +524,7 @@ class Trainer:
         """The task's validation of the current weights on rank 0; with ``share`` the other
         ranks get its metrics (a collective: every rank must call it then)."""
         cfg = self.cfg
+        t0 = time.monotonic()
         devices = [self.device] if self.device.type == "cuda" else []
         res = EvalResult({})
         model = self._plain_model() if self.world.fsdp else self.model  # FSDP: a collective
@@ -527,6 +538,7 @@ class Trainer:
                 model.train()
         if share:
             res.metrics = self.world.share_metrics(res.metrics, self.task.metrics)
+        self._eval_seconds = max(self._eval_seconds, time.monotonic() - t0)
         return res
 
     def average(self) -> dict[str, Any] | None:
