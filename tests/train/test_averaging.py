@@ -91,3 +91,37 @@ def test_bf16_auto_follows_the_cpu_flags() -> None:
         TrainConfig(bf16="sometimes")
     info = "processor : 0\nflags\t\t: fpu avx512_bf16 sse\n\nprocessor : 1\nflags : amx_bf16\n"
     assert {"avx512_bf16", "amx_bf16", "fpu"} <= cpu_flags(info)
+
+
+def test_a_stop_point_is_the_shorter_run_and_changes_nothing(tmp_path: Path) -> None:
+    """``Trainer.stop_point`` at step 6 saves what a 6-step run leaves as best (with its final
+    validation and averaging), and the run then goes on exactly as one without it."""
+    # a schedule that does not depend on max_steps (as in a timed run, whose max_steps is fixed)
+    knobs = dict(eval_every=4, average_last=3, average_every=2, dropout=0.2, schedule="constant")
+
+    def fit(out: Path, steps: int, callbacks: Any = ()) -> tuple[Trainer, Any]:
+        cfg = toy_config(out, max_steps=steps, **knobs)
+        task = ToyTask(cfg, log=lambda m: None)
+        trainer = Trainer(
+            cfg, task, progress=False, log=lambda m: None, curves=False, callbacks=callbacks
+        )
+        return trainer, trainer.fit()
+
+    points: list[dict[str, Any]] = []
+
+    def at_six(trainer: Trainer) -> None:
+        if trainer.step == 6:
+            points.append(trainer.stop_point("curve/six"))
+
+    _, short = fit(tmp_path / "short", 6)
+    _, long = fit(tmp_path / "long", 12, [at_six])
+    _, plain = fit(tmp_path / "plain", 12)
+    (point,) = points
+    assert point["step"] == 6 and point["value"] == short.best["value"]
+    kept, made = weights(tmp_path / "long" / "curve" / "six"), weights(tmp_path / "short" / "best")
+    assert kept.keys() == made.keys() and all(torch.equal(kept[k], made[k]) for k in kept)
+    assert long.best == plain.best
+    a, b = weights(tmp_path / "long" / "last"), weights(tmp_path / "plain" / "last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    (row,) = events(tmp_path / "long", "stop_point")
+    assert row["point"] == "curve/six" and row["step"] == 6

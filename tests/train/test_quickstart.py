@@ -64,6 +64,8 @@ def test_quickstart_config_applies_options_in_order() -> None:
         quickstart_config(QuickstartOptions(model="gpt"))
     with pytest.raises(ConfigError, match="--minutes"):
         quickstart_config(QuickstartOptions(minutes=0))
+    with pytest.raises(ConfigError, match="--curve"):
+        quickstart_config(QuickstartOptions(minutes=10, curve=(5.0, 10.0)))
     with pytest.raises(ConfigError, match=r"unknown config key 'train\.lrr'"):
         quickstart_config(QuickstartOptions(overrides=("train.lrr=1",)))
 
@@ -162,7 +164,8 @@ def _bible_reachable() -> None:
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float]:
-    """One ``dhian quickstart --minutes 0.3 --fast`` (stdout captured by hand: module scope)."""
+    """One ``dhian quickstart --minutes 0.3 --fast --curve 0.05`` (stdout captured by hand:
+    module scope)."""
     _bible_reachable()
     out = tmp_path_factory.mktemp("qs") / "quickstart"
     import contextlib
@@ -171,7 +174,9 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float
     buf = io.StringIO()
     t0 = time.monotonic()
     with contextlib.redirect_stdout(buf):
-        code = main(["quickstart", "--minutes", "0.3", "--fast", "--out", str(out)])
+        code = main(
+            ["quickstart", "--minutes", "0.3", "--fast", "--out", str(out), "--curve", "0.05"]
+        )
     assert code == 0
     return out, buf.getvalue(), time.monotonic() - t0
 
@@ -201,6 +206,11 @@ def test_fast_quickstart_end_to_end(fast_run: tuple[Path, str, float]) -> None:
     marker = json.loads((out / "quickstart.json").read_text())
     assert marker["train"]["status"] in ("time_limit", "max_steps")
     assert marker["train"]["steps"] > 0 and marker["test"]["examples"] == 12
+    # --curve 0.05: the model a 3-second run would end with, kept and scored the same way
+    (point,) = marker["train"]["curve"]
+    assert point["budget_minutes"] == 0.05 and 0 < point["step"] < marker["train"]["steps"]
+    assert (out / "curve" / "0.05min" / "model.safetensors").is_file()
+    assert f"after 0.05 min ({point['step']} steps): test BLEU {point['test_bleu']:.2f}" in printed
     # report: Markdown links 4 PNGs that exist; HTML embeds them all and links none
     md = (out / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -269,3 +279,12 @@ def test_unfinished_run_needs_retrain(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["quickstart", "--fast", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unfinished run" in err and "--retrain" in err
+
+
+def test_bad_curve_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for curve, needle in (("5,x", "'x' is not a number"), ("3,20", "between 0 and --minutes")):
+        argv = ["quickstart", "--fast", "--out", str(tmp_path / "q"), "--curve", curve]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "q").exists()  # refused before anything was written

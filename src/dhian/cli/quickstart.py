@@ -1,5 +1,5 @@
 """``dhian quickstart [--minutes 15] [--model transformer|rnn] [--out DIR] [--corpus SPEC]
-[--fast] [--retrain] [--beam K] [--max-test N]``: wiring for :mod:`dhian.apps.quickstart.run`.
+[--fast] [--retrain] [--beam K] [--max-test N] [--curve M,M,...]``: wiring for :mod:`dhian.apps.quickstart.run`.
 
 Parses the options, asks before reusing a finished run when stdin is a terminal (otherwise
 reuses it and says so), runs the quickstart and prints its summary. Ctrl-C during training ends
@@ -10,10 +10,12 @@ status 0 once the report is written, 2 on a user error.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
 from dhian.cli.options import finite_float
+from dhian.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -59,8 +61,31 @@ def register(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set train.lr=5e-4 (repeatable)",
     )
+    p.add_argument(
+        "--curve",
+        default="",
+        metavar="M,M,...",
+        help="also keep and score the model a run of M minutes would give, for each M < "
+        "--minutes (one run: e.g. --minutes 30 --curve 5,10,15 gives the BLEU-vs-time curve)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
+
+
+def parse_curve(text: str) -> tuple[float, ...]:
+    """``--curve 5,10,15`` → (5.0, 10.0, 15.0), sorted; "" → ()."""
+    out = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            m = float(part)
+        except ValueError:
+            raise ConfigError(
+                f"--curve takes minutes like 5,10,15; {part!r} is not a number"
+            ) from None
+        if not math.isfinite(m):
+            raise ConfigError(f"--curve minutes must be finite, got {part!r}")
+        out.append(m)
+    return tuple(sorted(out))
 
 
 def _ask(question: str) -> bool:
@@ -84,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         beam=args.beam,
         max_test=args.max_test,
         overrides=tuple(args.overrides),
+        curve=parse_curve(args.curve),
     )
     confirm = _ask if sys.stdin.isatty() else None
     result = run_quickstart(opts, confirm=confirm, progress=not args.quiet)

@@ -68,3 +68,13 @@ class Snapshots:
     def average(self) -> dict[str, Tensor]:
         """The mean of the kept copies (see :func:`average_states`)."""
         return average_states([s for _, s in self.states])
+
+    def average_with(
+        self, step: int, model: torch.nn.Module
+    ) -> tuple[list[int], dict[str, Tensor]]:
+        """The steps and mean that :meth:`take` (``step``, ``model``) then :meth:`average` would
+        give, without keeping the copy: what averaging would produce if the run ended now."""
+        states = [(s, st) for s, st in self.states if s != step]
+        states.append((step, {k: v.detach().to("cpu") for k, v in model.state_dict().items()}))
+        states = states[-(self.states.maxlen or len(states)) :]
+        return [s for s, _ in states], average_states([st for _, st in states])

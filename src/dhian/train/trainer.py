@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -261,11 +262,15 @@ class Trainer:
             return "max_steps"
         if cfg.max_epochs > 0 and self.stream.epochs_done >= cfg.max_epochs - 1e-9:
             return "max_epochs"
-        if cfg.max_minutes > 0:
-            used = time.monotonic() - self._session_t0
-            if used + self._final_work_seconds() >= cfg.max_minutes * 60:
-                return "time_limit"
+        if cfg.max_minutes > 0 and self.would_stop(cfg.max_minutes):
+            return "time_limit"
         return None
+
+    def would_stop(self, minutes: float) -> bool:
+        """Whether a run with ``train.max_minutes = minutes`` would stop before the next step:
+        this invocation's clock plus what the end of the run will cost reaches the budget."""
+        used = time.monotonic() - self._session_t0
+        return used + self._final_work_seconds() >= minutes * 60
 
     def _final_work_seconds(self) -> float:
         """What the end of a timed run will still cost, so that ``max_minutes`` covers it: the
@@ -574,6 +579,62 @@ class Trainer:
             f"{shown} -> {'saved as best' if kept else 'not better; best kept'}"
         )
         return done
+
+    def stop_point(self, name: str) -> dict[str, Any]:
+        """Save as ``OUT/<name>`` the model this run would leave as ``best`` if it stopped now
+        (the final validation and the averaged weights weighed against the best so far, as at
+        the end of a run) without changing the run: the weights, the best-model record and the
+        snapshots are untouched, and the time it takes is taken off the training clock, so the
+        run goes on as if it had not happened. Single process only. Returns ``{"name", "step",
+        "minutes", "metric", "value", "source"}`` and logs a ``stop_point`` event."""
+        if self.world.distributed:
+            raise DhianError("stop points need a single-process run (not torchrun)")
+        t0 = time.monotonic()
+        metric = self.cfg.early_stop_metric
+        value, source = self.best["value"], f"best so far (step {self.best['step']})"
+        choice: dict[str, torch.Tensor] | None = None  # None: OUT/best as it is
+        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.last_eval_step != self.step:
+            now = self._validate(share=False).metrics.get(metric, math.nan)
+            if is_improvement(metric, now, value):
+                value, source, choice = now, f"step {self.step}", trained
+        if self.snapshots is not None:
+            steps, avg = self.snapshots.average_with(self.step, self.model)
+            if len(steps) >= 2:
+                self.model.load_state_dict(avg)
+                try:
+                    mean = self._validate(share=False).metrics.get(metric, math.nan)
+                finally:
+                    self.model.load_state_dict(trained)
+                if mean == value or is_improvement(metric, mean, value):
+                    value, source, choice = mean, f"average of steps {steps}", avg
+        target = self.out / name
+        if choice is None and (self.out / "best").is_dir():
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self.out / "best", tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.replace(target)
+        else:
+            self.model.load_state_dict(choice if choice is not None else trained)
+            try:
+                self._save(name, None, metric=metric, value=value)
+            finally:
+                self.model.load_state_dict(trained)
+        spent = time.monotonic() - t0
+        self._session_t0 += spent  # the run's budget does not pay for the stop point
+        self._t0 += spent
+        point = {
+            "name": name,
+            "step": self.step,
+            "minutes": round(self.elapsed / 60, 2),
+            "metric": metric,
+            "value": value,
+            "source": source,
+        }
+        self._event("stop_point", **{f"dev_{metric}": value}, point=name, source=source)
+        self.log(f"stop point {name} at step {self.step}: dev {metric} {value} ({source})")
+        return point
 
     def evaluate(self) -> dict[str, float]:
         """Run the task's validation, log it, track the best model and early stopping.

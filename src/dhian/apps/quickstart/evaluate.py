@@ -283,6 +283,15 @@ def quickstart_report(
             steps = best["averaged"]
             value += f" (the average of the weights at steps {', '.join(map(str, steps))})"
         facts.append([f"best dev {best.get('metric')}", value])
+    for point in train.get("curve") or []:  # --curve: the models of the earlier budgets
+        facts.append(
+            [
+                f"after {point['budget_minutes']:g} min",
+                f"test BLEU {point.get('test_bleu', float('nan')):.2f}, chrF "
+                f"{point.get('test_chrf', float('nan')):.2f} ({point['step']} steps; "
+                f"{point['source']})",
+            ]
+        )
     scores = [
         ["metric", "score", "sacrebleu signature"],
         ["BLEU", f"{test.bleu.score:.2f}", test.bleu.signature],
@@ -338,6 +347,11 @@ def format_summary(result: Any) -> str:
             f"  output:    {s.output}",
             "",
         ]
+    for point in result.train.get("curve") or []:
+        lines.append(
+            f"after {point['budget_minutes']:g} min ({point['step']} steps): test BLEU "
+            f"{point.get('test_bleu', float('nan')):.2f}  chrF {point.get('test_chrf', float('nan')):.2f}"
+        )
     lines += [
         f"test BLEU {test.bleu.score:.2f}  chrF {test.chrf.score:.2f}  ({test.describe()})",
         f"  {test.bleu.signature}",

@@ -47,7 +47,10 @@ class QuickstartOptions:
     ``out``: run dir; ``corpus``: a parallel corpus spec; ``fast``: tiny smoke-test setup;
     ``retrain``: ignore a finished run in ``out``; ``beam``: test decoding, 1 = greedy, k > 1 =
     beam k (default 5); ``max_test``: 0 = the whole test split, N = its first N examples; ``samples`` /
-    ``heatmaps``: test verses printed / drawn; ``overrides``: extra ``--set key=value``.
+    ``heatmaps``: test verses printed / drawn; ``overrides``: extra ``--set key=value``;
+    ``curve``: earlier time budgets (minutes) whose models the same run also keeps and scores —
+    each is the model a run with ``--minutes M`` would have ended with (see
+    :meth:`dhian.train.trainer.Trainer.stop_point`).
     """
 
     minutes: float = 15.0
@@ -61,6 +64,7 @@ class QuickstartOptions:
     samples: int = 5
     heatmaps: int = 3
     overrides: tuple[str, ...] = ()
+    curve: tuple[float, ...] = ()
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for values that cannot work."""
@@ -70,6 +74,15 @@ class QuickstartOptions:
             raise ConfigError(f"--minutes must be > 0, got {self.minutes}")
         if self.beam < 1:
             raise ConfigError(f"--beam must be >= 1 (1 = greedy), got {self.beam}")
+        for m in self.curve:
+            if not 0 < m < self.minutes:
+                raise ConfigError(
+                    f"--curve minutes must lie between 0 and --minutes {self.minutes:g}, got {m:g}"
+                )
+        if len(set(self.curve)) != len(self.curve):
+            raise ConfigError(
+                f"--curve lists a time twice: {','.join(f'{m:g}' for m in self.curve)}"
+            )
         if self.max_test < 0:
             raise ConfigError(
                 f"--max-test must be >= 0 (0 = the whole test split), got {self.max_test}"

@@ -24,6 +24,7 @@ import importlib.resources
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import yaml
 from tqdm import tqdm
 
 from dhian.apps.quickstart.evaluate import (
+    BATCH,
     TRANSLATIONS,
     evaluate_test,
     quickstart_report,
@@ -44,6 +46,7 @@ from dhian.apps.quickstart.options import (
     QuickstartOptions,
 )
 from dhian.apps.quickstart.run_dir import (
+    CURVE_DIR,
     MARKER,
     Confirm,
     Log,
@@ -55,6 +58,7 @@ from dhian.config import RunConfig, merge, parse_overrides, run_config_from_dict
 from dhian.errors import ConfigError, DhianError
 from dhian.inference.translate import load_translation_model
 from dhian.models.device import choose_device
+from dhian.train.evaluation import evaluate_translation
 from dhian.train.trainer import Trainer
 
 __all__ = [
@@ -158,12 +162,31 @@ class TimeBar:
             self.bar = None
 
 
-def _train(cfg: RunConfig, progress: bool, log: Log | None) -> dict[str, Any]:
+class CurveMarks:
+    """A :class:`Trainer` callback: at each earlier budget ``M`` of ``minutes``, the moment a run
+    of ``train.max_minutes = M`` would stop, save the model it would end with as
+    ``OUT/curve/<M>min`` (:meth:`Trainer.stop_point`, off the clock). ``points`` collects them."""
+
+    def __init__(self, minutes: Sequence[float]) -> None:
+        self.todo = sorted(minutes)
+        self.points: list[dict[str, Any]] = []
+
+    def __call__(self, trainer: Any) -> None:
+        while self.todo and trainer.would_stop(self.todo[0]):
+            m = self.todo.pop(0)
+            point = trainer.stop_point(f"{CURVE_DIR}/{m:g}min")
+            self.points.append({"budget_minutes": m, **point})
+
+
+def _train(
+    cfg: RunConfig, progress: bool, log: Log | None, curve: Sequence[float] = ()
+) -> dict[str, Any]:
 
     bar = TimeBar(cfg.train.max_minutes * 60, enabled=progress)
     write = log or bar.write
     t0 = time.monotonic()
-    trainer = Trainer(cfg, progress=False, log=write, callbacks=[bar])
+    marks = CurveMarks(curve)
+    trainer = Trainer(cfg, progress=False, log=write, callbacks=[marks, bar])
     try:
         result = trainer.fit()
     finally:
@@ -180,6 +203,7 @@ def _train(cfg: RunConfig, progress: bool, log: Log | None) -> dict[str, Any]:
         "bf16": bool(trainer.bf16),
         "best": result.best,
         "last_eval": result.last_eval,
+        "curve": marks.points,
     }
 
 
@@ -208,7 +232,7 @@ def run_quickstart(
             f"quickstart: {opts.model} on {opts.corpus}, {opts.minutes:g} min of training"
             f"{' (fast smoke test)' if opts.fast else ''} -> {out}"
         )
-        facts = _train(cfg, progress, log)
+        facts = _train(cfg, progress, log, opts.curve)
         if facts["status"] in ("SIGINT", "SIGTERM"):
             say(
                 f"training stopped by {facts['status']} at step {facts['steps']}; evaluating the "
@@ -230,6 +254,8 @@ def run_quickstart(
         fast=opts.fast,
     )
     write_translations(test, out / TRANSLATIONS)
+    if facts.get("curve") and not all("test_bleu" in p for p in facts["curve"]):
+        facts["curve"] = _score_curve(facts["curve"], out, opts, str(device), say, progress)
     md, page = quickstart_report(opts, loaded.config, facts, test, out, model_dir)
     doc = {
         "identity": opts.identity(),
@@ -242,6 +268,36 @@ def run_quickstart(
     tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(out / MARKER)
     return QuickstartResult(out, model_dir, marker is not None, facts, test, md, page)
+
+
+def _score_curve(
+    points: Sequence[dict[str, Any]],
+    out: Path,
+    opts: QuickstartOptions,
+    device: str,
+    say: Log,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Test BLEU/chrF of each curve point's model, decoded as the final model was."""
+    rows = []
+    for point in points:
+        loaded = load_translation_model(out / point["name"], verb="quickstart", device=device)
+        ev = evaluate_translation(
+            loaded,
+            name=point["name"],
+            split="test",
+            beam=opts.beam,
+            max_examples=opts.test_limit,
+            batch_size=BATCH,
+            progress=progress,
+        )
+        row = {**point, "test_bleu": round(ev.bleu.score, 2), "test_chrf": round(ev.chrf.score, 2)}
+        say(
+            f"curve: {point['budget_minutes']:g} min ({point['step']} steps): test BLEU "
+            f"{row['test_bleu']:.2f}  chrF {row['test_chrf']:.2f}"
+        )
+        rows.append(row)
+    return rows
 
 
 def check_interactive_answer(answer: str) -> bool:

@@ -19,11 +19,13 @@ from typing import Any
 from dhian.apps.quickstart.options import QuickstartOptions
 from dhian.errors import ConfigError
 
-__all__ = ["MARKER", "Confirm", "Log", "clear_run", "read_marker", "reuse_or_clear"]
+__all__ = ["CURVE_DIR", "MARKER", "Confirm", "Log", "clear_run", "read_marker", "reuse_or_clear"]
 
 MARKER = "quickstart.json"
 Log = Callable[[str], None]
 Confirm = Callable[[str], bool]
+
+CURVE_DIR = "curve"  # OUT/curve/<M>min: the models of the earlier budgets of --curve
 
 # Entries a quickstart (the training engine + the report) writes into OUT; `clear_run` deletes
 # only these, so a mistyped --out never loses someone's files.
@@ -37,6 +39,7 @@ _OURS = {
     "last.prev",
     "checkpoints",
     "figures",
+    CURVE_DIR,
     "report.md",
     "report.html",
     "test-translations.tsv",
