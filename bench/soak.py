@@ -513,7 +513,7 @@ async def sample_rss(
             for role, s in servers.items():
                 mib = server_rss(s)
                 if mib is not None:
-                    samples[role].append((round(time.monotonic() - t0, 1), mib))
+                    samples[role].append((round(time.monotonic() - t0, 1), round(mib, 1)))
 
 
 # --------------------------------------------------------------------------- figures
