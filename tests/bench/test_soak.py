@@ -205,14 +205,16 @@ def test_a_server_killed_mid_soak_fails_the_soak(
     import bench.soak as soak_module
 
     killers: list[threading.Timer] = []
-    original = soak_module.wait_ready
+    original = soak_module.sample_rss
 
-    def ready_then_kill_later(server: Any, timeout: float) -> None:
-        original(server, timeout)  # 1 s of warm-up, then 6 s of soak: killed 2.5 s into it
-        killers.append(threading.Timer(3.5, server.proc.send_signal, [signal.SIGKILL]))
+    async def kill_during_the_soak(servers: Any, *args: Any) -> None:
+        """The sampler starts with the soak (after the warm-up): 2.5 s into its 6 s, SIGKILL."""
+        proc = servers["llm"].proc
+        killers.append(threading.Timer(2.5, proc.send_signal, [signal.SIGKILL]))
         killers[-1].start()
+        await original(servers, *args)
 
-    monkeypatch.setattr(soak_module, "wait_ready", ready_then_kill_later)
+    monkeypatch.setattr(soak_module, "sample_rss", kill_during_the_soak)
     cfg = soak_module.SoakConfig(
         translator=None, llm=str(chat_gpt), minutes=0.1, warmup_s=1.0, concurrency=2,
         max_tokens=4, sample_every_s=0.5, threads=1, log_dir=tmp_path,
