@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0*cp311*.whl))
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint format clean browser
+.PHONY: install demo test test-slow soak lint format clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,17 @@ test: install browser
 
 test-slow: install
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# The soak test of `dhian serve` (docs/reliability.md; slow, not in `make test`): SOAK_MINUTES
+# of mixed translate / generate / chat load on 127.0.0.1 after a 60 s warm-up; it fails on any
+# error or an RSS growth of 10% or more. The JSON report goes to SOAK_OUT. SmolLM2 is the LLM
+# where its wheel is found (DHIAN_WHEELS), else a tiny random GPT.
+SOAK_MINUTES ?= 10
+SOAK_OUT ?= bench/results/soak.json
+
+soak: install
+	DHIAN_SOAK_MINUTES=$(SOAK_MINUTES) DHIAN_SOAK_OUT=$(abspath $(SOAK_OUT)) \
+	  $(BIN)/pytest -m slow tests/bench/test_soak.py::test_soak -s $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check --fix src tests bench

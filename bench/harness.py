@@ -213,7 +213,7 @@ def run_scenario(
         or f"python -m bench {name} --runs {runs} --warmup {warmup} "
         f"--threads {threads}{' --quick' if quick else ''}",
         "date": datetime.date.today().isoformat(),
-        "cpu": _cpu(),
+        "cpu": cpu_description(),
         "best": best,
         "unavailable": dict(setup.unavailable),
     }
@@ -279,7 +279,7 @@ def bf16_native() -> bool:
     return bool(cpu_flags() & set(BF16_FLAGS))
 
 
-def _cpu() -> str:
+def cpu_description() -> str:
     """``"<model name>, <speed flags present>"`` (plus "bf16 not native here" without them)."""
     name = platform.processor() or platform.machine()
     try:
@@ -310,7 +310,7 @@ def markdown(
         "",
         setup.description,
         "",
-        f"`{result['command']}` — {result['date']}, {_cpu()}, {result['threads']} threads "
+        f"`{result['command']}` — {result['date']}, {cpu_description()}, {result['threads']} threads "
         f"(torch.set_num_threads), {result['runs']} timed runs after {warmup} warm-up, "
         f"alternating order; {_versions()}.",
         "",
