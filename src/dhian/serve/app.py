@@ -170,7 +170,7 @@ class Service:
             context = min(context_size(loaded.model), settings.llm_context)
             engine = TextEngine(loaded.model, lm_tokenizer(loaded), settings.llm_batch, context)
             self.worker = EngineWorker(engine, settings.max_queue, self.model_lock)
-        handlers = {
+        handlers: dict[str, Callable[[Any, list[Any]], list[Any]]] = {
             "translate": self._translate,
             "classify": self._classify,
             "generate": self._generate,

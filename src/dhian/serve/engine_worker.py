@@ -224,9 +224,9 @@ class EngineWorker:
         self.stats.largest = max(self.stats.largest, self.engine.active + len(finished))
         self._publish()  # before answering: a client that reads /health next sees its row free
         for job in finished:
-            ticket = self._owner.get(id(job))
-            if ticket is not None:
-                self._maybe_done(ticket)
+            owner = self._owner.get(id(job))
+            if owner is not None:
+                self._maybe_done(owner)
 
     def _maybe_done(self, ticket: _Ticket) -> None:
         """Answer ``ticket`` once all of its jobs have stopped."""
