@@ -1,5 +1,6 @@
 """Run a dhian server in a child process on a free loopback port, for the process, browser and
-load tests: ``with server_process([...]) as url: ...`` (the process gets SIGTERM at the end)."""
+load tests: ``with server_process([...]) as url: ...`` (the process gets SIGTERM at the end);
+or an app with uvicorn in a thread of the test process: ``with serve_in_thread(app) as url``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
 
 
 def free_port() -> int:
@@ -63,3 +67,22 @@ def server_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn in a thread on a free loopback port; yield the base
+    URL (the server is told to exit at the end, which runs the app's shutdown)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

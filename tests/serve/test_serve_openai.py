@@ -6,7 +6,6 @@ A tiny random llama with the SmolLM2 tokenizer keeps it fast; one test uses Smol
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
-from server_proc import free_port
+from server_proc import serve_in_thread
 
 from dhian.inference.chat import chat_reply
 from dhian.inference.generate import complete_texts
@@ -38,20 +36,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
 @contextmanager
 def live(loaded: LoadedModel, name: str = NAME, **settings: Any) -> Iterator[str]:
     """Serve ``loaded`` with uvicorn on a free loopback port; yield the base URL."""
-    app = create_app(loaded, ServeSettings(**settings), name=name)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_in_thread(create_app(loaded, ServeSettings(**settings), name=name)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +180,16 @@ def test_bad_requests_get_openai_shaped_4xx(server: str) -> None:
 
 
 def test_a_client_that_leaves_stops_its_stream(
-    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+    tiny_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each model call is slowed to 50 ms, so 90 tokens would take 4.5 s; closing the stream
-    after the first text chunk must end the generation (its job returns None) long before."""
+    """A GPT's /v1 requests run one at a time on the batcher (a LLaMA's join the engine:
+    tests/serve/test_serve_engine.py). Each model call is slowed to 50 ms, so 90 tokens would
+    take 4.5 s; closing the stream after the first text chunk must end the generation (its
+    job returns None) long before."""
     from dhian.serve import openai_api
 
-    forward = tiny.model.forward
+    gpt = load_model(tiny_dirs["gpt"])
+    forward = gpt.model.forward
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.05)
@@ -214,10 +203,10 @@ def test_a_client_that_leaves_stops_its_stream(
         results.append(out)
         return out
 
-    monkeypatch.setattr(tiny.model, "forward", slow)
+    monkeypatch.setattr(gpt.model, "forward", slow)
     monkeypatch.setattr(openai_api.CompletionJob, "run", record)
-    body = {"model": NAME, "prompt": "Once upon a time", "max_tokens": 90, "stream": True}
-    with live(tiny, max_new_tokens=100) as url:
+    body = {"model": "gpt", "prompt": "Once upon a time", "max_tokens": 90, "stream": True}
+    with live(gpt, name="gpt", max_new_tokens=100) as url:
         start = time.monotonic()
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as res:
             for line in res.iter_lines():

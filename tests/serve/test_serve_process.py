@@ -137,3 +137,7 @@ def test_cli_rejects_non_finite_and_bad_connection_settings(tiny_dirs, capsys):
         assert "must be a finite number" in capsys.readouterr().err
     assert main(["serve", "--model", model, "--max-connections-per-client", "0"]) == 2
     assert "--max-connections-per-client must be >= 1" in capsys.readouterr().err
+    assert main(["serve", "--model", model, "--llm-batch", "0"]) == 2
+    assert "--llm-batch must be >= 1" in capsys.readouterr().err
+    assert main(["serve", "--model", model, "--llm-context", "1"]) == 2
+    assert "--llm-context must be >= 2" in capsys.readouterr().err

@@ -66,6 +66,22 @@ def register(sub: Any) -> None:
         help="most new tokens one /v1 request may ask for (default 1024)",
     )
     p.add_argument(
+        "--llm-batch",
+        type=int,
+        default=8,
+        metavar="N",
+        help="LLaMA-family models: /v1 requests decoded together (continuous batching; "
+        "more wait for a free row, up to --max-queue; default 8)",
+    )
+    p.add_argument(
+        "--llm-context",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="LLaMA-family models: tokens (prompt + new) per /v1 request, at most the model's "
+        "context; the KV cache holds --llm-batch x N tokens (default 2048)",
+    )
+    p.add_argument(
         "--batch-wait-ms", type=finite_float, default=5.0, metavar="MS", help="wait to fill a batch"
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -79,6 +95,8 @@ def _check(args: argparse.Namespace) -> None:
         ("--max-queue", args.max_queue, 1),
         ("--max-chars", args.max_chars, 1),
         ("--max-new-tokens", args.max_new_tokens, 1),
+        ("--llm-batch", args.llm_batch, 1),
+        ("--llm-context", args.llm_context, 2),
         ("--max-connections", args.max_connections, 1),
         ("--max-connections-per-client", args.max_connections_per_client, 1),
     ):
@@ -113,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         max_chars=args.max_chars,
         batch_wait_ms=args.batch_wait_ms,
         max_new_tokens=args.max_new_tokens,
+        llm_batch=args.llm_batch,
+        llm_context=args.llm_context,
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
         max_connections_per_client=args.max_connections_per_client,

@@ -8,6 +8,9 @@
 - :mod:`~dhian.inference.classify`, :mod:`~dhian.inference.fill_mask`,
   :mod:`~dhian.inference.generate` — the other task functions (a model + tokenizer, and a
   loaded model for the server's batches; ``complete_texts`` for any causal LM);
+- :mod:`~dhian.inference.engine`, :mod:`~dhian.inference.text_engine` — continuous batching
+  of a LLaMA-family model (requests join between decoding steps) in tokens, and in text with
+  stop strings and streamed increments (what ``dhian serve`` runs for ``/v1``);
 - :mod:`~dhian.inference.chat` — messages through a model's chat template, one reply or a
   whole conversation (``dhian chat``, ``/v1/chat/completions``);
 - :mod:`~dhian.inference.capabilities` — what a loaded model is and serves (family record);

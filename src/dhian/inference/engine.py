@@ -7,8 +7,9 @@ Owns :class:`LLMEngine` and :class:`Request`. The engine holds one static KV cac
 alone into a batch-1 cache, in chunks, and its keys/values copied into its row), then runs one
 batched decoding step (:meth:`dhian.models.llama.LlamaModel.decode_step` with a per-row cache
 slot and RoPE position, so rows of different lengths share the step) and retires finished rows.
-Active rows are kept in ``0 .. n-1`` (a finished row is replaced by the last active one), so a
-step costs what a batch of the live requests costs. Each request samples with its own settings
+Active rows are kept in ``0 .. n-1`` (a finished row is replaced by the last active one), and a
+step attends over the slots in use only (up to the longest live row), so a step costs what a
+batch of the live requests costs, whatever ``max_len`` is. Each request samples with its own settings
 (temperature, top-k, top-p, seed, repetition penalty) exactly as
 :func:`dhian.decoding.llm_generate.llm_generate` does for one row; greedy rows give the tokens
 that a batch-1 ``llm_generate`` gives (up to float rounding of the batched matmuls).
@@ -64,11 +65,12 @@ class Request:
 
 
 class _Rows:
-    """The first ``n`` rows of the engine's cache, as ``decode_step`` reads them."""
+    """The first ``n`` rows and ``s`` slots of the engine's cache, as ``decode_step`` reads
+    them (views: what it writes lands in the engine's cache)."""
 
-    def __init__(self, k: list[Tensor], v: list[Tensor], n: int) -> None:
-        self.k = [x[:n] for x in k]  # (n, Hkv, Tmax, D) views
-        self.v = [x[:n] for x in v]
+    def __init__(self, k: list[Tensor], v: list[Tensor], n: int, s: int) -> None:
+        self.k = [x[:n, :, :s] for x in k]  # (n, Hkv, s, D) views
+        self.v = [x[:n, :, :s] for x in v]
 
 
 class LLMEngine:
@@ -219,8 +221,13 @@ class LLMEngine:
             token = self.ids[torch.arange(n, device=self.device), lengths][:, None]  # (n, 1)
             positions = self.mask[:n].long().sum(-1, keepdim=True)  # (n, 1): real tokens so far
             self.mask[torch.arange(n, device=self.device), lengths] = True
+            s = max(self.length[:n]) + 1  # slots in use: the step attends over these only
             logits = self.model.decode_step(
-                token, positions, lengths, self.mask[:n], _Rows(self.cache.k, self.cache.v, n)
+                token,
+                positions,
+                lengths,
+                self.mask[:n, :s],
+                _Rows(self.cache.k, self.cache.v, n, s),
             )  # (n, V)
             for row in range(n):
                 self.length[row] += 1

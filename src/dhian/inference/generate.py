@@ -3,8 +3,9 @@ streaming of decoded increments, over the token loop :func:`dhian.decoding.sampl
 
 Owns :func:`generate_text` (a model + tokenizer; the prompt → ids step: documents start with
 EOS), :func:`llm_generate_text` (the same over :func:`dhian.decoding.llm_generate.llm_generate`
-for LLaMA-family models with a static KV cache), :func:`complete_texts` (any loaded causal LM →
-:class:`Completion` records with token counts and why each row stopped: what the CLI and the
+for LLaMA-family models with a static KV cache), :class:`TextStream` (a row's decoded text as
+tokens arrive: stop strings, streamed increments), :func:`complete_texts` (any loaded causal LM
+→ :class:`Completion` records with token counts and why each row stopped: what the CLI and the
 OpenAI-compatible routes need) and :func:`generate_one` (one prompt of a
 :class:`~dhian.models.model_dir.LoadedModel`: the server's ``/generate``).
 
@@ -29,6 +30,7 @@ from dhian.models.model_dir import LoadedModel
 
 __all__ = [
     "Completion",
+    "TextStream",
     "check_context",
     "complete_texts",
     "context_size",
@@ -58,8 +60,9 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
     return hold
 
 
-class _TextStream:
-    """Per-row decoded continuation, stop-string detection and increments for streaming."""
+class TextStream:
+    """Per-row decoded continuation, stop-string detection and increments for streaming
+    (also used per request by :mod:`dhian.inference.text_engine`)."""
 
     def __init__(
         self,
@@ -154,7 +157,7 @@ def generate_text(
                 "EOS (document separator) to start from"
             )
         encoded.append(ids)
-    stream = _TextStream(tokenizer, encoded, stop, on_text)
+    stream = TextStream(tokenizer, encoded, stop, on_text)
     stop_ids = [int(eos)] if stop_at_eos and eos is not None else []
     pad = getattr(tokenizer, "pad_id", 0)
     results = generate(
@@ -202,7 +205,7 @@ def llm_generate_text(
     for t, ids in zip(prompts, encoded, strict=True):
         if not ids:
             raise ValueError(f"llm_generate_text: prompt {t!r} encodes to no token")
-    stream = _TextStream(tokenizer, encoded, stop, on_text)
+    stream = TextStream(tokenizer, encoded, stop, on_text)
     eos = getattr(tokenizer, "eos_id", None)
     pad = getattr(tokenizer, "pad_id", None)
     results = llm_generate(
@@ -237,7 +240,7 @@ class Completion:
 
 
 def _completions(
-    stream: _TextStream, prompts: Sequence[Sequence[int]], results: Sequence[GenerationResult]
+    stream: TextStream, prompts: Sequence[Sequence[int]], results: Sequence[GenerationResult]
 ) -> list[Completion]:
     return [
         Completion(

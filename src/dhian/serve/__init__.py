@@ -1,6 +1,8 @@
 """The HTTP API over :mod:`dhian.inference`: a thin face beside :mod:`dhian.cli`.
 
 - :mod:`~dhian.serve.batching` — the worker thread that batches concurrent requests;
+  :mod:`~dhian.serve.engine_worker` — the thread that continuously batches a LLaMA's ``/v1``
+  generations;
 - :mod:`~dhian.serve.schemas` — request and response models; :mod:`~dhian.serve.limits` — body
   size and validation messages;
 - :mod:`~dhian.serve.app`, :mod:`~dhian.serve.page`, :mod:`~dhian.serve.server` — the FastAPI

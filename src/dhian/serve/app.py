@@ -20,9 +20,13 @@ not arrive within ``read_timeout`` (:class:`dhian.serve.connections.ReadDeadline
 that times out or whose client disconnects abandons its job: its decoding stops at the next
 step (:meth:`Batcher.should_stop`, :mod:`dhian.decoding.cancel`).
 Translate, classify and tag requests arriving together run as one model batch
-(:class:`dhian.serve.batching.Batcher`); the model is used by the batcher's thread only.
-Imports: fastapi, starlette, :mod:`dhian.serve` (batching, inference, attention, schemas, page,
-limits), :mod:`dhian.models.model_dir`, :mod:`dhian.text` (clean_text), :mod:`dhian.errors`.
+(:class:`dhian.serve.batching.Batcher`). A LLaMA-family LM's ``/v1`` requests run on its
+generation worker instead (:class:`dhian.serve.engine_worker.EngineWorker`: continuous
+batching, ``llm_batch`` rows); the worker's steps and the batcher's calls take turns on the
+model (``Service.model_lock``), so the model is used by one thread at a time.
+Imports: fastapi, starlette, :mod:`dhian.serve` (batching, engine_worker, schemas, page,
+limits, openai_api), :mod:`dhian.inference`, :mod:`dhian.models.model_dir`, :mod:`dhian.text`
+(clean_text), :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -48,13 +53,15 @@ from dhian.inference.attention_maps import extract_attention
 from dhian.inference.chat import has_chat_template
 from dhian.inference.classify import classify_texts
 from dhian.inference.fill_mask import fill_mask_one
-from dhian.inference.generate import generate_one
+from dhian.inference.generate import Completion, context_size, generate_one, lm_tokenizer
 from dhian.inference.tag import tag_texts
+from dhian.inference.text_engine import TextEngine, supports_engine
 from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
 from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
 from dhian.serve.connections import ConnectionLimits, ReadDeadline
+from dhian.serve.engine_worker import EngineWorker
 from dhian.serve.limits import (
     OPENAI_PREFIX,
     ApiError,
@@ -66,7 +73,7 @@ from dhian.serve.openai_api import CompletionJob, add_openai_routes
 from dhian.serve.page import page_html
 from dhian.text import clean_text
 
-__all__ = ["ServeSettings", "create_app"]
+__all__ = ["Generation", "ServeSettings", "create_app"]
 
 log = logging.getLogger("dhian.serve")
 
@@ -90,7 +97,11 @@ class ServeSettings:
     more requests to batch; ``max_beam``; ``max_body_bytes`` (default from the others);
     ``read_timeout``: seconds a request's headers, then its body, may take to arrive (408);
     ``max_connections`` / ``max_connections_per_client``: open connections in all / from one
-    address (beyond: 503 / 429, the connection closed)."""
+    address (beyond: 503 / 429, the connection closed); ``max_new_tokens``: most new tokens
+    one ``/v1`` request may ask for. A LLaMA-family LM decodes its ``/v1`` requests together
+    (:mod:`dhian.serve.engine_worker`): ``llm_batch`` rows at once, each holding up to
+    ``llm_context`` tokens (prompt + new, capped by the model's context); the KV cache of
+    ``llm_batch × llm_context`` slots is allocated when the app is created."""
 
     max_batch: int = 16
     max_queue: int = 64
@@ -103,6 +114,8 @@ class ServeSettings:
     read_timeout: float = 10.0
     max_connections: int = 512
     max_connections_per_client: int = 64
+    llm_batch: int = 8
+    llm_context: int = 2048
 
     def connection_limits(self) -> ConnectionLimits:
         """The socket-level limits (:mod:`dhian.serve.connections`)."""
@@ -119,8 +132,25 @@ class ServeSettings:
         return 12 * self.max_chars * self.max_batch + 16_384
 
 
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """A submitted ``/v1`` generation: ``future`` (its completions; ``None`` once abandoned),
+    ``abandon()`` (nobody waits any more: stop it) and ``batched`` (on the batcher, whose
+    future holds ``[completions]``)."""
+
+    future: Future[Any]
+    abandon: Callable[[], None]
+    batched: bool = False
+
+    def completions(self) -> list[Completion] | None:
+        """The finished future's completions (``None``: abandoned or its client left)."""
+        out = self.future.result()
+        return out[0] if self.batched else out
+
+
 class Service:
-    """The model, its batcher and what the server says about them."""
+    """The model, its batcher (and for a LLaMA-family LM its generation worker) and what the
+    server says about them."""
 
     def __init__(self, loaded: LoadedModel, settings: ServeSettings, name: str) -> None:
         self.loaded, self.settings, self.name = loaded, settings, name
@@ -133,22 +163,45 @@ class Service:
         if self.kind == "mlm" and tok is not None:
             with contextlib.suppress(Exception):
                 self.mask_token = str(tok.id_to_token(int(tok.mask_id)))
+        # the batcher's handlers and the generation worker's steps take turns on the model
+        self.model_lock = threading.Lock()
+        self.worker: EngineWorker | None = None
+        if self.kind == "lm" and supports_engine(loaded.model):
+            context = min(context_size(loaded.model), settings.llm_context)
+            engine = TextEngine(loaded.model, lm_tokenizer(loaded), settings.llm_batch, context)
+            self.worker = EngineWorker(engine, settings.max_queue, self.model_lock)
+        handlers: dict[str, Callable[[Any, list[Any]], list[Any]]] = {
+            "translate": self._translate,
+            "classify": self._classify,
+            "generate": self._generate,
+            "fill_mask": self._fill_mask,
+            "tag": self._tag,
+            "answer": self._answer,
+            "attention": self._attention,
+            "complete": self._complete,
+        }
         self.batcher = Batcher(
-            {
-                "translate": self._translate,
-                "classify": self._classify,
-                "generate": self._generate,
-                "fill_mask": self._fill_mask,
-                "tag": self._tag,
-                "answer": self._answer,
-                "attention": self._attention,
-                "complete": self._complete,
-            },
+            {op: self._locked(fn) for op, fn in handlers.items()},
             batched=("translate", "classify", "tag"),
             max_batch=settings.max_batch,
             max_queue=settings.max_queue,
             max_wait=settings.batch_wait_ms / 1000.0,
         )
+
+    def _locked(self, fn: Callable[[Any, list[Any]], list[Any]]) -> Callable[..., list[Any]]:
+        def run(params: Any, items: list[Any]) -> list[Any]:
+            with self.model_lock:
+                return fn(params, items)
+
+        return run
+
+    @property
+    def context(self) -> int:
+        """Tokens (prompt + new) one generation may use: the engine's rows, else the model's
+        context (a GPT slides its window: its ``block_size``, reported only)."""
+        if self.worker is not None:
+            return self.worker.engine.context
+        return context_size(self.loaded.model)
 
     # handlers: run on the batcher's thread, one result per item
     def _translate(self, params: Any, texts: list[str]) -> list[Any]:
@@ -195,6 +248,17 @@ class Service:
     def info(self) -> dict[str, Any]:
         """The /health body."""
         stats = self.batcher.stats
+        worker = self.worker
+        engine = None
+        if worker is not None:
+            engine = {
+                "rows": worker.engine.max_batch,
+                "context": worker.engine.context,
+                "active": worker.active,
+                "waiting": worker.depth,
+                "requests": worker.stats.requests,
+                "cancelled": worker.stats.cancelled,
+            }
         return {
             "status": "ok",
             "name": self.name,
@@ -202,8 +266,8 @@ class Service:
             "model_type": self.model_type,
             "endpoints": self.endpoints,
             "uptime_s": round(time.monotonic() - self.started, 3),
-            "queue_depth": self.batcher.depth,
-            "in_flight": self.batcher.in_flight,
+            "queue_depth": self.batcher.depth + (worker.depth if worker else 0),
+            "in_flight": self.batcher.in_flight + (worker.in_flight if worker else 0),
             "max_queue": self.settings.max_queue,
             "max_batch": self.settings.max_batch,
             "max_chars": self.settings.max_chars,
@@ -212,6 +276,7 @@ class Service:
             "requests": stats.jobs,
             "mask_token": self.mask_token,
             "chat": has_chat_template(self.loaded),
+            "engine": engine,
         }
 
     # request side
@@ -257,25 +322,56 @@ class Service:
         When the request times out, or its client disconnects (``request`` given: checked
         every :data:`DISCONNECT_POLL_S`), the job is abandoned: dropped if still queued, and
         its decoding stops at the next step if it runs (:meth:`Batcher.abandon`)."""
-        try:
-            future = self.batcher.submit(op, params, items)
-        except QueueFull as exc:
-            raise ApiError(
-                503, f"server busy: {exc}; retry in a second", headers={"Retry-After": "1"}
-            ) from exc
-        except ShuttingDown as exc:
-            raise ApiError(503, f"{exc}; retry later", headers={"Retry-After": "5"}) from exc
+        future = admitted(lambda: self.batcher.submit(op, params, items))
+        result: list[Any] = await self.wait(future, lambda: self.batcher.abandon(future), request)
+        return result
+
+    def generation(
+        self,
+        prompts: list[str],
+        sampling: dict[str, Any],
+        on_text: Callable[[int, str], None] | None = None,
+    ) -> Generation:
+        """Submit a ``/v1`` generation (``sampling``: the keywords of
+        :func:`dhian.inference.generate.complete_texts`): to the generation worker for a
+        LLaMA-family LM (continuous batching), else to the batcher (op ``complete``, one
+        request per call). ApiError 503 when the queue is full or the server is stopping."""
+        worker = self.worker
+        if worker is not None:
+            future = admitted(lambda: worker.submit(prompts, sampling, on_text))
+            return Generation(future, lambda: worker.abandon(future))
+        job = CompletionJob(prompts, sampling, on_text)
+        queued = admitted(lambda: self.batcher.submit("complete", None, [job]))
+        return Generation(queued, lambda: self.batcher.abandon(queued), batched=True)
+
+    async def complete(
+        self, prompts: list[str], sampling: dict[str, Any], request: Request | None = None
+    ) -> list[Completion]:
+        """:meth:`generation`, waited for as :meth:`run` waits (504 on timeout, abandoned
+        when the client leaves)."""
+        gen = self.generation(prompts, sampling)
+        await self.wait(gen.future, gen.abandon, request)
+        done = gen.completions()
+        if done is None:  # abandoned meanwhile (the server is stopping its work)
+            raise ApiError(499, "the request was abandoned")
+        return done
+
+    async def wait(
+        self, future: Future[Any], abandon: Callable[[], None], request: Request | None = None
+    ) -> Any:
+        """The result of ``future``; on timeout (504) or when ``request``'s client leaves (499)
+        ``abandon()`` is called first; a model error is a 422."""
         timeout = self.settings.timeout
         try:
             return await asyncio.wait_for(_answer_or_leave(future, request), timeout)
         except ClientLeft as exc:
-            self.batcher.abandon(future)
+            abandon()
             raise ApiError(499, "the client closed the connection") from exc
         except asyncio.CancelledError:
-            self.batcher.abandon(future)
+            abandon()
             raise
         except TimeoutError as exc:
-            self.batcher.abandon(future)
+            abandon()
             raise ApiError(
                 504, f"no answer within {timeout:g} s (--timeout); send shorter or fewer texts"
             ) from exc
@@ -283,6 +379,18 @@ class Service:
             raise ApiError(
                 422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             ) from exc
+
+
+def admitted(submit: Callable[[], Future[Any]]) -> Future[Any]:
+    """``submit()``, its QueueFull / ShuttingDown as ApiError 503 with ``Retry-After``."""
+    try:
+        return submit()
+    except QueueFull as exc:
+        raise ApiError(
+            503, f"server busy: {exc}; retry in a second", headers={"Retry-After": "1"}
+        ) from exc
+    except ShuttingDown as exc:
+        raise ApiError(503, f"{exc}; retry later", headers={"Retry-After": "5"}) from exc
 
 
 #: Seconds between checks whether a waiting request's client is still connected.
@@ -318,10 +426,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         service.batcher.start()
+        if service.worker is not None:
+            service.worker.start()
         log.info(
             "serving %s (%s, %s): %s", name, service.kind, service.model_type, service.endpoints
         )
         yield
+        if service.worker is not None:
+            await asyncio.to_thread(service.worker.stop)  # finish the running generations
         await asyncio.to_thread(service.batcher.stop)  # finish what is queued
 
     app = FastAPI(

@@ -9,15 +9,23 @@ Owns :func:`add_openai_routes` (``POST /v1/chat/completions``, ``POST /v1/comple
 
 Every request is checked before the model runs, each failure a 4xx in OpenAI's error shape
 (:meth:`dhian.serve.limits.ApiError.openai_body`): an unknown ``model`` (404
-``model_not_found``), empty ``messages`` or a bad role (400), ``max_tokens`` over the server's
-limit (400), a prompt with its new tokens over a LLaMA's context (400
-``context_length_exceeded``), a chat to a model without a chat template (400). Without
-``max_tokens`` a chat gets up to 256 new tokens and a completion 16 (OpenAI's default), never
-more than the server's limit or the room left in the context. The model runs
-on the batcher's thread like every other endpoint; a stream's text comes back through a queue,
-and a client that goes away stops its generation at the next token.
+``model_not_found``), a field of the wrong type, out of range or not finite (400, the field
+named: :mod:`dhian.serve.openai_schemas`), empty ``messages`` or a bad role (400),
+``max_tokens`` over the server's limit (400), a prompt with its new tokens over a LLaMA's
+context (400 ``context_length_exceeded``, both numbers named), a chat to a model without a chat
+template (400). Without ``max_tokens`` a chat gets up to 256 new tokens and a completion 16
+(OpenAI's default), never more than the server's limit or the room left in the context. Texts
+pass through :func:`dhian.text.clean_text` (a lone surrogate becomes U+FFFD).
+
+Where the model runs is the service's choice (``service.generation``): a LLaMA-family LM's
+requests join one continuously batched engine (:mod:`dhian.serve.engine_worker`), another
+causal LM's run one at a time on the batcher's thread (:class:`CompletionJob`). A stream's text
+comes back through an asyncio queue; a client that goes away, or a request left without text
+for ``timeout`` seconds (an error event, then ``[DONE]``), abandons its generation, and a JSON
+request that times out (504) or whose client leaves does too, so the model is free within one
+step.
 Imports: fastapi, starlette, :mod:`dhian.inference` (chat, generate),
-:mod:`dhian.serve` (limits, openai_schemas, batching), :mod:`dhian.errors`.
+:mod:`dhian.serve` (limits, openai_schemas), :mod:`dhian.text`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -25,14 +33,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from dhian.errors import DhianError
@@ -45,11 +53,13 @@ from dhian.inference.generate import (
     uses_static_cache,
 )
 from dhian.models.model_dir import LoadedModel
-from dhian.serve.batching import QueueFull, ShuttingDown
 from dhian.serve.limits import ApiError
 from dhian.serve.openai_schemas import ChatCompletionRequest, CompletionRequest
+from dhian.text import clean_text
 
 __all__ = ["CHAT_DEFAULT_TOKENS", "COMPLETION_DEFAULT_TOKENS", "CompletionJob", "add_openai_routes"]
+
+log = logging.getLogger("dhian.serve")
 
 #: new tokens when a chat request gives no max_tokens (bounded by the server's limit and the
 #: room left in the model's context)
@@ -86,7 +96,7 @@ def _sampling(req: ChatCompletionRequest | CompletionRequest, new_tokens: int) -
         "top_k": req.top_k,
         "top_p": req.top_p,
         "repetition_penalty": req.repetition_penalty,
-        "stop": req.stops(),
+        "stop": [clean_text(s) for s in req.stops()],
         "seed": req.seed,
     }
 
@@ -104,7 +114,8 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 class _Routes:
     """The checks and answers of the OpenAI routes over one :class:`dhian.serve.app.Service`
-    (its ``loaded``, ``name``, ``settings``, ``batcher`` and ``run``)."""
+    (its ``loaded``, ``name``, ``settings``, ``context``, ``worker``, ``generation`` and
+    ``complete``)."""
 
     def __init__(self, service: Any) -> None:
         self.service = service
@@ -126,8 +137,8 @@ class _Routes:
         self, prompts: list[str], asked: int | None, default: int, field: str, where: str
     ) -> int:
         """How many tokens to generate: ``asked`` (the request's ``field``), checked against
-        the server's limit and the model's context, or when not asked ``default`` bounded by
-        both. ``where`` names the prompt field in errors."""
+        the server's limit and the context, or when not asked ``default`` bounded by both.
+        ``where`` names the prompt field in errors."""
         limit = int(self.service.settings.max_new_tokens)
         if asked is not None and asked > limit:
             raise ApiError(
@@ -143,16 +154,23 @@ class _Routes:
             raise ApiError(400, f"{where} is empty; give some text", param=where)
         if not uses_static_cache(self.loaded.model):  # a GPT slides its window: no limit
             return min(default, limit) if asked is None else asked
-        context = context_size(self.loaded.model)
+        context = int(self.service.context)
+        model_context = context_size(self.loaded.model)
         longest = max(counts)
         wanted = min(default, limit, context - longest) if asked is None else asked
         if longest + max(wanted, 1) > context:
             i = counts.index(longest)
             name = where if len(prompts) == 1 else f"{where}[{i}]"
+            whose = (
+                f"the model's context of {context} tokens"
+                if context == model_context
+                else f"this server's context of {context} tokens (--llm-context; the model's "
+                f"is {model_context})"
+            )
             raise ApiError(
                 400,
-                f"{name} has {longest} tokens and {field} is {wanted}, more than the model's "
-                f"context of {context} tokens; shorten it or lower {field}",
+                f"{name} has {longest} tokens and {field} is {wanted}, more than {whose}; "
+                f"shorten it or lower {field}",
                 param=where,
                 code="context_length_exceeded",
             )
@@ -167,24 +185,27 @@ class _Routes:
                 param="messages",
                 code="invalid_value",
             )
+        messages = [{**m, "content": clean_text(m["content"])} for m in req.message_dicts()]
         try:
-            return render_messages(self.loaded, check_messages(req.message_dicts()))
+            return render_messages(self.loaded, check_messages(messages))
         except DhianError as exc:
             raise ApiError(400, str(exc), param="messages", code="invalid_value") from exc
 
     # ---- answers ---------------------------------------------------------------------------
-    async def chat(self, req: ChatCompletionRequest) -> Any:
+    async def chat(self, req: ChatCompletionRequest, request: Request) -> Any:
         self.check_model(req.model)
         field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         prompt = self.chat_prompt(req)
         new_tokens = self.new_tokens(
             [prompt], req.asked_tokens(), CHAT_DEFAULT_TOKENS, field, "messages"
         )
-        job = CompletionJob([prompt], _sampling(req, new_tokens))
+        sampling = _sampling(req, new_tokens)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if req.stream:
-            return self.stream(job, ident, "chat.completion.chunk", req.wants_usage())
-        done = (await self.service.run("complete", None, [job]))[0]
+            return self.stream(
+                [prompt], sampling, ident, "chat.completion.chunk", req.wants_usage()
+            )
+        done = await self.service.complete([prompt], sampling, request)
         return {
             "id": ident,
             "object": "chat.completion",
@@ -201,9 +222,9 @@ class _Routes:
             "usage": _usage(done),
         }
 
-    async def complete(self, req: CompletionRequest) -> Any:
+    async def complete(self, req: CompletionRequest, request: Request) -> Any:
         self.check_model(req.model)
-        prompts = req.prompts()
+        prompts = [clean_text(p) for p in req.prompts()]
         if not prompts:
             raise ApiError(400, "prompt is an empty list; give at least one text", param="prompt")
         if len(prompts) > self.service.settings.max_batch:
@@ -216,12 +237,12 @@ class _Routes:
         new_tokens = self.new_tokens(
             prompts, req.max_tokens, COMPLETION_DEFAULT_TOKENS, "max_tokens", "prompt"
         )
-        job = CompletionJob(prompts, _sampling(req, new_tokens))
+        sampling = _sampling(req, new_tokens)
         ident = f"cmpl-{uuid.uuid4().hex[:24]}"
         if req.stream:
             echo = prompts if req.echo else None
-            return self.stream(job, ident, "text_completion", req.wants_usage(), echo)
-        done = (await self.service.run("complete", None, [job]))[0]
+            return self.stream(prompts, sampling, ident, "text_completion", req.wants_usage(), echo)
+        done = await self.service.complete(prompts, sampling, request)
         return {
             "id": ident,
             "object": "text_completion",
@@ -255,34 +276,33 @@ class _Routes:
     # ---- streaming -------------------------------------------------------------------------
     def stream(
         self,
-        job: CompletionJob,
+        prompts: list[str],
+        sampling: dict[str, Any],
         ident: str,
         obj: str,
         usage: bool,
         echo: list[str] | None = None,
     ) -> StreamingResponse:
-        """Submit ``job`` now (a full queue is a 503 before any byte is sent) and stream it."""
+        """Submit the generation now (a full queue is a 503 before any byte is sent) and
+        stream it. The generation is abandoned when the client leaves (the response is
+        cancelled) or when no text has come for ``timeout`` seconds (an error event)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
         gone = threading.Event()
+        batcher = self.service.worker is None  # else the engine: abandoning frees its row
 
-        def on_text(row: int, text: str) -> None:  # on the batcher's thread
+        def on_text(row: int, text: str) -> None:  # on the batcher's / worker's thread
             if gone.is_set():
-                raise _ClientGone
+                if batcher:
+                    raise _ClientGone  # stops the generation at this token
+                return
             loop.call_soon_threadsafe(queue.put_nowait, (row, text))
 
-        job.on_text = on_text
-        try:
-            future: Future[list[Any]] = self.service.batcher.submit("complete", None, [job])
-        except QueueFull as exc:
-            raise ApiError(
-                503, f"server busy: {exc}; retry in a second", headers={"Retry-After": "1"}
-            ) from exc
-        except ShuttingDown as exc:
-            raise ApiError(503, f"{exc}; retry later", headers={"Retry-After": "5"}) from exc
-        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, None))
+        gen = self.service.generation(prompts, sampling, on_text)
+        gen.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, None))
         created = int(time.time())
         chat = obj == "chat.completion.chunk"
+        timeout = float(self.service.settings.timeout)
 
         def chunk(row: int, text: str | None, finish: str | None, first: bool = False) -> str:
             base: dict[str, Any] = {
@@ -301,20 +321,40 @@ class _Routes:
             choice.update({"logprobs": None, "finish_reason": finish})
             return _sse({**base, "choices": [choice]})
 
+        def failed(error: ApiError) -> Iterator[str]:
+            yield _sse(error.openai_body())
+            yield _sse("[DONE]")
+
         async def events() -> AsyncIterator[str]:
             try:
                 if chat:
                     yield chunk(0, "", None, first=True)
                 for row, text in enumerate(echo or []):
                     yield chunk(row, text, None)
-                while (item := await queue.get()) is not None:
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout)
+                    except TimeoutError:
+                        gen.abandon()
+                        message = f"no text within {timeout:g} s (--timeout); retry later"
+                        for line in failed(ApiError(504, message, code="timeout")):
+                            yield line
+                        return
+                    if item is None:
+                        break
                     yield chunk(item[0], item[1], None)
                 try:
-                    done = future.result()[0]
+                    done = gen.completions()
                 except (DhianError, ValueError) as exc:
-                    error = ApiError(422, str(exc).splitlines()[0] or type(exc).__name__)
-                    yield _sse(error.openai_body())
-                    yield _sse("[DONE]")
+                    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    for line in failed(ApiError(422, message)):
+                        yield line
+                    return
+                except Exception as exc:  # a model failure: the headers are sent, say it here
+                    log.exception("generation of %s failed", ident)
+                    message = f"internal error ({type(exc).__name__}); see the server log"
+                    for line in failed(ApiError(500, message)):
+                        yield line
                     return
                 for row, completion in enumerate(done or []):
                     yield chunk(row, None if chat else "", completion.finish_reason)
@@ -331,7 +371,8 @@ class _Routes:
                     )
                 yield _sse("[DONE]")
             finally:
-                gone.set()  # stops a generation whose client went away
+                gone.set()  # a batcher generation stops at its next token
+                gen.abandon()  # an engine generation gives its row back (no-op once done)
 
         return StreamingResponse(
             events(),
@@ -350,9 +391,9 @@ def add_openai_routes(app: FastAPI, service: Any) -> None:
         return routes.models()
 
     @app.post("/v1/chat/completions", tags=["openai"])
-    async def chat_completions(req: ChatCompletionRequest) -> Any:
-        return await routes.chat(req)
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
+        return await routes.chat(req, request)
 
     @app.post("/v1/completions", tags=["openai"])
-    async def completions(req: CompletionRequest) -> Any:
-        return await routes.complete(req)
+    async def completions(req: CompletionRequest, request: Request) -> Any:
+        return await routes.complete(req, request)

@@ -3,7 +3,9 @@
 Owns the pydantic models: the fields of OpenAI's API that dhian implements, plus two sampling
 extensions other open servers also take (``top_k``, ``repetition_penalty``). Unknown fields are
 rejected (``extra="forbid"``, as OpenAI rejects unrecognised arguments), so a typo is a 400
-naming it. Responses are plain dicts built by :mod:`dhian.serve.openai_api` in OpenAI's shape.
+naming it; types are strict (``"temperature": "0.7"``, ``"max_tokens": true`` or ``2.5`` are
+refused, not coerced), NaN/Infinity are refused, and every number has a range that sampling
+can take (``seed`` an int64, ``repetition_penalty`` in [0.01, 100]). Responses are plain dicts built by :mod:`dhian.serve.openai_api` in OpenAI's shape.
 Imports: pydantic and the standard library.
 """
 
@@ -17,7 +19,9 @@ __all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "StreamO
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "0.7" is not a temperature nor true a max_tokens of 1 (a 400 names the field);
+    # NaN/Infinity (which Python's JSON parser accepts) are refused wherever a number is read
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ChatMessage(_Request):
@@ -45,10 +49,12 @@ class _Sampling(_Request):
     stream: bool = Field(False, description="server-sent events ending with data: [DONE]")
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = Field(None, description="stop strings (not in the output)")
-    seed: int | None = Field(None, ge=0, description="for a reproducible sample")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="for a reproducible sample")
     user: str | None = Field(None, description="accepted for compatibility; not used")
     top_k: int = Field(0, ge=0, description="dhian extension: 0 = off")
-    repetition_penalty: float = Field(1.0, gt=0.0, description="dhian extension: 1 = off")
+    repetition_penalty: float = Field(
+        1.0, ge=0.01, le=100.0, description="dhian extension: 1 = off, > 1 fewer repeats"
+    )
 
     def stops(self) -> list[str]:
         """``stop`` as a list."""

@@ -20,6 +20,7 @@ __all__ = [
     "ClassifyItem",
     "ClassifyRequest",
     "ClassifyResponse",
+    "EngineHealth",
     "ErrorResponse",
     "FillMaskCandidate",
     "FillMaskRequest",
@@ -234,6 +235,17 @@ class AttentionPayload(BaseModel):
     kinds: list[AttentionKind]
 
 
+class EngineHealth(BaseModel):
+    """The generation worker of a LLaMA-family LM (continuous batching of ``/v1`` requests)."""
+
+    rows: int = Field(description="requests decoded together at most (--llm-batch)")
+    context: int = Field(description="tokens (prompt + new) per request at most")
+    active: int = Field(description="rows in use now")
+    waiting: int = Field(description="requests waiting for a row")
+    requests: int = Field(description="requests answered since start")
+    cancelled: int = Field(description="requests abandoned (client left, timeout)")
+
+
 class Health(BaseModel):
     """What the server runs and how busy it is."""
 
@@ -253,6 +265,7 @@ class Health(BaseModel):
     requests: int
     mask_token: str | None = None
     chat: bool = Field(False, description="a causal LM with a chat template (/v1/chat/completions)")
+    engine: EngineHealth | None = None
 
 
 class ErrorResponse(BaseModel):
