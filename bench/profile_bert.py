@@ -1,8 +1,10 @@
 """Where BERT encoder time goes: torch.profiler over one forward of the ``bert-base-32x128``
 workload (:mod:`bench.bert`) in a given precision.
 
-``python -m bench.profile_bert [--dtype int8] [--batch 32] [--threads 2] [--quick]`` builds the
-random BERT-base backbone, converts it with :func:`dhian.models.precision.apply_precision`,
+``python -m bench.profile_bert [--dtype int8] [--unfused] [--batch 32] [--threads 2] [--quick]``
+builds the random BERT-base backbone, converts it with
+:func:`dhian.models.precision.apply_precision` (``--unfused``: ``fused=False``, the generic
+paths the fused encoder layers replaced),
 encodes the batch once to warm up, then once under ``torch.profiler``, and prints a Markdown
 table of self CPU time per category of operator (the linear layers' GEMMs, quantizing
 activations, attention, layer norm, GELU and residual adds, copies, the rest) with the top
@@ -62,13 +64,13 @@ def category(name: str) -> str:
     return CATEGORIES[5]
 
 
-def profile(dtype: str, batch: int, threads: int, quick: bool) -> str:
+def profile(dtype: str, batch: int, threads: int, quick: bool, fused: bool = True) -> str:
     """The Markdown report of one profiled forward of ``batch`` sentences in ``dtype``."""
     torch.set_num_threads(threads)
     s = dataclasses.replace(QUICK if quick else FULL, batch=batch)
     model, _, _ = build_pair(s)
     if dtype != "fp32":
-        model = apply_precision(copy.deepcopy(model), dtype)
+        model = apply_precision(copy.deepcopy(model), dtype, fused=fused)
     dhian_encode(model, s)  # warm-up
     t0 = time.perf_counter()
     dhian_encode(model, s)
@@ -86,7 +88,8 @@ def profile(dtype: str, batch: int, threads: int, quick: bool) -> str:
         rows.append((ev.self_cpu_time_total, ev.key, ev.count, cat))
     total = sum(per_cat.values())
     out = [
-        f"### dhian {dtype}, {s.batch} x {s.length} tokens, {threads} thread(s)",
+        f"### dhian {dtype}{'' if fused else ' (unfused)'}, {s.batch} x {s.length} tokens, "
+        f"{threads} thread(s)",
         "",
         f"Unprofiled run: {wall:.2f} s = {s.batch / wall:.1f} sent/s; profiled self CPU time "
         f"{total / 1e6:.2f} s.",
@@ -108,11 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bench.profile_bert", description=__doc__.split("\n")[0]
     )
     p.add_argument("--dtype", default="int8", choices=("fp32", "bf16", "int8"), help="(int8)")
+    p.add_argument("--unfused", action="store_true", help="apply_precision(fused=False)")
     p.add_argument("--batch", type=int, default=FULL.batch, help=f"sentences ({FULL.batch})")
     p.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     p.add_argument("--quick", action="store_true", help="tiny shape (a smoke run)")
     args = p.parse_args(argv)
-    print(profile(args.dtype, args.batch, args.threads, args.quick))
+    print(profile(args.dtype, args.batch, args.threads, args.quick, not args.unfused))
     return 0
 
 

@@ -8,7 +8,8 @@ CPU computes bf16 in hardware, which decides where the bf16 forms pay).
   (``torch.ops.onednn.qlinear_prepack``); each call quantizes its input to uint8 with one
   scale and zero point for the whole tensor, taken from the tensor's own min/max
   (``torch.quantize_per_tensor_dynamic``: dynamic quantization, no calibration data, what ONNX
-  Runtime's ``quantize_dynamic`` does), then one ``torch.ops.onednn.qlinear_pointwise`` call
+  Runtime's ``quantize_dynamic`` does; its codes are read in place, not copied), then one
+  ``torch.ops.onednn.qlinear_pointwise`` call
   computes the int8 GEMM, dequantizes, adds the bias and applies the post-op, writing float32
   (or bf16). These are the operators ``torch.compile``'s x86 Inductor backend emits for a
   PT2E-quantized linear; called eagerly they need no compilation.
@@ -67,6 +68,13 @@ def bf16_native() -> bool:
     """Whether this CPU has bf16 instructions (AVX512_BF16 or AMX), as torch detects them."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def _uint8_view(q: Tensor) -> Tensor:
+    """The codes of a quint8 tensor as a plain uint8 tensor on the same memory (no copy:
+    ``int_repr()`` copies, which cost as much as the int8 GEMM itself on BERT-base shapes)."""
+    out = torch.empty(0, dtype=torch.uint8, device=q.device)
+    return out.set_(q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
 
 
 class FusedLinear(nn.Module):
@@ -152,7 +160,7 @@ class FusedLinear(nn.Module):
         with warnings.catch_warnings():  # quint8 tensors are deprecated; used only here, briefly
             warnings.simplefilter("ignore", UserWarning)
             q = torch.quantize_per_tensor_dynamic(flat.float(), torch.quint8, False)
-        codes = q.int_repr()  # (M, K) uint8
+        codes = _uint8_view(q)  # (M, K) uint8
         scale, zero = float(q.q_scale()), int(q.q_zero_point())
         if other is not None:
             return torch.ops.onednn.qlinear_pointwise.binary(
