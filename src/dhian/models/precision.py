@@ -27,8 +27,7 @@ of this docstring is about the other families.
   :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` (where torch has the oneDNN operators):
   four int8 GEMMs per layer on PyTorch's oneDNN kernels (AMX / VNNI), each quantizing its
   input dynamically (one uint8 scale per tensor), with the GELU and the residual adds fused
-  into the GEMMs; LayerNorms and the residual stream stay float32, attention is bf16 on CPUs
-  with bf16 instructions and float32 elsewhere. The rest of the
+  into the GEMMs; attention, LayerNorms and the residual stream stay float32. The rest of the
   model (pooler, heads) is quantized as below. ``apply_precision(..., fused=False)`` keeps the
   generic path for BERT too (the benchmark's comparison).
 - ``int8``, everything else: dynamic quantization (``torch.ao.quantization.quantize_dynamic``,
@@ -202,19 +201,16 @@ def _fuse_bert_layers(model: nn.Module, mode: str) -> None:
     """Replace the encoder layers of every BERT backbone under ``model`` by their fused
     ``mode`` form (in place); a no-op where torch lacks the oneDNN operators, and for bf16 on
     a CPU without bf16 instructions (emulated bf16 GEMMs gain nothing from fusion)."""
-    native = bf16_native()
-    if not fused_linear_available(mode) or (mode == "bf16" and not native):
+    if not fused_linear_available(mode) or (mode == "bf16" and not bf16_native()):
         return
     if _devices(model) - {"cpu"}:
         return
-    attention = torch.bfloat16 if mode == "int8" and native else None
     for module in list(model.modules()):
         if isinstance(module, BertBackbone):
             module.layers = nn.ModuleList(
-                FusedEncoderBlock(block, mode, attention) if isinstance(block, EncoderBlock)
-                else block
+                FusedEncoderBlock(block, mode) if isinstance(block, EncoderBlock) else block
                 for block in module.layers
-            )  # fmt: skip
+            )
 
 
 def _devices(model: nn.Module) -> set[str]:

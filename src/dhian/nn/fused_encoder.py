@@ -8,10 +8,9 @@ residual add fused in — plus attention (:func:`~dhian.nn.mha.scaled_dot_produc
 call, or the eager weights path when asked for weights) and the two LayerNorms.
 
 ``int8``: the four linears are int8 (dynamic per-tensor uint8 activations, per-row int8
-weights); LayerNorms and the residual stream stay float32; attention runs in
-``attention_dtype`` (bf16 on CPUs with bf16 instructions — the q/k/v projection writes bf16
-and SDPA runs on AMX, about 10% less work for BERT-base, same hidden-state error — else
-float32). ``bf16``: the linears,
+weights); attention, LayerNorms and the residual stream stay float32 (attention in bf16 was
+measured too: 10% less work on BERT-base, but 0.3 points of test accuracy lost on Rotten
+Tomatoes, see docs/speed.md). ``bf16``: the linears,
 attention and norms run in bf16 (the model's own dtype after ``--dtype bf16``); ``fp32``:
 prepacked float32 linears. No dropout, no KV cache, no rotary positions: encoder inference only.
 
@@ -21,7 +20,6 @@ Imports: torch, :mod:`dhian.nn.blocks`, :mod:`dhian.nn.mha`, :mod:`dhian.nn.fuse
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from dhian.nn.blocks import EncoderBlock
@@ -45,15 +43,12 @@ class FusedEncoderBlock(nn.Module):
     """An :class:`EncoderBlock` for inference with fused ``mode`` linears (``int8`` | ``bf16``
     | ``fp32``); same ``forward`` as the block it was made from (see the module docstring)."""
 
-    def __init__(
-        self, block: EncoderBlock, mode: str, attention_dtype: torch.dtype | None = None
-    ) -> None:
+    def __init__(self, block: EncoderBlock, mode: str) -> None:
         super().__init__()
         attn = block.self_attn
         if attn.rotary is not None:
             raise ValueError("FusedEncoderBlock: rotary attention is not supported; keep the block")
         self.mode = mode
-        self.attention_dtype = attention_dtype  # int8 only; None = the input's dtype
         self.embed_dim = block.embed_dim
         self.num_heads = attn.num_heads
         self.head_dim = attn.head_dim
@@ -77,8 +72,7 @@ class FusedEncoderBlock(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """x (B, T, E) → context (B, T, E) before the output projection, weights."""
         b, t, e = x.shape
-        dtype = self.attention_dtype if self.mode == "int8" and self.attention_dtype else x.dtype
-        qkv = self.qkv(x, out_dtype=dtype)  # (B, T, 3E)
+        qkv = self.qkv(x, out_dtype=x.dtype)  # (B, T, 3E)
         qkv = qkv.view(b, t, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
         out, weights = scaled_dot_product(q, k, v, mask=mask, need_weights=need_weights)
@@ -105,5 +99,4 @@ class FusedEncoderBlock(nn.Module):
         return x, w
 
     def extra_repr(self) -> str:
-        extra = f", attention_dtype={self.attention_dtype}" if self.attention_dtype else ""
-        return f"embed_dim={self.embed_dim}, heads={self.num_heads}, mode={self.mode}{extra}"
+        return f"embed_dim={self.embed_dim}, heads={self.num_heads}, mode={self.mode}"
