@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from dhian.nn import EncoderBlock
 from dhian.nn.fused_encoder import FusedEncoderBlock
-from dhian.nn.fused_linear import FusedLinear, fused_linear_available
+from dhian.nn.fused_linear import FusedLinear, fused_linear_available, quantize_uint8
 from dhian.nn.masks import padding_mask
 
 pytestmark = pytest.mark.skipif(
@@ -40,11 +40,15 @@ def layer(k: int = 64, n: int = 48, seed: int = 0) -> nn.Linear:
 
 def int8_reference(lin: nn.Linear, x: Tensor) -> Tensor:
     """What the int8 layer computes, in float: dequant(quant(x)) @ dequant(quant(W))ᵀ + b."""
-    q = torch.quantize_per_tensor_dynamic(x.reshape(-1, x.size(-1)), torch.quint8, False)
+    flat = x.reshape(-1, x.size(-1)).double()  # (M, K)
+    low, high = min(float(flat.min()), 0.0), max(float(flat.max()), 0.0)
+    s = (high - low) / 255.0
+    z = round(-low / s)
+    xq = ((torch.round(flat / s) + z).clamp(0, 255) - z) * s  # (M, K) dequantized uint8
     w = lin.weight.detach()
     scale = w.abs().amax(dim=1, keepdim=True) / 127.0  # (N, 1)
     wq = torch.round(w / scale).clamp(-127, 127) * scale  # (N, K)
-    y = q.dequantize().double() @ wq.double().T + lin.bias.detach().double()
+    y = xq @ wq.double().T + lin.bias.detach().double()
     return y.float().reshape(*x.shape[:-1], -1)
 
 
@@ -85,6 +89,19 @@ def test_bf16_and_fp32_keep_their_dtype() -> None:
     assert y.dtype == torch.bfloat16 and y.shape == (4, 48)
     ref = F.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16())
     assert rel(y, ref) < 1e-2
+
+
+def test_quantize_uint8_range_zero_point_and_edge_cases() -> None:
+    x = torch.tensor([[-1.0, 0.0, 0.5, 3.0]])
+    codes, scale, zero = quantize_uint8(x)
+    assert codes.dtype == torch.uint8 and codes.shape == x.shape
+    assert scale == pytest.approx(4.0 / 255) and zero == round(255 / 4)
+    assert codes[0, 0] == 0 and codes[0, 3] == 255 and codes[0, 1] == zero  # 0.0 is exact
+    codes, scale, zero = quantize_uint8(torch.full((2, 3), 2.0))  # range [0, 2]
+    assert zero == 0 and bool((codes == 255).all())
+    codes, scale, zero = quantize_uint8(torch.zeros(2, 3))
+    assert scale == 1.0 and zero == 0 and not codes.any()
+    assert quantize_uint8(torch.zeros(0, 4))[0].shape == (0, 4)
 
 
 def test_bad_arguments_are_one_line_errors() -> None:

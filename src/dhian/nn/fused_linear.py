@@ -1,14 +1,15 @@
 """Linear layers on PyTorch's oneDNN CPU operators, with the activation or the residual add
 fused into the GEMM: int8 (AMX / VNNI) and prepacked bf16 / fp32. Inference only.
 
-Owns :class:`FusedLinear`, :func:`fused_linear_available` and :func:`bf16_native` (whether the
-CPU computes bf16 in hardware, which decides where the bf16 forms pay).
+Owns :class:`FusedLinear`, :func:`quantize_uint8`, :func:`fused_linear_available` and
+:func:`bf16_native` (whether the CPU computes bf16 in hardware, which decides where the bf16
+forms pay).
 
 - ``int8``: weights symmetric int8, one scale per output row, prepacked once
   (``torch.ops.onednn.qlinear_prepack``); each call quantizes its input to uint8 with one
   scale and zero point for the whole tensor, taken from the tensor's own min/max
-  (``torch.quantize_per_tensor_dynamic``: dynamic quantization, no calibration data, what ONNX
-  Runtime's ``quantize_dynamic`` does; its codes are read in place, not copied), then one
+  (:func:`quantize_uint8`: dynamic quantization, no calibration data, what ONNX Runtime's
+  ``quantize_dynamic`` does; the codes are read in place, not copied), then one
   ``torch.ops.onednn.qlinear_pointwise`` call
   computes the int8 GEMM, dequantizes, adds the bias and applies the post-op, writing float32
   (or bf16). These are the operators ``torch.compile``'s x86 Inductor backend emits for a
@@ -34,7 +35,14 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATION_POST_OPS", "MODES", "FusedLinear", "bf16_native", "fused_linear_available"]
+__all__ = [
+    "ACTIVATION_POST_OPS",
+    "MODES",
+    "FusedLinear",
+    "bf16_native",
+    "fused_linear_available",
+    "quantize_uint8",
+]
 
 #: precisions of :class:`FusedLinear`
 MODES = ("int8", "bf16", "fp32")
@@ -75,6 +83,23 @@ def _uint8_view(q: Tensor) -> Tensor:
     ``int_repr()`` copies, which cost as much as the int8 GEMM itself on BERT-base shapes)."""
     out = torch.empty(0, dtype=torch.uint8, device=q.device)
     return out.set_(q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
+
+
+def quantize_uint8(x: Tensor) -> tuple[Tensor, float, int]:
+    """Dynamic asymmetric quantization of a float32 tensor with one scale: the range
+    [min(x, 0), max(x, 0)] onto 0..255 (``scale = range / 255``, ``zero = round(-min / scale)``).
+    Returns the codes (x's shape, uint8), the scale and the zero point. One ``aminmax`` pass and
+    one quantizing pass (``torch.quantize_per_tensor_dynamic`` reads x three times)."""
+    if x.numel() == 0:
+        return torch.zeros(x.shape, dtype=torch.uint8), 1.0, 0
+    lo, hi = torch.aminmax(x)
+    low, high = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = (high - low) / 255.0 or 1.0  # an all-zero input: any scale is exact
+    zero = int(min(max(round(-low / scale), 0), 255))
+    with warnings.catch_warnings():  # quint8 tensors are deprecated; used only here, briefly
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch.quantize_per_tensor(x, scale, zero, torch.quint8)
+    return _uint8_view(q), scale, zero
 
 
 class FusedLinear(nn.Module):
@@ -157,11 +182,7 @@ class FusedLinear(nn.Module):
         out_dtype: torch.dtype | None,
     ) -> Tensor:
         """(M, K) float → uint8 (one dynamic scale / zero point) → int8 GEMM → (M, N)."""
-        with warnings.catch_warnings():  # quint8 tensors are deprecated; used only here, briefly
-            warnings.simplefilter("ignore", UserWarning)
-            q = torch.quantize_per_tensor_dynamic(flat.float(), torch.quint8, False)
-        codes = _uint8_view(q)  # (M, K) uint8
-        scale, zero = float(q.q_scale()), int(q.q_zero_point())
+        codes, scale, zero = quantize_uint8(flat.float())  # (M, K) uint8
         if other is not None:
             return torch.ops.onednn.qlinear_pointwise.binary(
                 codes, scale, zero, self.packed, self.w_scale, self.w_zero, other, self.bias,
