@@ -6,7 +6,10 @@ with random weights is built in dhian and written as an HF directory by
 :func:`dhian.interop.hf_bert.export_hf_bert`; ``transformers.BertModel`` loads it (fp32, and bf16
 with ``dtype=torch.bfloat16``), and :mod:`bench.ort` exports that HF model to ONNX (optimized,
 and dynamically quantized to int8). dhian runs fp32, bf16 and int8
-(:func:`dhian.models.precision.apply_precision`). Every contender encodes the same 32 sentences
+(:func:`dhian.models.precision.apply_precision`: int8 = fused oneDNN int8 encoder layers; bf16 =
+fused prepacked bf16 layers where the CPU has bf16 instructions), and for comparison the generic
+paths they replace (``dhian-int8-dynamic``: dynamic quantization of each linear;
+``dhian-bf16-plain``: the model cast to bf16; ``fused=False``). Every contender encodes the same 32 sentences
 of 128 tokens (no padding; dhian gets the lengths, the others an all-ones attention mask) into
 the last hidden states and the pooled output; throughput = sentences / s.
 
@@ -30,7 +33,7 @@ import torch
 from torch import Tensor
 
 from bench import ort
-from bench.harness import Contender, Scenario, Setup, register
+from bench.harness import Contender, Scenario, Setup, bf16_native, register
 from dhian.interop.hf_bert import export_hf_bert
 from dhian.models.bert.config import BertConfig
 from dhian.models.bert.heads import build_bert
@@ -153,7 +156,9 @@ def build(quick: bool) -> Setup:
     import transformers
 
     model16 = apply_precision(copy.deepcopy(model), "bf16")
+    model16_plain = apply_precision(copy.deepcopy(model), "bf16", fused=False)
     model8 = apply_precision(copy.deepcopy(model), "int8")
+    model8_dynamic = apply_precision(copy.deepcopy(model), "int8", fused=False)
     hf16 = transformers.BertModel.from_pretrained(
         folder / "hf", attn_implementation="sdpa", dtype=torch.bfloat16
     ).eval()
@@ -164,8 +169,10 @@ def build(quick: bool) -> Setup:
         ("dhian-fp32", model, dhian_encode, "fp32"),
         ("hf-fp32", hf, hf_encode, "fp32"),
         ("dhian-bf16", model16, dhian_encode, "bf16"),
+        ("dhian-bf16-plain", model16_plain, dhian_encode, "bf16"),
         ("hf-bf16", hf16, hf_encode, "bf16"),
         ("dhian-int8", model8, dhian_encode, "fp32"),
+        ("dhian-int8-dynamic", model8_dynamic, dhian_encode, "fp32"),
     ]
     runs += [(f"ort-{tag}", sess, ort_encode, "fp32") for tag, sess in sessions.items()]
     for name, m, fn, _ in runs[1:]:
@@ -179,9 +186,16 @@ def build(quick: bool) -> Setup:
     notes.append(
         "Same inputs and outputs for all (last hidden states and pooled [CLS]); FLOPs are the "
         "same analytic count for all; int8 contenders are compared with the fp32 matmul peak. "
-        "dhian int8: per-channel int8 weights of every linear layer incl. the fused QKV; ORT "
-        "int8: per-tensor int8 weights (quantize_dynamic defaults), QAttention."
+        "dhian int8: fused oneDNN encoder layers (per-row int8 weights, dynamic per-tensor uint8 "
+        "activations, GELU and residual adds fused into the GEMMs); dhian-int8-dynamic: "
+        "torch.ao dynamic quantization of every linear incl. the fused QKV; ORT int8: "
+        "per-tensor int8 weights (quantize_dynamic defaults), QAttention."
     )
+    if not bf16_native():
+        notes.append(
+            "bf16 not native here (no avx512_bf16/amx_bf16): bf16 GEMMs are emulated and "
+            "dhian-bf16 keeps the plain bf16 model; the bf16 goal applies to CPUs with bf16."
+        )
 
     def contender(name: str, m: Any, fn: Any, dtype: str) -> Contender:
         def run() -> int:
@@ -197,6 +211,8 @@ def build(quick: bool) -> Setup:
             ("dhian-bf16", "hf-bf16"),
             ("dhian-int8", "ort-int8"),
             ("dhian-fp32", "ort-fp32"),
+            ("dhian-int8", "dhian-int8-dynamic"),
+            ("dhian-bf16", "dhian-bf16-plain"),
         ],
         f"BERT encoder, {s.batch} sentences x {s.length} tokens -> last hidden states + pooled "
         f"output; {s.layers} layers, E {s.d}, {s.heads} heads, ff {s.ff}, vocab {s.vocab:,}, "

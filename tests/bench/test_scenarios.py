@@ -67,9 +67,11 @@ def test_bert_quick_run_json_and_report(tmp_path: Path) -> None:
     res, md = quick_run(tmp_path, "bert-base-32x128")
     check_common(res, "bert-base-32x128", "sent/s")
     ours = {"dhian-fp32", "hf-fp32", "dhian-bf16", "hf-bf16", "dhian-int8"}
+    ours |= {"dhian-int8-dynamic", "dhian-bf16-plain"}
     peers = {"ort-fp32", "ort-int8"}
     assert set(res["ratio"]) == {
-        "dhian-fp32/hf-fp32", "dhian-bf16/hf-bf16", "dhian-int8/ort-int8", "dhian-fp32/ort-fp32"
+        "dhian-fp32/hf-fp32", "dhian-bf16/hf-bf16", "dhian-int8/ort-int8", "dhian-fp32/ort-fp32",
+        "dhian-int8/dhian-int8-dynamic", "dhian-bf16/dhian-bf16-plain",
     }  # fmt: skip
     if res["unavailable"]:  # onnxruntime missing or its export failed: said, not faked
         assert set(res["unavailable"]) == peers and set(res["median"]) == ours

@@ -37,7 +37,9 @@ from dhian.models.precision import (
 )
 from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.models.transformer.config import TransformerConfig
-from dhian.nn import MultiHeadAttention
+from dhian.nn import EncoderBlock, MultiHeadAttention
+from dhian.nn.fused_encoder import FusedEncoderBlock
+from dhian.nn.fused_linear import fused_linear_available
 from helpers.threads import one_thread  # noqa: F401
 
 V = 50
@@ -185,7 +187,11 @@ def test_bf16_casts_every_parameter_and_buffer() -> None:
         model = apply_precision(make(family), "bf16")
         floats = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
         assert floats and all(t.dtype == torch.bfloat16 for t in floats), family
-        assert model_precision(apply_precision(model, "fp32")) == "fp32"  # and back
+        if any(isinstance(m, FusedEncoderBlock) for m in model.modules()):  # BERT, bf16 CPU
+            with pytest.raises(ConfigError, match="fused for bf16"):
+                apply_precision(model, "fp32")
+        else:
+            assert model_precision(apply_precision(model, "fp32")) == "fp32"  # and back
 
 
 def test_int8_quantizes_every_linear_recurrent_and_attention_layer() -> None:
@@ -194,13 +200,18 @@ def test_int8_quantizes_every_linear_recurrent_and_attention_layer() -> None:
         n_lin = sum(isinstance(m, nn.Linear) for m in model.modules())
         n_rnn = sum(isinstance(m, nn.GRU | nn.LSTM) for m in model.modules())
         n_mha = sum(isinstance(m, MultiHeadAttention) for m in model.modules())
+        # BERT's encoder layers become fused int8 blocks (their 3 linears and attention inside)
+        fuses = family.startswith("bert") and fused_linear_available("int8")
+        n_fused = sum(isinstance(m, EncoderBlock) for m in model.modules()) if fuses else 0
         q = apply_precision(model, "int8")
         kinds = [type(m).__name__ for m in q.modules()]
         assert not any(isinstance(m, nn.Linear | nn.GRU | nn.LSTM) for m in q.modules()), family
-        # every float linear became one int8 linear; each attention adds 5 in-projection slices
-        assert kinds.count("Linear") == n_lin + 5 * n_mha, family
+        # every other float linear became one int8 linear; each attention adds 5 in-projection
+        # slices
+        assert kinds.count("Linear") == n_lin - 3 * n_fused + 5 * (n_mha - n_fused), family
         assert sum(k in ("GRU", "LSTM") for k in kinds) == n_rnn, family
-        assert sum(isinstance(m, Int8MultiHeadAttention) for m in q.modules()) == n_mha
+        assert sum(isinstance(m, FusedEncoderBlock) for m in q.modules()) == n_fused, family
+        assert sum(isinstance(m, Int8MultiHeadAttention) for m in q.modules()) == n_mha - n_fused
         assert apply_precision(q, "int8") is q and not q.training
 
 

@@ -18,9 +18,21 @@ of this docstring is about the other families.
   inside the model: LayerNorm and softmax on CPU accumulate in float32 internally and round
   their outputs, which the tests bound (``tests/models/test_precision.py``). What must stay
   exact is done by the callers: greedy, beam search and sampling cast the logits to float32
-  before ``log_softmax``, so hypothesis scores accumulate in float32.
-- ``int8``: dynamic quantization (``torch.ao.quantization.quantize_dynamic``, the fbgemm/onednn
-  ``x86`` engine, VNNI where the CPU has it): every ``nn.Linear`` and the recurrent layers
+  before ``log_softmax``, so hypothesis scores accumulate in float32. BERT encoders on a CPU
+  with bf16 instructions (AVX512_BF16 / AMX) then become bf16
+  :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` s: weights prepacked once for oneDNN,
+  GELU and residual adds fused into the GEMMs (1.17x less CPU work than plain bf16 on
+  BERT-base here, docs/speed.md); such a model cannot be cast back (load it again).
+- ``int8``, BERT encoders: every encoder layer becomes a
+  :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` (where torch has the oneDNN operators):
+  four int8 GEMMs per layer on PyTorch's oneDNN kernels (AMX / VNNI), each quantizing its
+  input dynamically (one uint8 scale per tensor), with the GELU and the residual adds fused
+  into the GEMMs; attention, LayerNorms and the residual stream stay float32. The rest of the
+  model (pooler, heads) is quantized as below. ``apply_precision(..., fused=False)`` keeps the
+  generic path for BERT too (the benchmark's comparison).
+- ``int8``, everything else: dynamic quantization (``torch.ao.quantization.quantize_dynamic``,
+  the fbgemm/onednn ``x86`` engine, VNNI where the CPU has it): every ``nn.Linear`` and the
+  recurrent layers
   (``nn.GRU``/``nn.LSTM``) get int8 weights, quantized once per output row (per-channel
   scales), and their input activations are quantized per call (per-tensor, from their observed
   range); outputs are float32. dhian's fused attention in-projection (a raw ``(3E, E)``
@@ -35,7 +47,7 @@ works; its deprecation warnings are silenced here). If a later torch drops it, `
 :class:`~dhian.errors.ConfigError` saying so.
 
 Notation: B batch, T length, E model dim.
-Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.errors`.
+Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.models` (bert, llama), :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -47,9 +59,12 @@ import torch
 from torch import Tensor, nn
 
 from dhian.errors import ConfigError, nearest
+from dhian.models.bert.model import BertBackbone
 from dhian.models.llama.model import LlamaModel
 from dhian.models.llama.quantize import quantize_llama
-from dhian.nn import MultiHeadAttention
+from dhian.nn import EncoderBlock, MultiHeadAttention
+from dhian.nn.fused_encoder import FusedEncoderBlock
+from dhian.nn.fused_linear import bf16_native, fused_linear_available
 from dhian.nn.quantized_embedding import BlockInt8Embedding
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
@@ -182,18 +197,39 @@ def _swap_attention(model: nn.Module) -> None:
                 setattr(parent, name, Int8MultiHeadAttention.from_float(child))
 
 
+def _fuse_bert_layers(model: nn.Module, mode: str) -> None:
+    """Replace the encoder layers of every BERT backbone under ``model`` by their fused
+    ``mode`` form (in place); a no-op where torch lacks the oneDNN operators, and for bf16 on
+    a CPU without bf16 instructions (emulated bf16 GEMMs gain nothing from fusion)."""
+    if not fused_linear_available(mode) or (mode == "bf16" and not bf16_native()):
+        return
+    if _devices(model) - {"cpu"}:
+        return
+    for module in list(model.modules()):
+        if isinstance(module, BertBackbone):
+            module.layers = nn.ModuleList(
+                FusedEncoderBlock(block, mode) if isinstance(block, EncoderBlock) else block
+                for block in module.layers
+            )
+
+
 def _devices(model: nn.Module) -> set[str]:
     return {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
 
 
-def apply_precision(model: ModuleT, dtype: str = "fp32") -> ModuleT:
+def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> ModuleT:
     """``model`` converted for inference in ``dtype`` (``fp32`` | ``bf16`` | ``int8``).
+
+    BERT encoders on the CPU become :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` for
+    ``int8`` (and for ``bf16`` where the CPU has bf16 instructions); ``fused=False`` keeps them
+    on the generic path (the benchmark's before/after comparison).
 
     Converts in place and returns the module to use (the same object, unless ``model`` is
     itself a bare ``nn.Linear``/``GRU``/``LSTM`` quantized to int8). Puts the model in eval
     mode for ``int8`` (quantized layers are inference only). Raises
     :class:`~dhian.errors.ConfigError` for an unknown ``dtype``, for ``int8`` on a non-CPU
-    device, and for a model already quantized to int8 that is asked for another dtype.
+    device, for a model already quantized to int8 and for one whose layers are fused for bf16
+    that is asked for another dtype.
     """
     check_precision(dtype)
     if dtype == AUTO:
@@ -218,15 +254,26 @@ def apply_precision(model: ModuleT, dtype: str = "fp32") -> ModuleT:
         raise ConfigError(
             f"this model is already quantized to int8 and cannot become {dtype}; load it again"
         )
+    fused_as = {m.mode for m in model.modules() if isinstance(m, FusedEncoderBlock)}
+    if fused_as and dtype not in fused_as:
+        raise ConfigError(
+            f"this model's encoder layers are fused for {fused_as.pop()} and cannot become "
+            f"{dtype}; load it again"
+        )
     if dtype == "fp32":
         return model.float()
     if dtype == "bf16":
-        return model.to(torch.bfloat16)
+        model.to(torch.bfloat16)
+        if fused and not fused_as:
+            _fuse_bert_layers(model, "bf16")
+        return model
     if _devices(model) - {"cpu"}:
         raise ConfigError("--dtype int8 runs on the CPU only; use --device cpu (or --dtype bf16)")
     if current == "int8":
         return model
     model.float().eval()
+    if fused:
+        _fuse_bert_layers(model, "int8")
     _swap_attention(model)
     # in place (children swapped); a bare Linear/GRU/LSTM root comes back as a new module
     return cast(ModuleT, _quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}))
@@ -239,6 +286,8 @@ def model_precision(model: nn.Module) -> str:
         if isinstance(module, Int4Linear):
             return "int4"
         if isinstance(module, Int8Linear | Int8MultiHeadAttention):
+            return "int8"
+        if isinstance(module, FusedEncoderBlock) and module.mode == "int8":
             return "int8"
         if "quantized" in type(module).__module__ and not isinstance(module, BlockInt8Embedding):
             return "int8"
