@@ -225,7 +225,9 @@ def run_scenario(
     md = markdown(result, setup, rows, warmup, peak_rss_mib())
     (folder / f"{name}.md").write_text(md, encoding="utf-8")
     for key, value in ratio.items():
-        log(f"  {key}: " + ("n/a (peer unavailable)" if value is None else f"{value:.3f}"))
+        log(
+            f"  {key}: " + (f"n/a ({why_missing(key, setup)})" if value is None else f"{value:.3f}")
+        )
     for peer, why in setup.unavailable.items():
         log(f"  {peer} unavailable: {why}")
     log(f"wrote {folder / (name + '.json')} and {name}.md")
@@ -249,6 +251,15 @@ def ratios(
         ok = a in values and b in values and values[b] > 0
         out[f"{a}/{b}"] = round(values[a] / values[b], 4) if ok else None
     return best, out
+
+
+def why_missing(key: str, setup: Setup) -> str:
+    """Why the ratio ``key`` ("a/b") has no value: the reason a side is unavailable
+    (``Setup.unavailable``), else "not timed"."""
+    for side in key.split("/"):
+        if side in setup.unavailable:
+            return f"{side}: {setup.unavailable[side]}"
+    return "not timed"
 
 
 def _versions() -> str:
@@ -325,7 +336,8 @@ def markdown(
         )
     lines += ["", "| ratio of medians (a name without /: fraction of peak) | value |", "|---|---:|"]
     for key, value in result["ratio"].items():
-        lines.append(f"| {key} | {'n/a' if value is None else format(value, '.3f')} |")
+        shown = f"n/a ({why_missing(key, setup)})" if value is None else format(value, ".3f")
+        lines.append(f"| {key} | {shown} |")
     if result["best"]:
         picks = ", ".join(f"{alias} = {m}" for alias, m in result["best"].items())
         lines += ["", f"Best-of: {picks}."]

@@ -214,7 +214,7 @@ def test_an_unavailable_peer_is_recorded_with_its_reason(
     }
     assert not any(name.startswith("ort-") for name in res["median"])
     assert res["ratio"]["dhian-int8/ort-int8"] is None and res["ratio"]["dhian-fp32/hf-fp32"]
-    assert "| dhian-int8/ort-int8 | n/a |" in md and "onnxruntime is not installed (test)" in md
+    assert "| dhian-int8/ort-int8 | n/a (ort-int8: onnxruntime is not installed (test)) |" in md
 
 
 def test_best_of_alias_and_missing_sides_in_ratios() -> None:
@@ -236,13 +236,30 @@ def test_best_of_alias_and_missing_sides_in_ratios() -> None:
 
 
 def test_train_step_quick_schema_mfu_and_same_weights(tmp_path: Path) -> None:
+    from bench.harness import bf16_native
+
     res, md = quick_run(tmp_path, "train-6x6-d512")
     check_common(res, "train-6x6-d512", "tok/s")
-    assert set(res["median"]) == {"dhian-fp32", "hf-fp32", "dhian-bf16"}
+    bf16 = {"dhian-bf16"} if bf16_native() else set()
+    assert set(res["median"]) == {"dhian-fp32", "hf-fp32"} | bf16
     assert set(res["ratio"]) == {"dhian-fp32/hf-fp32", "dhian-bf16/dhian-fp32", "mfu-fp32"}
+    assert (res["ratio"]["dhian-bf16/dhian-fp32"] is not None) == bool(bf16)
     assert 0 < res["ratio"]["mfu-fp32"] < 5
     assert "WARNING" not in md  # dhian and HF start from the very same loss
     assert "mfu-fp32" in md
+
+
+def test_train_step_on_a_cpu_without_bf16_says_so_instead_of_a_ratio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.train
+
+    monkeypatch.setattr(bench.train, "bf16_native", lambda: False)
+    res, md = quick_run(tmp_path, "train-6x6-d512")
+    assert set(res["median"]) == {"dhian-fp32", "hf-fp32"}  # emulated bf16 is not timed
+    assert res["ratio"]["dhian-bf16/dhian-fp32"] is None
+    assert res["unavailable"]["dhian-bf16"].startswith("bf16 not native here")
+    assert "| dhian-bf16/dhian-fp32 | n/a (dhian-bf16: bf16 not native here" in md
 
 
 def test_train_step_matches_hf_update(tmp_path: Path) -> None:

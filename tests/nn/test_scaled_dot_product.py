@@ -180,3 +180,36 @@ def test_fast_path_never_gives_sdpa_a_fully_masked_row(monkeypatch: pytest.Monke
     out, _ = scaled_dot_product(q, k, v, mask)
     assert len(seen) == 1 and seen[0].any(-1).all()
     assert (out[0] == 0).all()
+
+
+def test_bf16_training_on_cpu_runs_sdpa_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 q/k/v that autograd will differentiate go through SDPA in float32 (torch's bf16
+    CPU backward is several times slower); the output keeps bf16 and the gradients match a
+    float32 run to bf16 rounding. Without gradients (inference) SDPA gets bf16 as before."""
+    import dhian.nn.mha as mha
+
+    seen: list[torch.dtype] = []
+    real = mha.F.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(q.dtype)
+        return real(q, *args, **kwargs)
+
+    monkeypatch.setattr(mha.F, "scaled_dot_product_attention", spy)
+    q32, k32, v32 = (t.requires_grad_() for t in qkv())
+    mask = padding_mask(torch.tensor([5, 3]), max_len=5)
+    out32, _ = scaled_dot_product(q32, k32, v32, mask)
+    out32.square().sum().backward()
+    q, k, v = (t.detach().bfloat16().requires_grad_() for t in (q32, k32, v32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = scaled_dot_product(q, k, v, mask)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert seen == [torch.float32, torch.float32]
+    torch.testing.assert_close(out.float(), out32, atol=3e-2, rtol=3e-2)
+    for low, ref in ((q, q32), (k, k32), (v, v32)):
+        assert low.grad is not None and ref.grad is not None and low.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(low.grad.float(), ref.grad, atol=5e-2, rtol=5e-2)
+    with torch.no_grad():
+        scaled_dot_product(q, k, v, mask)
+    assert seen[-1] == torch.bfloat16

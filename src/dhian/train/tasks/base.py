@@ -8,7 +8,8 @@ Owns the :class:`Task` interface, the :class:`TrainStream` protocol (endless, re
 :meth:`Task.batches` (token-bucketed batches) and :meth:`Task.shared_vocab_kwargs`. A new task
 subclasses :class:`Task`, sets ``name``/``model_types``/``metrics`` and is added to the list in
 :mod:`dhian.train.tasks`; the trainer needs nothing else.
-Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`.
+Imports: stdlib, torch, :mod:`dhian.config`, :mod:`dhian.errors`, :mod:`dhian.data.batching`,
+:mod:`dhian.models.families`, :mod:`dhian.nn.cross_entropy`, :mod:`dhian.train.warmstart`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from dhian.config import RunConfig
 from dhian.data.batching import BatchIterator
 from dhian.errors import ConfigError
 from dhian.models.families import build_model
+from dhian.nn.cross_entropy import smoothed_cross_entropy
 from dhian.train.warmstart import load_init_weights
 
 Log = Callable[[str], None]
@@ -108,16 +109,14 @@ def token_loss(
     """Summed (label-smoothed) cross entropy of ``logits`` (B, T, V) vs ``target`` (B, T).
 
     Positions equal to ``ignore_index`` count for nothing (neither the NLL nor the smoothing
-    term). Computed in float32 even under bf16 autocast.
+    term). Computed in float32 even under bf16 autocast, in cache-sized chunks of rows on the
+    CPU (:func:`dhian.nn.cross_entropy.smoothed_cross_entropy`: the same value as
+    ``F.cross_entropy`` without the (B·T, V) float32 log-probabilities).
     """
     v = logits.size(-1)
-    loss = F.cross_entropy(
-        logits.reshape(-1, v).float(),
-        target.reshape(-1),
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
+    loss = smoothed_cross_entropy(
+        logits.reshape(-1, v), target.reshape(-1), ignore_index, label_smoothing
+    )  # (B, T, V) -> (B·T, V)
     return LossTerms(loss, int((target != ignore_index).sum()))
 
 
