@@ -8,6 +8,9 @@
 - **greedy agreement**: 32 greedy tokens (no early stop) for 20 prompts (10 chat questions
   through the model's chat template, 10 plain text openings); a mode passes when its tokens
   equal fp32's on at least 15 of the 20;
+- for context, **llama.cpp's own greedy agreement** with dhian's fp32 (``llama-cpp-python`` on
+  the same Q4_1 file, the same 20 prompts as token ids, temperature 0, 32 tokens; a row of its
+  own when llama-cpp-python is installed, ``--no-llamacpp`` skips it);
 - **peak RSS** of a fresh process that loads the built-in model in the mode and greedily
   generates 128 tokens after a 16-token prompt (``VmHWM``: the whole Python process, torch
   included).
@@ -120,6 +123,38 @@ def measure(mode: str, docs: int) -> dict[str, Any]:
     }
 
 
+def llamacpp_greedy(threads: int) -> list[list[int]] | None:
+    """32 greedy tokens of llama.cpp (the GGUF as it is) for the 20 prompts, or ``None`` when
+    llama-cpp-python is not installed."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    from dhian.data.builtin_corpora import fetch_pretrained
+    from dhian.text.gguf_tokenizer import tokenizer_from_gguf
+
+    path = str(fetch_pretrained("smollm2", quiet=True))
+    tok = tokenizer_from_gguf(path)
+    llm = llama_cpp.Llama(
+        model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False
+    )
+    out = []
+    for ids in prompts(tok):
+        tokens: list[int] = []
+        for t in llm.generate(ids, temp=0.0, reset=True):  # no early stop, like dhian's rows
+            tokens.append(int(t))
+            if len(tokens) == 32:
+                break
+        out.append(tokens)
+    return out
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def peak_rss(mode: str) -> float:
     """Peak RSS (MiB) of this process after loading ``mode`` and generating 128 tokens."""
     from dhian.decoding.llm_generate import llm_generate
@@ -141,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results/llm-quality.json"))
+    parser.add_argument("--no-llamacpp", action="store_true", help="skip the llama.cpp row")
     parser.add_argument("--rss-only", metavar="MODE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -161,14 +197,28 @@ def main(argv: list[str] | None = None) -> int:
     for mode, r in results.items():
         if ref is not None:
             r["ppl_char_rel"] = r["ppl_char"] / ref["ppl_char"] - 1.0
-            r["greedy_same"] = sum(a == b for a, b in zip(r["greedy"], ref["greedy"], strict=True))
+            pairs = list(zip(r["greedy"], ref["greedy"], strict=True))
+            r["greedy_same"] = sum(a == b for a, b in pairs)
+            r["greedy_prefix"] = sum(_common_prefix(a, b) for a, b in pairs) / len(pairs)
             r["passes"] = abs(r["ppl_char_rel"]) <= 0.01 and r["greedy_same"] >= 15
         rows.append(
             f"| {mode} | {r['ppl_char']:.4f} | {100 * r.get('ppl_char_rel', 0.0):+.2f}% | "
-            f"{r.get('greedy_same', '-')}/20 | {r['peak_rss_mib']:.0f} | {r.get('passes', '-')} |"
+            f"{r.get('greedy_same', '-')}/20 | {r.get('greedy_prefix', 32.0):.1f} | "
+            f"{r['peak_rss_mib']:.0f} | {r.get('passes', '-')} |"
         )
-    print("| mode | news test ppl_char | vs fp32 | greedy 32 = fp32 | peak RSS MiB | passes |")
-    print("|---|---:|---:|---:|---:|---|")
+    cpp = None
+    if ref is not None and not args.no_llamacpp:
+        cpp = llamacpp_greedy(args.threads)
+    if cpp is not None and ref is not None:
+        pairs = list(zip(cpp, ref["greedy"], strict=True))
+        same, prefix = sum(a == b for a, b in pairs), sum(_common_prefix(a, b) for a, b in pairs)
+        results["llamacpp"] = {"greedy": cpp, "greedy_same": same, "greedy_prefix": prefix / 20}
+        rows.append(f"| llama.cpp Q4_1 | – | – | {same}/20 | {prefix / 20:.1f} | – | – |")
+    print(
+        "| mode | news test ppl_char | vs fp32 | greedy 32 = fp32 | common prefix | "
+        "peak RSS MiB | passes |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
     print("\n".join(rows))
     payload = {
         "command": "python -m bench.llm_quality " + " ".join(argv or sys.argv[1:]),

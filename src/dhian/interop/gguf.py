@@ -1,8 +1,9 @@
 """GGUF files (llama.cpp): metadata → :class:`LlamaConfig`, tensors → a dhian state dict.
 
-Owns reading a GGUF file with the ``gguf`` package's own :class:`gguf.GGUFReader` (no
-hand-written parser), its raw tensors (:class:`GGUFTensor`: the file's quantised blocks and
-their :class:`gguf.GGMLQuantizationType`, kept for int4/int8 kernels), dequantisation to
+Owns reading a GGUF file (:func:`read_gguf`; the header is parsed by
+:mod:`dhian.interop.gguf_header` with the ``gguf`` package's constants), its raw tensors
+(:class:`GGUFTensor`: the file's quantised blocks and their
+:class:`gguf.GGMLQuantizationType`, kept for int4/int8 kernels), dequantisation to
 float32 with ``gguf.quants.dequantize`` (no hand-written dequantiser), undoing llama.cpp's
 rope permutation of the Q/K projection rows (as HF transformers' GGUF loader does), and
 :func:`load_gguf` — config, model, tokenizer and chat template in one call (float32, HF
@@ -10,8 +11,8 @@ layout: the parity tests' path; ``dhian`` verbs load through :mod:`dhian.interop
 
 Shapes: GGUF lists dimensions innermost first; :class:`GGUFTensor.shape` is the torch order
 (out_features, in_features) for matrices. Notation: H heads, D head dim, E model dim.
-Imports: numpy, torch, ``gguf``, :mod:`dhian.models.llama`, :mod:`dhian.text.gguf_tokenizer`,
-:mod:`dhian.errors`.
+Imports: numpy, torch, ``gguf``, :mod:`dhian.interop.gguf_header`, :mod:`dhian.models.llama`,
+:mod:`dhian.text.gguf_tokenizer`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from dhian.errors import DataError
+from dhian.interop.gguf_header import read_gguf_header
 from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import LlamaModel, build_llama
 from dhian.text.gguf_tokenizer import tokenizer_from_gguf
@@ -91,21 +93,19 @@ class GGUFFile:
 
 
 def read_gguf(path: str | Path) -> GGUFFile:
-    """Read ``path``'s metadata and (memory-mapped) tensors with :class:`gguf.GGUFReader`."""
-    import gguf
-
+    """Read ``path``'s metadata and (memory-mapped) tensors
+    (:func:`dhian.interop.gguf_header.read_gguf_header`: the values ``gguf.GGUFReader`` gives,
+    without its per-string numpy objects)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"GGUF file {str(p)!r} does not exist (dhian data get smollm2 fetches one)")
     try:
-        reader = gguf.GGUFReader(str(p))
+        metadata, raw = read_gguf_header(p)
+    except DataError:
+        raise
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot read {str(p)!r} as GGUF ({exc})") from exc
-    metadata = {name: field.contents() for name, field in reader.fields.items()}
-    tensors = {
-        t.name: GGUFTensor(t.name, t.tensor_type, tuple(int(n) for n in reversed(t.shape)), t.data)
-        for t in reader.tensors
-    }
+    tensors = {t.name: GGUFTensor(t.name, t.qtype, tuple(reversed(t.dims)), t.data) for t in raw}
     return GGUFFile(p, metadata, tensors)
 
 

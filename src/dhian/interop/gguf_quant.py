@@ -71,7 +71,7 @@ __all__ = [
 #: the precisions this loader builds
 MODES = ("fp32", "bf16", "int8", "int4")
 _ONE_F16 = np.frombuffer(np.float16(1.0).tobytes(), dtype=np.uint8)  # the 2 bytes of 1.0
-_ROWS = 4096  # rows dequantised at a time (bounds the float32 scratch of large tensors)
+_ROWS = 1024  # rows dequantised at a time (bounds the float32 scratch of large tensors)
 
 
 def _decode(tensor: GGUFTensor, blocks: np.ndarray) -> np.ndarray:
@@ -211,6 +211,7 @@ def _embedding(file: GGUFFile, cfg: LlamaConfig, mode: str) -> tuple[nn.Module, 
         return emb, head
     if emb_t.type_name == "Q8_0":
         codes, scales = q8_codes(emb_t)
+        _release(file)  # the table's file pages, before the head is built
     else:  # symmetric int8 per block of 32 of the dequantised table
         w = dequantize(emb_t).view(cfg.vocab_size, -1, 32)  # (V, G, 32)
         scales = (w.abs().amax(-1) / 127.0).clamp_min(1e-12)  # (V, G)
@@ -240,8 +241,8 @@ def _release(file: GGUFFile) -> None:
 
     for tensor in file.tensors.values():
         base: Any = tensor.raw
-        while base is not None and not isinstance(base, mmap.mmap):
-            base = getattr(base, "_mmap", None) or getattr(base, "base", None)
+        while base is not None and not isinstance(base, mmap.mmap):  # array → … → memoryview
+            base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
         if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
             base.madvise(mmap.MADV_DONTNEED)
         break
@@ -272,12 +273,10 @@ def build_inference_model(file: GGUFFile, mode: str) -> LlamaModel:
     unknown = [n for n in file.tensors if not (n.startswith("blk.") or n in _TOP)]
     if unknown:
         raise DataError(f"GGUF {str(file.path)!r}: tensors {unknown} have no place in LlamaModel")
+    rotary = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, float32_angles=True)
     with torch.device("meta"):
-        model = LlamaModel(cfg)
+        model = LlamaModel(cfg, rotary)
     float_dtype = torch.bfloat16 if mode == "bf16" else torch.float32
-    model.rotary = RotaryEmbedding(
-        cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, float32_angles=True
-    )
     model.embed_tokens, model.lm_head = _embedding(file, cfg, mode)
     _release(file)
     model.norm = _norm(file, "output_norm.weight", cfg, float_dtype)
@@ -323,6 +322,7 @@ def load_gguf_inference(
     """``(config, model, tokenizer, chat_template)`` of a llama GGUF file, the model built for
     inference in ``mode`` (``fp32`` | ``bf16`` | ``int8`` | ``int4``) straight from the file."""
     file = read_gguf(path)
+    tokenizer = tokenizer_from_gguf(file)  # first: its scratch is freed before the model grows
     model = build_inference_model(file, mode)
     template = file.metadata.get("tokenizer.chat_template")
-    return model.cfg, model, tokenizer_from_gguf(file), None if template is None else str(template)
+    return model.cfg, model, tokenizer, None if template is None else str(template)

@@ -268,19 +268,27 @@ class LlamaBlock(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    """LLaMA decoder with its LM head. ``forward(ids, positions, cache, attn_mask, …)``."""
+    """LLaMA decoder with its LM head. ``forward(ids, positions, cache, attn_mask, …)``.
 
-    def __init__(self, cfg: LlamaConfig) -> None:
+    ``rotary``: the RoPE tables to use (default: built here for ``cfg``). The streaming loaders
+    build the model on the meta device and pass tables computed on the CPU: computing them on
+    meta would import PyTorch's Python meta kernels (~70 MB of modules) for nothing."""
+
+    def __init__(self, cfg: LlamaConfig, rotary: RotaryEmbedding | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        # an uninitialised table (reset_parameters fills it): nn.Embedding's own init would run
+        # normal_ even on the meta device
+        embed = nn.Embedding(cfg.vocab_size, cfg.dim, _weight=torch.empty(cfg.vocab_size, cfg.dim))
         head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             head.weight = embed.weight
         # nn.Module: the quantised loaders swap in block-int8 / int8 versions
         self.embed_tokens: nn.Module = embed
-        self.rotary = RotaryEmbedding(
-            cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, float32_angles=True
+        self.rotary = (
+            rotary
+            if rotary is not None
+            else RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, float32_angles=True)
         )
         self.layers = nn.ModuleList([LlamaBlock(cfg, self.rotary) for _ in range(cfg.n_layers)])
         self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
@@ -288,8 +296,12 @@ class LlamaModel(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """N(0, 0.02²) linear and embedding weights, unit norms (HF's initializer_range)."""
+        """N(0, 0.02²) linear and embedding weights, unit norms (HF's initializer_range).
+        Meta tensors (a model built on the meta device, to be filled by a loader) are skipped:
+        they hold no values, and ``normal_`` on meta would import PyTorch's Python meta kernels."""
         for m in self.modules():
+            if isinstance(getattr(m, "weight", None), Tensor) and m.weight.is_meta:
+                continue
             if isinstance(m, nn.Linear | nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
             elif isinstance(m, nn.RMSNorm) and m.weight is not None:
