@@ -48,7 +48,7 @@ from dhian.inference.attention_maps import extract_attention
 from dhian.inference.chat import has_chat_template
 from dhian.inference.classify import classify_texts
 from dhian.inference.fill_mask import fill_mask_one
-from dhian.inference.generate import generate_one
+from dhian.inference.generate import compiled_decoder, generate_one
 from dhian.inference.tag import tag_texts
 from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
@@ -90,7 +90,9 @@ class ServeSettings:
     more requests to batch; ``max_beam``; ``max_body_bytes`` (default from the others);
     ``read_timeout``: seconds a request's headers, then its body, may take to arrive (408);
     ``max_connections`` / ``max_connections_per_client``: open connections in all / from one
-    address (beyond: 503 / 429, the connection closed)."""
+    address (beyond: 503 / 429, the connection closed); ``compile``: ``auto`` | ``on`` |
+    ``off``, whether a LLaMA model's decoding step is compiled (in the background, requests
+    decode eagerly until it is ready; :mod:`dhian.decoding.compiled_step`)."""
 
     max_batch: int = 16
     max_queue: int = 64
@@ -103,6 +105,7 @@ class ServeSettings:
     read_timeout: float = 10.0
     max_connections: int = 512
     max_connections_per_client: int = 64
+    compile: str = "off"
 
     def connection_limits(self) -> ConnectionLimits:
         """The socket-level limits (:mod:`dhian.serve.connections`)."""
@@ -128,6 +131,11 @@ class Service:
         self.model_type = capabilities.model_type(loaded)
         self.endpoints = capabilities.endpoints_for(loaded)
         self.started = time.monotonic()
+        self.compiled = (
+            compiled_decoder(loaded, settings.compile, long_lived=True, notice=log.info)
+            if self.kind == "lm"
+            else None
+        )
         tok = loaded.tokenizers.get("src")
         self.mask_token: str | None = None
         if self.kind == "mlm" and tok is not None:
@@ -163,12 +171,14 @@ class Service:
         max_new, temperature, top_k, top_p, seed = params
         stop = self.batcher.should_stop
         return [
-            generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed, stop)
+            generate_one(
+                self.loaded, p, max_new, temperature, top_k, top_p, seed, stop, self.compiled
+            )
             for p in prompts
         ]
 
     def _complete(self, _params: Any, jobs: list[CompletionJob]) -> list[Any]:
-        return [job.run(self.loaded) for job in jobs]
+        return [job.run(self.loaded, self.compiled) for job in jobs]
 
     def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
         return [fill_mask_one(self.loaded, t, int(params)) for t in texts]
