@@ -192,6 +192,8 @@ def test_int4_step_compiles_and_matches_eager(caches: Path) -> None:
 
 @pytest.mark.slow
 def test_long_lived_decoder_compiles_in_the_background(caches: Path) -> None:
+    from torch._dynamo.utils import counters
+
     model = tiny()
     decoder = CompiledDecoder(model, "auto", long_lived=True)
     first = llm_generate(model, PROMPTS[:1], max_new_tokens=6, compiled=decoder)  # eager
@@ -199,5 +201,8 @@ def test_long_lived_decoder_compiles_in_the_background(caches: Path) -> None:
     assert decoder.ready(1, MIN_BUCKET) and decoder.compiles == 1
     step, slots = decoder.plan(1, 11, 6)
     assert step is not None and slots == MIN_BUCKET
+    graphs = counters["stats"]["unique_graphs"]
     again = llm_generate(model, PROMPTS[:1], max_new_tokens=6, compiled=decoder)
     assert again[0].tokens == first[0].tokens
+    # batch 1: the token column a step reads has the compiled (1, 1) strides, no re-trace
+    assert counters["stats"]["unique_graphs"] == graphs

@@ -175,7 +175,7 @@ def llm_generate(
                 break
             if static is not None:  # static shapes: the whole (B, Tmax) mask, slot s
                 slot = torch.full((1,), s, dtype=torch.long, device=device)
-                token = ids[:, s : s + 1].clone()  # (B, 1) contiguous, as compiled for
+                token = ids[:, s : s + 1].clone(memory_format=torch.contiguous_format)  # (B, 1)
                 logits = static(token, positions, slot, mask, cache)
                 cache.length = s + 1
             else:
