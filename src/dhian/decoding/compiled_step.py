@@ -71,8 +71,9 @@ MIN_BUCKET = 256
 #: a warm start (Inductor cache hit) is assumed to take this fraction of the cold compile until
 #: one has been timed (rough, from the contended measurements of docs/speed.md)
 WARM_FRACTION = 0.2
-#: decoding steps timed (median) for the eager and the compiled step after compiling
-TIMING_STEPS = 3
+#: decoding steps timed (median, alternating) for the eager and the compiled step after
+#: compiling
+TIMING_STEPS = 8
 #: Dynamo's per-function limit of compiled variants: every (B, Tmax) and every model of the
 #: process is one (torch's default of 8 would fall back to eager silently)
 RECOMPILE_LIMIT = 64
@@ -175,13 +176,18 @@ def _write_record(path: Path, record: CompileRecord) -> None:
     os.replace(tmp, path)
 
 
-def _median_seconds(fn: Callable[..., Any], args: tuple[Any, ...], steps: int) -> float:
-    times = []
+def _interleaved_medians(
+    first: Callable[..., Any], second: Callable[..., Any], args: tuple[Any, ...], steps: int
+) -> tuple[float, float]:
+    """Median seconds of ``first(*args)`` and ``second(*args)``, called alternately ``steps``
+    times each (so a burst of load on a shared machine hits both alike)."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(steps):
-        t = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, out in ((first, times[0]), (second, times[1])):
+            t = time.perf_counter()
+            fn(*args)
+            out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 class CompiledDecoder:
@@ -359,8 +365,9 @@ class CompiledDecoder:
                 # process's code for the same graph
                 inductor = counters["inductor"]
                 cold = inductor["fxgraph_cache_miss"] + inductor["fxgraph_cache_bypass"] > built
-                eager_s = _median_seconds(self.model.decode_step, inputs, TIMING_STEPS)
-                compiled_s = _median_seconds(step, inputs, TIMING_STEPS)
+                eager_s, compiled_s = _interleaved_medians(
+                    self.model.decode_step, step, inputs, TIMING_STEPS
+                )
         finally:
             if was_training:
                 self.model.train()
