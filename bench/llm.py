@@ -9,13 +9,18 @@ Three workloads, every contender on the same token ids and the same weights (the
   (throughput = prompt tokens / s).
 
 Contenders: dhian ``fp32`` / ``bf16`` / ``int8`` / ``int4`` (``--dtype`` of ``dhian generate``;
-int4 takes the file's own Q4_1 blocks), HF ``fp32`` / ``bf16`` (``AutoModelForCausalLM`` with
+int4 takes the file's own Q4_1 blocks), the same modes with the decoding step compiled
+(``dhian-<mode>c-b1`` / ``-b8``: ``--compile on``, :mod:`dhian.decoding.compiled_step`; the
+compile runs before the timed runs and is reported in the notes: the first compile in this
+process, then a reload from Inductor's cache after ``torch._dynamo.reset()``, which is what a
+second process pays; ``--quick`` compiles int4 at batch 1 only), HF ``fp32`` / ``bf16`` (``AutoModelForCausalLM`` with
 ``gguf_file=``, which dequantises every tensor), and llama.cpp through ``llama-cpp-python``
 (the Q4_1 file as it is; optional: listed under ``"unavailable"`` when not installed).
 No contender stops early (EOS is suppressed for HF by ``min_new_tokens``; dhian and llama.cpp
 are asked for exactly ``new`` tokens). ``dhian-best-*`` is the fastest dhian mode *among those
 that pass the quality bound* of docs/speed.md (news ppl/char within 1% of fp32 and greedy
-outputs equal to fp32 on >= 15 of 20 prompts); the JSON's ``"best"`` names it.
+outputs equal to fp32 on >= 15 of 20 prompts; a compiled mode has its eager mode's quality,
+and its greedy tokens are checked against it in the notes); the JSON's ``"best"`` names it.
 FLOPs: 2 x parameters touched per token (projections and the output layer) + the attention
 products, the same analytic count for every contender. ``--quick`` shortens every workload
 (a smoke run for the tests; it still needs the model wheel).
@@ -24,6 +29,7 @@ products, the same analytic count for every contender. ``--quick`` shortens ever
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,9 @@ TEXT = (
 DHIAN_MODES = ("fp32", "bf16", "int8", "int4")
 #: Modes that passed the quality bound on the machine of docs/speed.md (set by the quality run).
 QUALITY_OK = ("fp32",)  # bf16/int8/int4: ppl within 0.1% but greedy = fp32 on 9/7/9 of 20
+
+#: modes whose decoding step is also timed compiled (``--quick``: int4 at batch 1 only)
+COMPILED_MODES = DHIAN_MODES
 
 LONG_TEXT = TEXT * 40  # tokenised and cut to ``long`` tokens
 
@@ -80,7 +89,10 @@ def flops_per_token(cfg: Any, keys: float) -> float:
 
 def build(quick: bool) -> Setup:
     """The contenders of ``llm-generate-smollm2`` (see the module docstring)."""
+    import torch._dynamo as dynamo
+
     from dhian.data.builtin_corpora import fetch_pretrained
+    from dhian.decoding.compiled_step import CompiledDecoder, cache_bucket
     from dhian.decoding.llm_generate import llm_generate, prefill
     from dhian.inference.load import load_model
 
@@ -95,9 +107,11 @@ def build(quick: bool) -> Setup:
     batch = [all_ids[i * w.prompt : (i + 1) * w.prompt] for i in range(8)]
     assert len(long_ids) == w.long and all(len(p) == w.prompt for p in batch)
 
-    def dhian_decode(model: Any, prompts: list[list[int]]) -> list[list[int]]:
+    def dhian_decode(
+        model: Any, prompts: list[list[int]], compiled: CompiledDecoder | None = None
+    ) -> list[list[int]]:
         with torch.inference_mode():
-            out = llm_generate(model, prompts, max_new_tokens=w.new)
+            out = llm_generate(model, prompts, max_new_tokens=w.new, compiled=compiled)
         return [r.tokens for r in out]
 
     def dhian_prefill(model: Any) -> int:
@@ -123,6 +137,50 @@ def build(quick: bool) -> Setup:
             Contender(f"dhian-{m}-prefill512", lambda mo=model: dhian_prefill(mo), flops_pre, dt),
         ]  # fmt: skip
     notes: list[str] = []
+    compiled_modes = ("int4",) if quick else COMPILED_MODES
+    batches = (1,) if quick else (1, 8)
+    slots = cache_bucket(w.prompt + w.new, int(cfg.max_seq_len))
+    first: dict[str, tuple[float, bool]] = {}
+    for m in compiled_modes:  # the first compile in this process (an Inductor cache miss or hit)
+        decoder = CompiledDecoder(models[m].model, "on")
+        for b in batches:
+            before = decoder.compiles
+            with torch.inference_mode():
+                seconds = decoder.prepare(b, slots)
+            first[f"dhian-{m}c-b{b}"] = (seconds, decoder.compiles > before)
+    dynamo.reset()  # forget the compiled code: reloading it is a second process's start
+    decoders: dict[str, CompiledDecoder] = {}
+    for m in compiled_modes:
+        decoders[m] = CompiledDecoder(models[m].model, "on")
+        for b in batches:
+            name = f"dhian-{m}c-b{b}"
+            with torch.inference_mode():
+                t = time.perf_counter()
+                decoders[m].prepare(b, slots)
+                again = time.perf_counter() - t
+            seconds, missed = first[name]
+            notes.append(
+                f"{name} compile (not timed): {seconds:.1f} s in this process (Inductor cache "
+                f"{'miss' if missed else 'hit'}), {again:.1f} s reloading it from the cache after "
+                f"torch._dynamo.reset(); cache length {slots} slots"
+            )
+        model = models[m].model
+        dec = decoders[m]
+        for b, rows in ((1, [prompt]), (8, batch)):
+            if b in batches:
+                contenders.append(Contender(
+                    f"dhian-{m}c-b{b}",
+                    lambda mo=model, d=dec, r=rows, n=m: units(dhian_decode(mo, r, d), n),
+                    b * flops_dec,
+                    "bf16" if m != "fp32" else "fp32",
+                ))  # fmt: skip
+        same = sum(
+            a == c
+            for a, c in zip(
+                dhian_decode(model, [prompt], dec)[0], dhian_decode(model, [prompt])[0], strict=True
+            )
+        )
+        notes.append(f"dhian {m} compiled vs eager, b1 greedy: {same}/{w.new} tokens equal")
     reference = dhian_decode(models["fp32"].model, [prompt])[0]
     for m in DHIAN_MODES[1:]:
         same = sum(
@@ -195,6 +253,7 @@ def build(quick: bool) -> Setup:
     ]
     best = {
         f"dhian-best-{k}": [f"dhian-{m}-{k}" for m in QUALITY_OK]
+        + [f"dhian-{m}c-{k}" for m in QUALITY_OK if f"dhian-{m}c-{k}" in first]
         for k in ("b1", "b8", "prefill512")
     }
     return Setup(

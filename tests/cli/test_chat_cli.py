@@ -137,3 +137,26 @@ def test_conversation_seeds_each_turn_and_needs_a_chat_template(model_dir: Path)
     loaded.tokenizers["src"].chat_template = None
     with pytest.raises(Exception, match="no chat template"):
         Conversation(loaded)
+
+
+@pytest.mark.slow
+def test_generate_compile_on_says_so_and_prints_the_eager_text(
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import torch._dynamo
+
+    monkeypatch.setenv("DHIAN_CACHE", str(tmp_path / "dhian"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    base = ["generate", "--model", str(model_dir), "--prompt", "Once upon a time", *GREEDY]
+    code, eager = run_cli(monkeypatch, *base, "--compile", "off")
+    assert code == 0 and "compiling" not in capsys.readouterr().err
+    code, compiled = run_cli(monkeypatch, *base, "--compile", "on")
+    err = capsys.readouterr().err
+    assert code == 0 and compiled == eager
+    assert "[dhian] compiling the decode step for batch 1" in err
+    assert str(tmp_path / "inductor") in err
+    torch._dynamo.reset()

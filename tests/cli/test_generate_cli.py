@@ -122,3 +122,27 @@ def test_a_run_dir_means_its_best_model(
         rec.getvalue()
         == "let" + library(model_dir, "let", max_new_tokens=6, temperature=0.0) + "\n"
     )
+
+
+@pytest.mark.parametrize("verb", ["generate", "chat", "serve"])
+def test_compile_flag_parses(verb: str) -> None:
+    from dhian.cli import build_parser
+
+    parser = build_parser()
+    base = [verb, "--model", "smollm2"]
+    assert parser.parse_args(base).compile == "auto"
+    for value in ("on", "off", "auto"):
+        assert parser.parse_args([*base, "--compile", value]).compile == value
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--compile", "yes"])
+
+
+def test_compile_on_needs_a_llama(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--model", str(model_dir), "--prompt", "let", "--max-new-tokens", "3"]
+    code, _ = run_cli(monkeypatch, *base, "--compile", "on")
+    assert code == 2
+    assert "--compile on needs a LLaMA-family model" in capsys.readouterr().err
+    code, rec = run_cli(monkeypatch, *base, "--compile", "auto", "--temperature", "0")
+    assert code == 0 and rec.getvalue().startswith("let")

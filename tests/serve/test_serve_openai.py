@@ -198,8 +198,8 @@ def test_a_client_that_leaves_stops_its_stream(
     results: list[Any] = []
     run = openai_api.CompletionJob.run
 
-    def record(job: Any, loaded: Any) -> Any:
-        out = run(job, loaded)
+    def record(job: Any, loaded: Any, compiled: Any = None) -> Any:
+        out = run(job, loaded, compiled)
         results.append(out)
         return out
 

@@ -4,7 +4,7 @@ Wiring only: load the model, keep a :class:`dhian.inference.chat.Conversation`, 
 stream the reply to stdout (flushed as it grows). ``/reset`` forgets the history (the system
 message stays), ``/exit``, end of input (Ctrl-D) and Ctrl-C leave with status 0. A turn that no
 longer fits the model's context is refused with one line (``/reset`` to go on); the history is
-unchanged by a refused turn.
+unchanged by a refused turn. ``--compile`` as for ``dhian generate`` (decided per turn).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument
+from dhian.cli.options import add_compile_argument, add_dtype_argument, notice
 from dhian.errors import ConfigError, DhianError
 
 HELP = "/reset forgets the conversation, /exit (or Ctrl-D, Ctrl-C) leaves"
@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="S", help="turn i uses S + i")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_dtype_argument(p)
+    add_compile_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Chat until ``/exit``, end of input or Ctrl-C."""
     _check(args)
     from dhian.inference.chat import Conversation
+    from dhian.inference.generate import compiled_decoder
     from dhian.inference.load import load_model, require_task
 
     loaded = load_model(args.model, args.device, args.dtype)
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     chat = Conversation(
         loaded,
         system=args.system,
+        compiled=compiled_decoder(loaded, args.compile, notice=notice),
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,

@@ -7,7 +7,9 @@ Wiring only: load the model (:func:`dhian.inference.load.load_model`: model dir,
 are produced (with flush). ``--chat`` wraps the prompt as one user message in the model's chat
 template (:func:`dhian.inference.chat.render_messages`, optional ``--system``) and prints only
 the reply. ``--n`` samples are generated one after another, sample i with seed ``seed + i``
-(the same text a batch of n would give, see :mod:`dhian.decoding.sampling`).
+(the same text a batch of n would give, see :mod:`dhian.decoding.sampling`). ``--compile``
+(LLaMA) runs the decoding step compiled where it pays (:mod:`dhian.decoding.compiled_step`);
+its notices go to stderr.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import sys
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument, finite_float
+from dhian.cli.options import add_compile_argument, add_dtype_argument, finite_float, notice
 from dhian.errors import ConfigError
 
 
@@ -71,6 +73,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="GPT: recompute the context every step")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_dtype_argument(p)
+    add_compile_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -97,11 +100,17 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, then generate and stream ``--n`` continuations of ``--prompt``."""
     _check(args)
     from dhian.inference.chat import render_messages
-    from dhian.inference.generate import complete_texts, generate_text, uses_static_cache
+    from dhian.inference.generate import (
+        compiled_decoder,
+        complete_texts,
+        generate_text,
+        uses_static_cache,
+    )
     from dhian.inference.load import load_model, require_task
 
     loaded = load_model(args.model, args.device, args.dtype)  # a run dir means its best/
     require_task(loaded, args.model, "generate", "lm")
+    compiled = compiled_decoder(loaded, args.compile, notice=notice)
     tokenizer = loaded.tokenizers.get("tgt") or loaded.tokenizers.get("src")
     prompt = args.prompt
     if args.chat:
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
         seed = None if args.seed is None else args.seed + i
         if uses_static_cache(loaded.model):
-            complete_texts(loaded, [prompt], seed=seed, on_text=show, **sampling)
+            complete_texts(loaded, [prompt], seed=seed, on_text=show, compiled=compiled, **sampling)
         else:
             generate_text(
                 loaded.model,

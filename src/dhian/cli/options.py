@@ -1,6 +1,6 @@
-"""Options shared by several verbs, defined once: ``--dtype``, ``--force``, the argparse
-types that read numbers (NaN and infinity are refused where a number is read), and the checks
-of output paths that run *before* a model is loaded (:func:`check_output_dir`,
+"""Options shared by several verbs, defined once: ``--dtype``, ``--compile``, ``--force``, the
+stderr :func:`notice` line, the argparse types that read numbers (NaN and infinity are refused
+where a number is read), and the checks of output paths that run *before* a model is loaded (:func:`check_output_dir`,
 :func:`check_output_file`): a target that cannot be written, or a non-empty directory without
 ``--force``, is one :class:`~dhian.errors.ConfigError` (or the OSError writing the file would
 raise) before any work is done.
@@ -14,16 +14,19 @@ import argparse
 import errno
 import math
 import os
+import sys
 from pathlib import Path
 
 from dhian.errors import ConfigError
 
 __all__ = [
+    "add_compile_argument",
     "add_dtype_argument",
     "add_force_argument",
     "check_output_dir",
     "check_output_file",
     "finite_float",
+    "notice",
 ]
 
 
@@ -52,6 +55,25 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
         "weight-only, the GGUF file's own 4-bit blocks), CPU only for int8/int4; "
         "default auto = the family's fastest mode within its quality bound (fp32 today)",
     )
+
+
+def add_compile_argument(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """Add ``--compile {auto,on,off}``: run the LLaMA decoding step ``torch.compile``d
+    (:mod:`dhian.decoding.compiled_step`; the compiled code is cached in ``$DHIAN_CACHE``)."""
+    p.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default=default,
+        help="LLaMA models: compile the decoding step with torch.compile (the first compile "
+        "of a batch size and cache length takes a minute or more, later processes load it "
+        "from $DHIAN_CACHE/inductor in seconds); auto (default) = only where it pays: a "
+        "server, or a cached compile whose per-token saving covers its start-up",
+    )
+
+
+def notice(line: str) -> None:
+    """A progress line on stderr, e.g. while compiling (the generated text owns stdout)."""
+    print(f"[dhian] {line}", file=sys.stderr, flush=True)
 
 
 def add_force_argument(p: argparse.ArgumentParser, what: str = "OUT") -> None:

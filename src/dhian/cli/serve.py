@@ -2,7 +2,9 @@
 
 Wiring only: check the numbers, then :func:`dhian.serve.server.run_server` (FastAPI + uvicorn;
 a web page at ``/``, the JSON API described at ``/docs``; a causal LM such as ``smollm2`` also
-gets the OpenAI-compatible ``/v1`` routes).
+gets the OpenAI-compatible ``/v1`` routes). ``--compile auto`` (the default) compiles a
+LLaMA model's decoding step in the background for each batch size and cache length requests
+need (a long-lived process: it pays), the requests decode eagerly until it is ready.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dhian.cli.options import add_dtype_argument, finite_float
+from dhian.cli.options import add_compile_argument, add_dtype_argument, finite_float
 from dhian.errors import ConfigError
 
 
@@ -86,6 +88,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_dtype_argument(p)
+    add_compile_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -136,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
         max_connections_per_client=args.max_connections_per_client,
+        compile=args.compile,
     )
     sock = bind_socket(args.host, args.port)  # a port in use: one line before the model loads
     try:

@@ -16,7 +16,11 @@ it would alone (up to float rounding). Rows that stop keep their slot (static sh
 ignored. Per step: one model call with static shapes (the cache is written at a slot given as a
 tensor, the key mask covers the whole cache), logits of the last position only; the prompt is
 prefilled in chunks of :data:`PREFILL_CHUNK` tokens. Notation: B batch, T prompt width, S key slots so far, V vocab.
-Imports: torch, :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.processors`.
+Compiled decoding (opt-in): a :class:`~dhian.decoding.compiled_step.CompiledDecoder` given
+as ``compiled`` picks the step (compiled or eager) and the cache length (rounded up to its
+bucket when compiled; the extra slots stay masked).
+Imports: torch, :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.processors`,
+:mod:`dhian.decoding.compiled_step`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 from torch import Tensor
 
 from dhian.decoding.cancel import ShouldStop, check_cancel
+from dhian.decoding.compiled_step import CompiledDecoder
 from dhian.decoding.processors import apply_repetition_penalty
 from dhian.decoding.sampling import GenerationResult, _check_args, _pick
 
@@ -88,6 +93,7 @@ def llm_generate(
     on_token: Callable[[int, int], bool | None] | None = None,
     should_stop: ShouldStop | None = None,
     step_fn: Callable[..., Tensor] | None = None,
+    compiled: CompiledDecoder | None = None,
 ) -> list[GenerationResult]:
     """Continue each prompt (ids) by up to ``max_new_tokens`` tokens; one
     :class:`~dhian.decoding.sampling.GenerationResult` per prompt.
@@ -99,6 +105,8 @@ def llm_generate(
     use the model's static-shape ``decode_step(token, positions, slot, key_mask, cache)`` when it
     has one (``step_fn`` replaces it, e.g. a ``torch.compile``d version,
     :func:`dhian.decoding.compiled_step.compiled_decode_step`), else :func:`decode_one_token`.
+    ``compiled`` (ignored when ``step_fn`` is given) decides per call whether to use its
+    compiled step (:meth:`~dhian.decoding.compiled_step.CompiledDecoder.plan`).
     """
     _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     n = len(prompts)
@@ -113,8 +121,13 @@ def llm_generate(
             f"llm_generate: prompt width {width} + max_new_tokens {max_new_tokens} exceeds the "
             f"model's context {model.cfg.max_seq_len}; shorten the prompt or generate less"
         )
-    ids = torch.full((n, total), pad_id, dtype=torch.long, device=device)  # (B, Tmax)
-    mask = torch.zeros((n, total), dtype=torch.bool, device=device)  # (B, Tmax)
+    static = step_fn if step_fn is not None else getattr(model, "decode_step", None)
+    slots = total  # cache length: prompt + new tokens, or the compiled step's bucket
+    if compiled is not None and step_fn is None and static is not None:
+        planned, slots = compiled.plan(n, total, max_new_tokens)
+        static = planned if planned is not None else static
+    ids = torch.full((n, slots), pad_id, dtype=torch.long, device=device)  # (B, Tmax)
+    mask = torch.zeros((n, slots), dtype=torch.bool, device=device)  # (B, Tmax)
     for r, p in enumerate(prompts):
         ids[r, width - len(p) : width] = torch.tensor(list(p), dtype=torch.long, device=device)
         mask[r, width - len(p) : width] = True
@@ -127,8 +140,7 @@ def llm_generate(
             g.manual_seed(int(seed) + r)
         gens.append(g)
     stops = {int(t) for t in stop_token_ids}
-    static = step_fn if step_fn is not None else getattr(model, "decode_step", None)
-    cache = model.new_cache(n, total)
+    cache = model.new_cache(n, slots)
     was_training = model.training
     model.eval()
     try:
@@ -163,7 +175,8 @@ def llm_generate(
                 break
             if static is not None:  # static shapes: the whole (B, Tmax) mask, slot s
                 slot = torch.full((1,), s, dtype=torch.long, device=device)
-                logits = static(ids[:, s : s + 1], positions, slot, mask, cache)
+                token = ids[:, s : s + 1].clone(memory_format=torch.contiguous_format)  # (B, 1)
+                logits = static(token, positions, slot, mask, cache)
                 cache.length = s + 1
             else:
                 logits = decode_one_token(

@@ -9,6 +9,7 @@ Owns :func:`chat_template_of` (the template the tokenizer carries, or one clear 
 assistant turns, :meth:`~Conversation.reset`). ``dhian chat``, ``dhian generate --chat`` and the
 server's ``/v1/chat/completions`` all go through here.
 Imports: :mod:`dhian.text.chat_template`, :mod:`dhian.inference.generate`,
+:mod:`dhian.decoding.compiled_step`,
 :mod:`dhian.models.model_dir`, :mod:`dhian.errors`.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dhian.decoding.compiled_step import CompiledDecoder
 from dhian.errors import DataError
 from dhian.inference.generate import Completion, complete_texts, lm_tokenizer
 from dhian.models.model_dir import LoadedModel
@@ -105,12 +107,20 @@ def chat_reply(
 
 class Conversation:
     """A multi-turn chat with one model: the history (after an optional ``system`` message) and
-    the sampling settings every turn uses (see :func:`chat_reply`)."""
+    the sampling settings every turn uses (see :func:`chat_reply`); ``compiled`` decides per
+    turn whether its decoding steps run compiled (:mod:`dhian.decoding.compiled_step`)."""
 
-    def __init__(self, loaded: LoadedModel, system: str | None = None, **sampling: Any) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        system: str | None = None,
+        compiled: CompiledDecoder | None = None,
+        **sampling: Any,
+    ) -> None:
         chat_template_of(loaded)  # fail now, not at the first turn
         self.loaded = loaded
         self.system = system
+        self.compiled = compiled
         self.sampling = sampling
         self.messages: list[dict[str, str]] = []
         self.turns = 0
@@ -127,7 +137,7 @@ class Conversation:
         if sampling.get("seed") is not None:
             sampling["seed"] = int(sampling["seed"]) + self.turns
         asked = [*self.messages, {"role": "user", "content": text}]
-        reply = chat_reply(self.loaded, asked, on_text=on_text, **sampling)
+        reply = chat_reply(self.loaded, asked, on_text=on_text, compiled=self.compiled, **sampling)
         self.messages = [*asked, {"role": "assistant", "content": reply.text}]
         self.turns += 1
         return reply

@@ -77,13 +77,23 @@ class LLMEngine:
     """Continuous batching over a LLaMA-family ``model`` (``decode_step``, ``new_cache``).
 
     ``max_batch`` rows run together; ``max_len`` slots per row (prompt + generated, default
-    ``min(cfg.max_seq_len, 4096)``).
+    ``min(cfg.max_seq_len, 4096)``). ``step_fn`` replaces ``model.decode_step`` (same
+    arguments), e.g. :func:`dhian.decoding.compiled_step.compiled_decode_step`; with static
+    shapes it compiles once per number of live rows (1 .. ``max_batch``) and reads the whole cache
+    (an eager step reads only the slots in use).
     """
 
-    def __init__(self, model: Any, max_batch: int = 8, max_len: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_batch: int = 8,
+        max_len: int | None = None,
+        step_fn: Callable[..., Tensor] | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"LLMEngine: max_batch must be >= 1, got {max_batch}")
         self.model = model.eval()
+        self.step_fn = step_fn if step_fn is not None else model.decode_step
         self.max_batch = max_batch
         self.max_len = int(max_len or min(int(model.cfg.max_seq_len), 4096))
         self.cache = model.new_cache(max_batch, self.max_len)
@@ -221,8 +231,10 @@ class LLMEngine:
             token = self.ids[torch.arange(n, device=self.device), lengths][:, None]  # (n, 1)
             positions = self.mask[:n].long().sum(-1, keepdim=True)  # (n, 1): real tokens so far
             self.mask[torch.arange(n, device=self.device), lengths] = True
-            s = max(self.length[:n]) + 1  # slots in use: the step attends over these only
-            logits = self.model.decode_step(
+            # slots in use: eager steps attend over these only; a given step_fn (compiled,
+            # static shapes) gets the whole cache so that it does not recompile per length
+            s = max(self.length[:n]) + 1 if self.step_fn == self.model.decode_step else self.max_len
+            logits = self.step_fn(
                 token,
                 positions,
                 lengths,

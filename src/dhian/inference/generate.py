@@ -13,7 +13,7 @@ Which token loop a model takes is asked of the model: one with a static KV cache
 (``new_cache``, the LLaMA family) goes through :func:`~dhian.decoding.llm_generate.llm_generate`,
 the others (GPT) through :func:`~dhian.decoding.sampling.generate`.
 Imports: :mod:`dhian.decoding.sampling`, :mod:`dhian.decoding.llm_generate`,
-:mod:`dhian.models.model_dir`, :mod:`dhian.errors`.
+:mod:`dhian.decoding.compiled_step`, :mod:`dhian.models.model_dir`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dhian.decoding.cancel import ShouldStop
+from dhian.decoding.compiled_step import CompiledDecoder
 from dhian.decoding.llm_generate import llm_generate
 from dhian.decoding.sampling import GenerationResult, generate
 from dhian.errors import DataError
@@ -32,6 +33,7 @@ __all__ = [
     "Completion",
     "TextStream",
     "check_context",
+    "compiled_decoder",
     "complete_texts",
     "context_size",
     "generate_one",
@@ -195,12 +197,14 @@ def llm_generate_text(
     on_text: Callable[[int, str], None] | None = None,
     completions: list[Completion] | None = None,
     should_stop: ShouldStop | None = None,
+    compiled: CompiledDecoder | None = None,
 ) -> list[str]:
     """Continue each text prompt (already chat-rendered if it is a chat); returns the
     continuations. A row stops at EOS (``stop_at_eos``) or when its text contains one of
     ``stop`` (cut before it). ``on_text(row, increment)`` streams each row's decoded text; a
     ``completions`` list receives one :class:`Completion` per prompt; ``should_stop()`` True
-    before a step abandons the call (:mod:`dhian.decoding.cancel`)."""
+    before a step abandons the call (:mod:`dhian.decoding.cancel`); ``compiled`` decides
+    whether the decoding steps run compiled (:mod:`dhian.decoding.compiled_step`)."""
     encoded = [list(tokenizer.encode(t)) for t in prompts]
     for t, ids in zip(prompts, encoded, strict=True):
         if not ids:
@@ -221,6 +225,7 @@ def llm_generate_text(
         pad_id=int(pad) if pad is not None else 0,
         on_token=stream.on_token,
         should_stop=should_stop,
+        compiled=compiled,
     )
     if completions is not None:
         completions.extend(_completions(stream, encoded, results))
@@ -283,6 +288,30 @@ def check_context(model: Any, prompt_tokens: int, max_new_tokens: int) -> None:
         )
 
 
+def compiled_decoder(
+    loaded: LoadedModel,
+    compile: str,
+    *,
+    long_lived: bool = False,
+    notice: Callable[[str], None] | None = None,
+) -> CompiledDecoder | None:
+    """The :class:`~dhian.decoding.compiled_step.CompiledDecoder` that ``--compile`` asks for
+    (``auto`` | ``on`` | ``off``; ``long_lived``: a server, which compiles in the background),
+    or ``None`` for ``off`` and for ``auto`` with a model that has no static decoding step
+    (GPT); ``on`` with such a model is a DataError."""
+    if compile == "off":
+        return None
+    if not uses_static_cache(loaded.model):
+        if compile == "on":
+            mtype = getattr(loaded.config.model, "type", "?")
+            raise DataError(
+                f"--compile on needs a LLaMA-family model (a static-shape decoding step); this "
+                f"one is {mtype}: use --compile off or auto"
+            )
+        return None
+    return CompiledDecoder(loaded.model, compile, long_lived=long_lived, notice=notice)
+
+
 def lm_tokenizer(loaded: LoadedModel) -> Any:
     """The tokenizer of a loaded language model (DataError for another kind of model)."""
     if loaded.kind != "lm":
@@ -302,17 +331,35 @@ def complete_texts(
     seed: int | None = None,
     on_text: Callable[[int, str], None] | None = None,
     should_stop: ShouldStop | None = None,
+    compiled: CompiledDecoder | None = None,
 ) -> list[Completion]:
     """Continue each prompt with the loaded causal LM (LLaMA: :func:`llm_generate_text`; GPT:
     :func:`generate_text`); one :class:`Completion` per prompt. ``on_text(row, increment)``
-    streams the decoded text as it grows; ``should_stop()`` True before a step abandons it."""
+    streams the decoded text as it grows; ``should_stop()`` True before a step abandons it;
+    ``compiled`` (LLaMA only) decides whether the decoding steps run compiled."""
     tok = lm_tokenizer(loaded)
+    out: list[Completion] = []
     if uses_static_cache(loaded.model):
         for text in prompts:
             check_context(loaded.model, len(tok.encode(text)), max_new_tokens)
-    out: list[Completion] = []
-    run = llm_generate_text if uses_static_cache(loaded.model) else generate_text
-    run(
+        llm_generate_text(
+            loaded.model,
+            tok,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            stop=stop,
+            seed=seed,
+            on_text=on_text,
+            completions=out,
+            should_stop=should_stop,
+            compiled=compiled,
+        )
+        return out
+    generate_text(
         loaded.model,
         tok,
         prompts,
@@ -339,9 +386,10 @@ def generate_one(
     top_p: float = 1.0,
     seed: int | None = None,
     should_stop: ShouldStop | None = None,
+    compiled: CompiledDecoder | None = None,
 ) -> str:
     """The continuation of ``prompt`` by a causal LM (prompt not included); ``should_stop``
-    as in :func:`generate_text`."""
+    as in :func:`generate_text`, ``compiled`` as in :func:`complete_texts`."""
     return complete_texts(
         loaded,
         [prompt],
@@ -351,4 +399,5 @@ def generate_one(
         top_p=top_p,
         seed=seed,
         should_stop=should_stop,
+        compiled=compiled,
     )[0].text

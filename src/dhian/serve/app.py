@@ -53,7 +53,13 @@ from dhian.inference.attention_maps import extract_attention
 from dhian.inference.chat import has_chat_template
 from dhian.inference.classify import classify_texts
 from dhian.inference.fill_mask import fill_mask_one
-from dhian.inference.generate import Completion, context_size, generate_one, lm_tokenizer
+from dhian.inference.generate import (
+    Completion,
+    compiled_decoder,
+    context_size,
+    generate_one,
+    lm_tokenizer,
+)
 from dhian.inference.tag import tag_texts
 from dhian.inference.text_engine import TextEngine, supports_engine
 from dhian.inference.translate import translate_batch
@@ -101,7 +107,9 @@ class ServeSettings:
     one ``/v1`` request may ask for. A LLaMA-family LM decodes its ``/v1`` requests together
     (:mod:`dhian.serve.engine_worker`): ``llm_batch`` rows at once, each holding up to
     ``llm_context`` tokens (prompt + new, capped by the model's context); the KV cache of
-    ``llm_batch × llm_context`` slots is allocated when the app is created."""
+    ``llm_batch × llm_context`` slots is allocated when the app is created. ``compile``:
+    ``auto`` | ``on`` | ``off``, whether a LLaMA model's decoding step is compiled (in the
+    background, requests decode eagerly until it is ready; :mod:`dhian.decoding.compiled_step`)."""
 
     max_batch: int = 16
     max_queue: int = 64
@@ -116,6 +124,7 @@ class ServeSettings:
     max_connections_per_client: int = 64
     llm_batch: int = 8
     llm_context: int = 2048
+    compile: str = "off"
 
     def connection_limits(self) -> ConnectionLimits:
         """The socket-level limits (:mod:`dhian.serve.connections`)."""
@@ -158,6 +167,11 @@ class Service:
         self.model_type = capabilities.model_type(loaded)
         self.endpoints = capabilities.endpoints_for(loaded)
         self.started = time.monotonic()
+        self.compiled = (
+            compiled_decoder(loaded, settings.compile, long_lived=True, notice=log.info)
+            if self.kind == "lm"
+            else None
+        )
         tok = loaded.tokenizers.get("src")
         self.mask_token: str | None = None
         if self.kind == "mlm" and tok is not None:
@@ -216,12 +230,14 @@ class Service:
         max_new, temperature, top_k, top_p, seed = params
         stop = self.batcher.should_stop
         return [
-            generate_one(self.loaded, p, max_new, temperature, top_k, top_p, seed, stop)
+            generate_one(
+                self.loaded, p, max_new, temperature, top_k, top_p, seed, stop, self.compiled
+            )
             for p in prompts
         ]
 
     def _complete(self, _params: Any, jobs: list[CompletionJob]) -> list[Any]:
-        return [job.run(self.loaded) for job in jobs]
+        return [job.run(self.loaded, self.compiled) for job in jobs]
 
     def _fill_mask(self, params: Any, texts: list[str]) -> list[Any]:
         return [fill_mask_one(self.loaded, t, int(params)) for t in texts]

@@ -25,6 +25,7 @@ for ``timeout`` seconds (an error event, then ``[DONE]``), abandons its generati
 request that times out (504) or whose client leaves does too, so the model is free within one
 step.
 Imports: fastapi, starlette, :mod:`dhian.inference` (chat, generate),
+:mod:`dhian.decoding.compiled_step` (the type of the server's compiled step),
 :mod:`dhian.serve` (limits, openai_schemas), :mod:`dhian.text`, :mod:`dhian.errors`.
 """
 
@@ -43,6 +44,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
+from dhian.decoding.compiled_step import CompiledDecoder
 from dhian.errors import DhianError
 from dhian.inference.chat import check_messages, has_chat_template, render_messages
 from dhian.inference.generate import (
@@ -81,10 +83,15 @@ class CompletionJob:
     sampling: dict[str, Any]
     on_text: Callable[[int, str], None] | None = None
 
-    def run(self, loaded: LoadedModel) -> list[Completion] | None:
-        """Generate; ``None`` when the streaming client went away meanwhile."""
+    def run(
+        self, loaded: LoadedModel, compiled: CompiledDecoder | None = None
+    ) -> list[Completion] | None:
+        """Generate (``compiled``: the server's compiled decoding step, if any); ``None`` when
+        the streaming client went away meanwhile."""
         try:
-            return complete_texts(loaded, self.prompts, on_text=self.on_text, **self.sampling)
+            return complete_texts(
+                loaded, self.prompts, on_text=self.on_text, compiled=compiled, **self.sampling
+            )
         except _ClientGone:
             return None
 
