@@ -29,7 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dhian.cli.options import check_output_dir, finite_float
+from dhian.cli.options import (
+    add_no_repeat_argument,
+    check_no_repeat,
+    check_output_dir,
+    finite_float,
+)
 from dhian.errors import ConfigError, DhianError
 
 Evaluator = Callable[[Any, argparse.Namespace], int]
@@ -72,13 +77,7 @@ def register(sub: Any) -> None:
         metavar="A",
         help="GNMT alpha (default: the model's train.eval_length_penalty)",
     )
-    p.add_argument(
-        "--no-repeat-ngram",
-        type=int,
-        default=None,
-        metavar="N",
-        help="never repeat an N-gram (0 = off; default: the model's train.eval_no_repeat_ngram)",
-    )
+    add_no_repeat_argument(p)
     p.add_argument(
         "--max-examples", type=int, default=0, metavar="N", help="first N only (0 = all)"
     )
@@ -135,8 +134,7 @@ def evaluate_translation_cli(loaded: Any, args: argparse.Namespace) -> int:
     for name in ("beam", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.no_repeat_ngram is not None and args.no_repeat_ngram < 0:
-        raise ConfigError(f"--no-repeat-ngram must be >= 0 (0 = off), got {args.no_repeat_ngram}")
+    check_no_repeat(args.no_repeat_ngram)
     buckets = parse_buckets(args.buckets)
     corpus = args.corpus or str(loaded.config.data.corpus)
     device = str(next(loaded.model.parameters()).device)

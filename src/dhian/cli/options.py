@@ -57,6 +57,24 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_no_repeat_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--no-repeat-ngram N`` (translation decoding never repeats an N-gram; default None =
+    the model's ``train.eval_no_repeat_ngram``)."""
+    p.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=None,
+        metavar="N",
+        help="never repeat an N-gram (0 = off; default: the model's train.eval_no_repeat_ngram)",
+    )
+
+
+def check_no_repeat(value: int | None) -> None:
+    """ConfigError for a negative ``--no-repeat-ngram``."""
+    if value is not None and value < 0:
+        raise ConfigError(f"--no-repeat-ngram must be >= 0 (0 = off), got {value}")
+
+
 def add_compile_argument(p: argparse.ArgumentParser, default: str = "auto") -> None:
     """Add ``--compile {auto,on,off}``: run the LLaMA decoding step ``torch.compile``d
     (:mod:`dhian.decoding.compiled_step`; the compiled code is cached in ``$DHIAN_CACHE``)."""

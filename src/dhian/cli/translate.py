@@ -22,6 +22,8 @@ from typing import Any
 from dhian.cli.options import (
     add_dtype_argument,
     add_force_argument,
+    add_no_repeat_argument,
+    check_no_repeat,
     check_output_dir,
     check_output_file,
     finite_float,
@@ -50,13 +52,7 @@ def register(sub: Any) -> None:
         metavar="A",
         help="GNMT length penalty alpha (default: the model's train.eval_length_penalty)",
     )
-    p.add_argument(
-        "--no-repeat-ngram",
-        type=int,
-        default=None,
-        metavar="N",
-        help="never repeat an N-gram (0 = off; default: the model's train.eval_no_repeat_ngram)",
-    )
+    add_no_repeat_argument(p)
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="sentences (32)")
     p.add_argument(
         "--max-len-ratio",
@@ -116,8 +112,7 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("beam", "batch_size", "n_best"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.no_repeat_ngram is not None and args.no_repeat_ngram < 0:
-        raise ConfigError(f"--no-repeat-ngram must be >= 0 (0 = off), got {args.no_repeat_ngram}")
+    check_no_repeat(args.no_repeat_ngram)
     if args.n_best > args.beam:
         raise ConfigError(f"--n-best {args.n_best} cannot exceed --beam {args.beam}")
     if args.max_len_ratio <= 0:

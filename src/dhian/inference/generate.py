@@ -339,41 +339,24 @@ def complete_texts(
     ``compiled`` (LLaMA only) decides whether the decoding steps run compiled."""
     tok = lm_tokenizer(loaded)
     out: list[Completion] = []
+    sampling: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "stop": stop,
+        "seed": seed,
+        "on_text": on_text,
+        "completions": out,
+        "should_stop": should_stop,
+    }
     if uses_static_cache(loaded.model):
         for text in prompts:
             check_context(loaded.model, len(tok.encode(text)), max_new_tokens)
-        llm_generate_text(
-            loaded.model,
-            tok,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            stop=stop,
-            seed=seed,
-            on_text=on_text,
-            completions=out,
-            should_stop=should_stop,
-            compiled=compiled,
-        )
-        return out
-    generate_text(
-        loaded.model,
-        tok,
-        prompts,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        stop=stop,
-        seed=seed,
-        on_text=on_text,
-        completions=out,
-        should_stop=should_stop,
-    )
+        llm_generate_text(loaded.model, tok, prompts, compiled=compiled, **sampling)
+    else:
+        generate_text(loaded.model, tok, prompts, **sampling)
     return out
 
 
