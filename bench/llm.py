@@ -53,7 +53,7 @@ TEXT = (
     "In the beginning of the nineteenth century the town was a small market on the river, "
     "where farmers from the valleys brought grain, wool and cattle to sell. The railway came in "
 )
-DHIAN_MODES = ("fp32", "bf16", "int8", "int4")
+DHIAN_MODES = ("fp32", "bf16", "int8", "int4", "int4-fp32")
 #: Modes that passed the quality bound on the machine of docs/speed.md (set by the quality run).
 QUALITY_OK = ("fp32",)  # bf16/int8/int4: ppl within 0.1% but greedy = fp32 on 9/7/9 of 20
 
@@ -61,6 +61,11 @@ QUALITY_OK = ("fp32",)  # bf16/int8/int4: ppl within 0.1% but greedy = fp32 on 9
 COMPILED_MODES = DHIAN_MODES
 
 LONG_TEXT = TEXT * 40  # tokenised and cut to ``long`` tokens
+
+
+def _math_dtype(mode: str) -> str:
+    """The dtype a mode's products run in (for the FLOP-rate column)."""
+    return "fp32" if mode in ("fp32", "int4-fp32") else "bf16"
 
 
 def _peer_llamacpp() -> tuple[Any, str | None]:
@@ -130,7 +135,7 @@ def build(quick: bool) -> Setup:
     flops_pre = w.long * flops_per_token(cfg, w.long / 2)
     for m in DHIAN_MODES:
         model = models[m].model
-        dt = "bf16" if m != "fp32" else "fp32"
+        dt = _math_dtype(m)
         contenders += [
             Contender(f"dhian-{m}-b1", lambda mo=model, n=m: units(dhian_decode(mo, [prompt]), n), flops_dec, dt),
             Contender(f"dhian-{m}-b8", lambda mo=model, n=m: units(dhian_decode(mo, batch), n), 8 * flops_dec, dt),
@@ -172,7 +177,7 @@ def build(quick: bool) -> Setup:
                     f"dhian-{m}c-b{b}",
                     lambda mo=model, d=dec, r=rows, n=m: units(dhian_decode(mo, r, d), n),
                     b * flops_dec,
-                    "bf16" if m != "fp32" else "fp32",
+                    _math_dtype(m),
                 ))  # fmt: skip
         same = sum(
             a == c

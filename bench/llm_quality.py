@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-MODES = ("fp32", "bf16", "int8", "int4")
+MODES = ("fp32", "bf16", "int8", "int4", "int4-fp32")
 BLOCK = 512
 QUESTIONS = (
     "What is the capital of France?",

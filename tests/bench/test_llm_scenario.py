@@ -33,7 +33,7 @@ def test_llm_quick_run_schema(tmp_path: Path) -> None:
     assert res["unit"] == "tok/s" and list(res["ratio"]) == RATIOS
     dhian = {
         f"dhian-{m}-{k}"
-        for m in ("fp32", "bf16", "int8", "int4")
+        for m in ("fp32", "bf16", "int8", "int4", "int4-fp32")
         for k in ("b1", "b8", "prefill512")
     }
     assert dhian | {"dhian-int4c-b1"} <= set(res["median"])

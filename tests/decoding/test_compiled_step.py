@@ -190,6 +190,28 @@ def test_int4_step_compiles_and_matches_eager(caches: Path) -> None:
         assert a.log_probs == pytest.approx(b.log_probs, abs=1e-2)
 
 
+def test_int4_fp32_step_compiles_and_equals_the_fp32_model(caches: Path) -> None:
+    from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Head
+
+    ref = tiny().fuse_projections()
+    model = quantize_llama(tiny(), "int4-fp32")
+    assert precision_label(model) == "int4-fp32"
+    with torch.no_grad():  # the fp32 model on int4-fp32's exact weights
+        for name, mod in model.named_modules():
+            if isinstance(mod, BlockQ4Linear):
+                ref.get_submodule(name).weight.copy_(mod.dequantized_weight())
+        ref.embed_tokens.weight.copy_(model.embed_tokens.dequantized_weight())
+        assert isinstance(model.lm_head, BlockQ8Head)
+        ref.lm_head.weight.copy_(model.lm_head.table.dequantized_weight())
+    decoder = CompiledDecoder(model, "on")
+    compiled = llm_generate(model, PROMPTS, max_new_tokens=8, compiled=decoder)
+    want = llm_generate(ref, PROMPTS, max_new_tokens=8)
+    assert decoder.compiles >= 1
+    assert [r.tokens for r in compiled] == [r.tokens for r in want]
+    for a, b in zip(compiled, want, strict=True):
+        assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4)
+
+
 @pytest.mark.slow
 def test_long_lived_decoder_compiles_in_the_background(caches: Path) -> None:
     from torch._dynamo.utils import counters

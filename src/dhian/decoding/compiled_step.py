@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from dhian.data.fetch import cache_dir
+from dhian.nn.block_quant import BlockQ4Linear
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
 __all__ = [
@@ -94,11 +95,13 @@ def cache_bucket(length: int, limit: int) -> int:
 
 
 def precision_label(model: Any) -> str:
-    """``int4`` | ``int8`` (weight-only quantised projections) or the compute dtype
+    """``int4`` | ``int4-fp32`` | ``int8`` (weight-only quantised projections) or the compute dtype
     (``fp32`` | ``bf16`` | ``float16`` …) of a LLaMA-family model."""
     kinds = {type(m) for m in model.modules()}
     if Int4Linear in kinds:
         return "int4"
+    if BlockQ4Linear in kinds:
+        return "int4-fp32"
     if Int8Linear in kinds:
         return "int8"
     dtype = getattr(model, "compute_dtype", torch.float32)

@@ -1,5 +1,5 @@
 """A llama GGUF file straight into an inference :class:`LlamaModel` in ``fp32`` / ``bf16`` /
-``int8`` / ``int4``, streamed tensor by tensor (the float32 model is never built first).
+``int8`` / ``int4`` / ``int4-fp32``, streamed tensor by tensor (the float32 model is never built first).
 
 Owns :func:`q4_codes` (a Q4_1/Q4_0 tensor's 4-bit codes and per-block affine maps
 ``w = q·d + m``), :func:`q8_codes` (a Q8_0 tensor's int8 codes and per-block scales) — both
@@ -17,9 +17,16 @@ the file; peak memory ≈ the final model + one tensor):
   zero become bf16 (the kernel's format). Other types are quantised with group size 32.
 - ``int8``: projections as :class:`~dhian.nn.quantized_linear.Int8Linear` (per output row)
   of the dequantised weights.
-- both: the token embedding keeps the file's Q8_0 blocks exactly
-  (:class:`~dhian.nn.quantized_embedding.BlockInt8Embedding`), the tied LM head is
-  :class:`Int8Linear` per row of the same matrix, norms and the residual stream stay float32.
+- ``int4-fp32``: every projection a :class:`~dhian.nn.block_quant.BlockQ4Linear` of the same
+  Q4_1/Q4_0 codes with their float32 block maps, used with float32 math: the fp32 model's
+  weights exactly, at the file's size (tensors that are not 4-bit in the file stay float32).
+- ``int8``, ``int4``, ``int4-fp32``: a Q8_0 token embedding is kept as it is
+  (:class:`~dhian.nn.block_quant.BlockQ8Embedding`) and a tied LM head reads the same codes
+  (:class:`~dhian.nn.block_quant.BlockQ8Head`, float32 math: the exact logits of the file's
+  head, one copy of the table). Other embeddings become symmetric int8 blocks
+  (:class:`~dhian.nn.quantized_embedding.BlockInt8Embedding`, int8/int4) with a per-row
+  :class:`Int8Linear` head, or stay float32 (int4-fp32). Norms and the residual stream stay
+  float32.
 - ``bf16`` / ``fp32``: dequantised float weights in that dtype.
 
 In every mode q/k/v and gate/up are fused (:meth:`LlamaModel.fuse_projections`) and the Q/K
@@ -27,7 +34,8 @@ rows are put back into HF's half-split rope layout (:func:`dhian.interop.gguf.re
 on the codes and their block maps alike).
 Shapes: a matrix (N, K) = (out, in); G = K / 32 blocks per row.
 Imports: numpy, torch, ``gguf``, :mod:`dhian.interop.gguf`, :mod:`dhian.models.llama`,
-:mod:`dhian.nn.quantized_linear`, :mod:`dhian.nn.quantized_embedding`, :mod:`dhian.errors`.
+:mod:`dhian.nn.quantized_linear`, :mod:`dhian.nn.quantized_embedding`, :mod:`dhian.nn.block_quant`,
+:mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from dhian.interop.hf_llama import llama_loaded
 from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import LlamaBlock, LlamaModel
 from dhian.models.model_dir import LoadedModel
+from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
 from dhian.nn.positional import RotaryEmbedding
 from dhian.nn.quantized_embedding import BlockInt8Embedding
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear, quantize_int4
@@ -69,7 +78,7 @@ __all__ = [
 ]
 
 #: the precisions this loader builds
-MODES = ("fp32", "bf16", "int8", "int4")
+MODES = ("fp32", "bf16", "int8", "int4", "int4-fp32")
 _ONE_F16 = np.frombuffer(np.float16(1.0).tobytes(), dtype=np.uint8)  # the 2 bytes of 1.0
 _ROWS = 1024  # rows dequantised at a time (bounds the float32 scratch of large tensors)
 
@@ -157,8 +166,11 @@ def _permute(t: Tensor, key: str, cfg: LlamaConfig) -> Tensor:
     return t
 
 
-def _int4(file: GGUFFile, names: list[str], cfg: LlamaConfig, block: int) -> Int4Linear:
-    """One Int4Linear of the row-concatenated tensors ``blk.{block}.{name}.weight``."""
+def _int4(
+    file: GGUFFile, names: list[str], cfg: LlamaConfig, block: int, exact: bool = False
+) -> Int4Linear | BlockQ4Linear:
+    """One Int4Linear (``exact``: BlockQ4Linear) of the row-concatenated tensors
+    ``blk.{block}.{name}.weight``."""
     parts = []
     for name in names:
         t = file.tensors[f"blk.{block}.{name}.weight"]
@@ -168,7 +180,7 @@ def _int4(file: GGUFFile, names: list[str], cfg: LlamaConfig, block: int) -> Int
             q, d, m = quantize_int4(dequantize(t))
         parts.append(tuple(_permute(x, name, cfg) for x in (q, d, m)))
     q, d, m = (torch.cat([p[i] for p in parts], dim=0) for i in range(3))
-    return Int4Linear.from_codes(q, d, m)
+    return BlockQ4Linear.from_codes(q, d, m) if exact else Int4Linear.from_codes(q, d, m)
 
 
 def _float(file: GGUFFile, names: list[str], cfg: LlamaConfig, block: int) -> Tensor:
@@ -178,8 +190,11 @@ def _float(file: GGUFFile, names: list[str], cfg: LlamaConfig, block: int) -> Te
 
 
 def _linear(file: GGUFFile, names: list[str], cfg: LlamaConfig, block: int, mode: str) -> nn.Module:
-    if mode == "int4":
-        return _int4(file, names, cfg, block)
+    four_bit = all(
+        file.tensors[f"blk.{block}.{n}.weight"].type_name in ("Q4_0", "Q4_1") for n in names
+    )
+    if mode == "int4" or (mode == "int4-fp32" and four_bit):
+        return _int4(file, names, cfg, block, exact=mode == "int4-fp32")
     w = _float(file, names, cfg, block)
     if mode == "int8":
         return Int8Linear.from_float(w)
@@ -198,7 +213,13 @@ def _embedding(file: GGUFFile, cfg: LlamaConfig, mode: str) -> tuple[nn.Module, 
     """(embedding, LM head) of the file."""
     emb_t = file.tensors["token_embd.weight"]
     head_t = file.tensors.get("output.weight", emb_t)
-    if mode in ("fp32", "bf16"):
+    if mode in ("int8", "int4", "int4-fp32") and emb_t.type_name == "Q8_0" and head_t is emb_t:
+        codes, scales = q8_codes(emb_t)
+        _release(file)
+        table = BlockQ8Embedding.from_rows(codes, scales)
+        del codes, scales
+        return table, BlockQ8Head(table)
+    if mode in ("fp32", "bf16", "int4-fp32"):
         dtype = torch.bfloat16 if mode == "bf16" else torch.float32
         emb = nn.Embedding(cfg.vocab_size, cfg.dim, device="meta")
         emb.weight = nn.Parameter(dequantize(emb_t).to(dtype), requires_grad=False)
@@ -303,8 +324,8 @@ _TOP = ("token_embd.weight", "output_norm.weight", "output.weight")
 def load_gguf_model(path: str | Path, dtype: str = "fp32", **_options: Any) -> LoadedModel:
     """A llama GGUF file as a :class:`~dhian.models.model_dir.LoadedModel` (task ``lm``; the
     family record's ``file_import`` for ``.gguf``), built for inference in ``dtype``
-    (``fp32`` | ``bf16`` | ``int8`` | ``int4``) straight from the file (int4 keeps its Q4
-    blocks)."""
+    (``fp32`` | ``bf16`` | ``int8`` | ``int4`` | ``int4-fp32``) straight from the file (int4
+    and int4-fp32 keep its Q4 blocks)."""
     cfg, model, tokenizer, _template = load_gguf_inference(path, dtype)
     return llama_loaded(cfg, model, tokenizer, str(path))
 
@@ -320,7 +341,8 @@ def load_gguf_inference(
     path: str | Path, mode: str = "int4"
 ) -> tuple[LlamaConfig, LlamaModel, Any, str | None]:
     """``(config, model, tokenizer, chat_template)`` of a llama GGUF file, the model built for
-    inference in ``mode`` (``fp32`` | ``bf16`` | ``int8`` | ``int4``) straight from the file."""
+    inference in ``mode`` (``fp32`` | ``bf16`` | ``int8`` | ``int4`` | ``int4-fp32``) straight
+    from the file."""
     file = read_gguf(path)
     tokenizer = tokenizer_from_gguf(file)  # first: its scratch is freed before the model grows
     model = build_inference_model(file, mode)

@@ -63,6 +63,7 @@ from dhian.models.bert.model import BertBackbone
 from dhian.models.llama.model import LlamaModel
 from dhian.models.llama.quantize import quantize_llama
 from dhian.nn import EncoderBlock, MultiHeadAttention
+from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
 from dhian.nn.fused_encoder import FusedEncoderBlock
 from dhian.nn.fused_linear import bf16_native, fused_linear_available
 from dhian.nn.quantized_embedding import BlockInt8Embedding
@@ -78,8 +79,10 @@ __all__ = [
     "resolve_precision",
 ]
 
-#: the accepted ``--dtype`` values (``int4``: LLaMA family only)
-PRECISIONS = ("fp32", "bf16", "int8", "int4")
+#: the accepted ``--dtype`` values (``int4``, ``int4-fp32``: LLaMA family only)
+PRECISIONS = ("fp32", "bf16", "int8", "int4", "int4-fp32")
+#: weight-only quantised LLaMA modes
+_LLAMA_QUANT = ("int8", "int4", "int4-fp32")
 #: ``--dtype auto``: each family's default (``Family.default_dtype`` in :mod:`dhian.models.families`)
 AUTO = "auto"
 
@@ -236,19 +239,19 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
         raise ConfigError("apply_precision: resolve 'auto' first (resolve_precision)")
     current = model_precision(model)
     if isinstance(model, LlamaModel):
-        if current == dtype and dtype in ("int8", "int4"):
+        if current == dtype and dtype in _LLAMA_QUANT:
             return model
-        if current in ("int8", "int4"):
+        if current in _LLAMA_QUANT:
             raise ConfigError(
                 f"this model is already quantized to {current} and cannot become {dtype}; "
                 "load it again"
             )
-        if dtype in ("int8", "int4") and _devices(model) - {"cpu"}:
+        if dtype in _LLAMA_QUANT and _devices(model) - {"cpu"}:
             raise ConfigError(f"--dtype {dtype} runs on the CPU only; use --device cpu")
         return cast(ModuleT, quantize_llama(model, dtype))
-    if dtype == "int4":
+    if dtype in ("int4", "int4-fp32"):
         raise ConfigError(
-            "--dtype int4 is for LLaMA-family models (smollm2, GGUF, HF llama); use int8"
+            f"--dtype {dtype} is for LLaMA-family models (smollm2, GGUF, HF llama); use int8"
         )
     if current == "int8" and dtype != "int8":
         raise ConfigError(
@@ -285,11 +288,15 @@ def model_precision(model: nn.Module) -> str:
     for module in model.modules():
         if isinstance(module, Int4Linear):
             return "int4"
+        if isinstance(module, BlockQ4Linear):
+            return "int4-fp32"
         if isinstance(module, Int8Linear | Int8MultiHeadAttention):
             return "int8"
         if isinstance(module, FusedEncoderBlock) and module.mode == "int8":
             return "int8"
-        if "quantized" in type(module).__module__ and not isinstance(module, BlockInt8Embedding):
+        if "quantized" in type(module).__module__ and not isinstance(
+            module, BlockInt8Embedding | BlockQ8Embedding | BlockQ8Head
+        ):
             return "int8"
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     return "bf16" if torch.bfloat16 in dtypes else "fp32"

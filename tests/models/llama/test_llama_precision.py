@@ -53,7 +53,7 @@ def test_int4_qkv_is_the_permuted_file_weights(gguf_file: Any) -> None:
     assert diff <= 1e-2 * ref.abs().max()  # bf16 scale/zero only
 
 
-@pytest.mark.parametrize("mode", ["bf16", "int8", "int4"])
+@pytest.mark.parametrize("mode", ["bf16", "int8", "int4", "int4-fp32"])
 def test_modes_predict_like_fp32_and_decode_step_matches(gguf_file: Any, mode: str) -> None:
     ref = build_inference_model(gguf_file, "fp32")
     model = build_inference_model(gguf_file, mode)
@@ -74,3 +74,22 @@ def test_modes_predict_like_fp32_and_decode_step_matches(gguf_file: Any, mode: s
         )
     last = got[:, -1].float()
     assert (step - last).abs().max() <= 2e-2 * last.abs().max()
+
+
+def test_int4_fp32_is_the_fp32_model_on_the_files_blocks(gguf_file: Any) -> None:
+    """int4-fp32 holds the Q4_1 codes and the one Q8_0 table (embedding and tied head), and
+    computes what fp32 computes: same weights exactly, logits to float32 summation order."""
+    from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Head
+
+    ref = build_inference_model(gguf_file, "fp32")
+    model = build_inference_model(gguf_file, "int4-fp32")
+    block = model.layers[3]
+    assert isinstance(block.mlp.down_proj, BlockQ4Linear)
+    assert torch.equal(block.mlp.down_proj.dequantized_weight(), ref.layers[3].mlp.down_proj.weight)
+    assert isinstance(model.lm_head, BlockQ8Head) and model.lm_head.table is model.embed_tokens
+    assert torch.equal(model.embed_tokens(IDS), ref.embed_tokens(IDS))
+    with torch.no_grad():
+        want, _ = ref(IDS)
+        got, _ = model(IDS)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert (got - want).abs().max() <= 1e-3 * want.abs().max()

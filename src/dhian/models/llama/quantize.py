@@ -7,8 +7,10 @@ Owns :func:`quantize_llama`: q/k/v and gate/up fused (:meth:`LlamaModel.fuse_pro
 ``int4``: every projection an :class:`~dhian.nn.quantized_linear.Int4Linear` (group size 32,
 Q4_1 rule), ``int8``: an :class:`~dhian.nn.quantized_linear.Int8Linear` (per output row);
 both: the token embedding as :class:`~dhian.nn.quantized_embedding.BlockInt8Embedding`
-(symmetric int8 per block of 32) and the LM head as per-row int8; norms and the residual
-stream stay float32. ``bf16`` casts every float tensor; ``fp32`` keeps it.
+(symmetric int8 per block of 32) and the LM head as per-row int8; ``int4-fp32``: the same
+int4 codes as :class:`~dhian.nn.block_quant.BlockQ4Linear` (float32 math) and the embedding as
+a :class:`~dhian.nn.block_quant.BlockQ8Embedding` that a tied head reads too; norms and the
+residual stream stay float32. ``bf16`` casts every float tensor; ``fp32`` keeps it.
 Imports: torch, :mod:`dhian.nn.quantized_linear`, :mod:`dhian.nn.quantized_embedding`,
 :mod:`dhian.models.llama.model`.
 """
@@ -19,8 +21,9 @@ import torch
 from torch import nn
 
 from dhian.models.llama.model import LlamaBlock, LlamaModel
+from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
 from dhian.nn.quantized_embedding import BLOCK, BlockInt8Embedding
-from dhian.nn.quantized_linear import Int4Linear, Int8Linear
+from dhian.nn.quantized_linear import Int4Linear, Int8Linear, quantize_int4
 
 __all__ = ["quantize_llama"]
 
@@ -29,6 +32,8 @@ def _quantized(layer: nn.Module, mode: str) -> nn.Module:
     if not isinstance(layer, nn.Linear):
         return layer  # already quantised
     w = layer.weight.detach().float()
+    if mode == "int4-fp32":
+        return BlockQ4Linear.from_codes(*quantize_int4(w))
     return Int4Linear.from_float(w) if mode == "int4" else Int8Linear.from_float(w)
 
 
@@ -41,7 +46,7 @@ def _block_int8(w: torch.Tensor) -> BlockInt8Embedding:
 
 
 def quantize_llama(model: LlamaModel, mode: str) -> LlamaModel:
-    """``model`` (float) in ``mode`` (``fp32`` | ``bf16`` | ``int8`` | ``int4``), in place,
+    """``model`` (float) in ``mode`` (``fp32`` | ``bf16`` | ``int8`` | ``int4`` | ``int4-fp32``), in place,
     eval mode, projections fused; returns it."""
     if mode == "bf16":
         model.to(torch.bfloat16)
@@ -59,6 +64,18 @@ def quantize_llama(model: LlamaModel, mode: str) -> LlamaModel:
         attn.o_proj = _quantized(attn.o_proj, mode)
         mlp.gate_up_proj = _quantized(mlp.gate_up_proj, mode)
         mlp.down_proj = _quantized(mlp.down_proj, mode)
+    if mode == "int4-fp32":
+        emb, head = model.embed_tokens, model.lm_head
+        if isinstance(emb, nn.Embedding) and isinstance(head, nn.Linear):
+            table = _block_int8(emb.weight.detach())
+            tied = head.weight is emb.weight
+            model.embed_tokens = BlockQ8Embedding.from_rows(table.codes, table.scales)
+            if tied:  # one copy of the table: the head reads the embedding's codes
+                model.lm_head = BlockQ8Head(model.embed_tokens)
+            else:
+                out = _block_int8(head.weight.detach())
+                model.lm_head = BlockQ8Head(BlockQ8Embedding.from_rows(out.codes, out.scales))
+        return model
     if isinstance(model.lm_head, nn.Linear):
         model.lm_head = Int8Linear.from_float(model.lm_head.weight.detach())
     if isinstance(model.embed_tokens, nn.Embedding):
