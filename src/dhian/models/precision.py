@@ -62,9 +62,11 @@ from dhian.errors import ConfigError, nearest
 from dhian.models.bert.model import BertBackbone
 from dhian.models.llama.model import LlamaModel
 from dhian.models.llama.quantize import quantize_llama
-from dhian.nn import EncoderBlock, MultiHeadAttention
+from dhian.models.transformer.model import TransformerSeq2Seq
+from dhian.nn import DecoderBlock, EncoderBlock, MultiHeadAttention
+from dhian.nn.fused_decoder import FusedDecoderBlock
 from dhian.nn.fused_encoder import FusedEncoderBlock
-from dhian.nn.fused_linear import bf16_native, fused_linear_available
+from dhian.nn.fused_linear import FusedLinear, bf16_native, fused_linear_available
 from dhian.nn.quantized_embedding import BlockInt8Embedding
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
@@ -197,20 +199,45 @@ def _swap_attention(model: nn.Module) -> None:
                 setattr(parent, name, Int8MultiHeadAttention.from_float(child))
 
 
-def _fuse_bert_layers(model: nn.Module, mode: str) -> None:
-    """Replace the encoder layers of every BERT backbone under ``model`` by their fused
-    ``mode`` form (in place); a no-op where torch lacks the oneDNN operators, and for bf16 on
-    a CPU without bf16 instructions (emulated bf16 GEMMs gain nothing from fusion)."""
+def _fuse_layers(model: nn.Module, mode: str) -> None:
+    """Replace the layers of every BERT backbone and seq2seq transformer under ``model`` by
+    their fused ``mode`` form (in place); a no-op where torch lacks the oneDNN operators, and
+    for bf16 on a CPU without bf16 instructions (emulated bf16 GEMMs gain nothing from fusion).
+
+    BERT: encoder layers → :class:`FusedEncoderBlock`. Seq2seq transformer: encoder layers →
+    :class:`FusedEncoderBlock`, decoder layers → :class:`FusedDecoderBlock`, and the output
+    layer (E → V, the largest GEMM of every decoding step) → a ``mode``
+    :class:`FusedLinear` (float32 logits for int8, bf16 for bf16; the searches take the
+    log-softmax in float32)."""
     if not fused_linear_available(mode) or (mode == "bf16" and not bf16_native()):
         return
     if _devices(model) - {"cpu"}:
         return
     for module in list(model.modules()):
         if isinstance(module, BertBackbone):
-            module.layers = nn.ModuleList(
-                FusedEncoderBlock(block, mode) if isinstance(block, EncoderBlock) else block
-                for block in module.layers
+            module.layers = _fused_encoder(module.layers, mode)
+        if isinstance(module, TransformerSeq2Seq):
+            module.encoder = _fused_encoder(module.encoder, mode)
+            module.decoder = nn.ModuleList(
+                FusedDecoderBlock(block, mode)
+                if isinstance(block, DecoderBlock)
+                and block.cross_attn is not None
+                and block.self_attn.rotary is None
+                else block
+                for block in module.decoder
             )
+            if isinstance(module.output, nn.Linear):
+                module.output = FusedLinear.from_float(module.output, mode)
+
+
+def _fused_encoder(layers: nn.ModuleList, mode: str) -> nn.ModuleList:
+    """``layers`` with every (non-rotary) :class:`EncoderBlock` made a FusedEncoderBlock."""
+    return nn.ModuleList(
+        FusedEncoderBlock(block, mode)
+        if isinstance(block, EncoderBlock) and block.self_attn.rotary is None
+        else block
+        for block in layers
+    )
 
 
 def _devices(model: nn.Module) -> set[str]:
@@ -254,10 +281,12 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
         raise ConfigError(
             f"this model is already quantized to int8 and cannot become {dtype}; load it again"
         )
-    fused_as = {m.mode for m in model.modules() if isinstance(m, FusedEncoderBlock)}
+    fused_as = {
+        m.mode for m in model.modules() if isinstance(m, FusedEncoderBlock | FusedDecoderBlock)
+    }
     if fused_as and dtype not in fused_as:
         raise ConfigError(
-            f"this model's encoder layers are fused for {fused_as.pop()} and cannot become "
+            f"this model's layers are fused for {fused_as.pop()} and cannot become "
             f"{dtype}; load it again"
         )
     if dtype == "fp32":
@@ -265,7 +294,7 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
     if dtype == "bf16":
         model.to(torch.bfloat16)
         if fused and not fused_as:
-            _fuse_bert_layers(model, "bf16")
+            _fuse_layers(model, "bf16")
         return model
     if _devices(model) - {"cpu"}:
         raise ConfigError("--dtype int8 runs on the CPU only; use --device cpu (or --dtype bf16)")
@@ -273,7 +302,7 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
         return model
     model.float().eval()
     if fused:
-        _fuse_bert_layers(model, "int8")
+        _fuse_layers(model, "int8")
     _swap_attention(model)
     # in place (children swapped); a bare Linear/GRU/LSTM root comes back as a new module
     return cast(ModuleT, _quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}))
@@ -287,7 +316,7 @@ def model_precision(model: nn.Module) -> str:
             return "int4"
         if isinstance(module, Int8Linear | Int8MultiHeadAttention):
             return "int8"
-        if isinstance(module, FusedEncoderBlock) and module.mode == "int8":
+        if isinstance(module, FusedEncoderBlock | FusedDecoderBlock) and module.mode == "int8":
             return "int8"
         if "quantized" in type(module).__module__ and not isinstance(module, BlockInt8Embedding):
             return "int8"
