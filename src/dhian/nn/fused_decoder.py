@@ -32,7 +32,6 @@ Imports: torch, :mod:`dhian.nn.blocks`, :mod:`dhian.nn.mha`, :mod:`dhian.nn.mask
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from dhian.nn.blocks import DecoderBlock
