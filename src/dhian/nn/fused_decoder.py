@@ -21,8 +21,10 @@ prepacked for oneDNN (AMX where the CPU has it). ``fp32``: prepacked float32 lin
 dropout, no rotary positions: inference only.
 
 The self-attention cache is a :class:`~dhian.nn.mha.KVCache` exactly as the float block uses
-it (k/v (B, H, T, D), grown in place by :meth:`~dhian.nn.mha.KVCache.append`), so decoding
-code and ``reorder`` are unchanged.
+it (k/v (B, H, T, D), grown by one position per step), so decoding code and ``reorder`` are
+unchanged. (Preallocated caches written in place were measured and did not pay here: the
+concatenation of (N, H, T, D) caches with T ≤ 30 is a few percent of a step, and beam search
+gathers the whole cache every step anyway; see docs/speed.md.)
 
 Notation: B batch, Tq query length, Tk key length (cached + new), Ts source length, H heads,
 D head dim, E model dim, F feed-forward dim.
@@ -32,6 +34,7 @@ Imports: torch, :mod:`dhian.nn.blocks`, :mod:`dhian.nn.mha`, :mod:`dhian.nn.mask
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from dhian.nn.blocks import DecoderBlock
@@ -105,7 +108,10 @@ class FusedDecoderBlock(nn.Module):
         b, tq, e = h.shape
         q, k, v = self._heads(self.qkv(h, out_dtype=h.dtype), 3)  # 3 x (B, H, Tq, D)
         if cache is not None:
-            k, v = cache.append(k, v)  # (B, H, T + Tq, D)
+            if cache.k is not None and cache.v is not None:
+                k = torch.cat([cache.k, k], dim=2)  # (B, H, T + Tq, D)
+                v = torch.cat([cache.v, v], dim=2)  # (B, H, T + Tq, D)
+            cache.k, cache.v = k, v
         tk = k.size(2)
         is_causal = False
         if causal and tq > 1:

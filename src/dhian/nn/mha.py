@@ -158,25 +158,14 @@ class KVCache:
     """Keys and values of one attention layer kept across decoding steps.
 
     ``k``, ``v``: (B, H, T, D) or ``None`` (empty). ``static=False`` (self attention): each
-    call appends this step's k/v (:meth:`append`). ``static=True`` (cross attention): k/v are
-    computed from the memory on the first call and reused afterwards. Mutated in place by
+    call appends this step's k/v. ``static=True`` (cross attention): k/v are computed from the
+    memory on the first call and reused afterwards. Mutated in place by
     :class:`MultiHeadAttention`.
-
-    :meth:`append` writes into buffers with room for :data:`GROW` more positions
-    (``k_buf``/``v_buf`` (B, H, capacity, D); ``k``/``v`` are then views of their first T
-    positions), so a step copies only its own k/v instead of concatenating the whole cache;
-    :meth:`reorder` gathers the buffers, keeping the room. Code that assigns ``k``/``v``
-    directly still works: the buffers are only used while ``k`` is their view.
     """
 
     k: Tensor | None = None
     v: Tensor | None = None
     static: bool = False
-    k_buf: Tensor | None = dataclasses.field(default=None, repr=False)
-    v_buf: Tensor | None = dataclasses.field(default=None, repr=False)
-
-    #: positions of room a buffer gets beyond what it must hold when it is (re)allocated
-    GROW = 16
 
     @classmethod
     def empty(cls, static: bool = False) -> KVCache:
@@ -188,55 +177,8 @@ class KVCache:
         """Number of cached positions T (0 when empty)."""
         return 0 if self.k is None else self.k.size(2)
 
-    def _buffered(self) -> bool:
-        """Whether ``k``/``v`` are the leading positions of ``k_buf``/``v_buf``."""
-        k, v, kb, vb = self.k, self.v, self.k_buf, self.v_buf
-        return (
-            k is not None
-            and v is not None
-            and kb is not None
-            and vb is not None
-            and k.data_ptr() == kb.data_ptr()
-            and v.data_ptr() == vb.data_ptr()
-            and k.shape[:2] == kb.shape[:2]
-        )
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Append k (B, H, Tq, D) and v (B, H, Tq, Dv) in place; returns the whole cache
-        k (B, H, T + Tq, D), v (B, H, T + Tq, Dv) (views of the buffers)."""
-        t, tq = self.length, k.size(2)
-        kb, vb = self.k_buf, self.v_buf
-        if (
-            not (t == 0 or self._buffered())
-            or kb is None
-            or vb is None
-            or kb.size(2) < t + tq
-            or kb.shape[:2] != k.shape[:2]
-            or kb.dtype != k.dtype
-        ):
-            b, h, _, d = k.shape
-            cap = t + tq + self.GROW
-            kb = k.new_empty(b, h, cap, d)  # (B, H, capacity, D)
-            vb = v.new_empty(b, h, cap, v.size(-1))  # (B, H, capacity, Dv)
-            if t and self.k is not None and self.v is not None:
-                kb[:, :, :t] = self.k
-                vb[:, :, :t] = self.v
-        kb[:, :, t : t + tq] = k
-        vb[:, :, t : t + tq] = v
-        self.k_buf, self.v_buf = kb, vb
-        self.k, self.v = kb[:, :, : t + tq], vb[:, :, : t + tq]  # (B, H, T + Tq, D)
-        return self.k, self.v
-
     def reorder(self, index: Tensor) -> KVCache:
         """Keep rows ``index`` (B',) of the batch, in place (beam search); returns ``self``."""
-        if self._buffered():
-            assert self.k_buf is not None and self.v_buf is not None
-            t = self.length
-            self.k_buf = self.k_buf.index_select(0, index)  # (B', H, capacity, D)
-            self.v_buf = self.v_buf.index_select(0, index)  # (B', H, capacity, D)
-            self.k, self.v = self.k_buf[:, :, :t], self.v_buf[:, :, :t]  # (B', H, T, D)
-            return self
-        self.k_buf = self.v_buf = None
         if self.k is not None:
             self.k = self.k.index_select(0, index)  # (B', H, T, D)
         if self.v is not None:
@@ -349,7 +291,10 @@ class MultiHeadAttention(nn.Module):
             if self.rotary is not None:
                 q, k = self.rotary(q, k, offset)
             if cache is not None:
-                k, v = cache.append(k, v)  # (B, H, T + Tq, D)
+                if cache.k is not None and cache.v is not None:
+                    k = torch.cat([cache.k, k], dim=2)  # (B, H, T + Tq, D)
+                    v = torch.cat([cache.v, v], dim=2)  # (B, H, T + Tq, D)
+                cache.k, cache.v = k, v
         else:  # cross attention
             if cache is not None and not cache.static:
                 raise ValueError(
