@@ -227,7 +227,8 @@ def _fuse_layers(model: nn.Module, mode: str) -> None:
                 for block in module.decoder
             )
             if isinstance(module.output, nn.Linear):
-                module.output = FusedLinear.from_float(module.output, mode)
+                # typed nn.Linear in the model (its float form); same call signature
+                cast(Any, module).output = FusedLinear.from_float(module.output, mode)
 
 
 def _fused_encoder(layers: nn.ModuleList, mode: str) -> nn.ModuleList:

@@ -83,10 +83,15 @@ class FusedDecoderBlock(nn.Module):
         x = x.view(b, t, parts, self.num_heads, self.head_dim)  # (B, T, parts, H, D)
         return tuple(x.permute(2, 0, 3, 1, 4).unbind(0))  # parts x (B, H, T, D)
 
-    def static_kv(self, memory: Tensor) -> KVCache:
-        """The filled static cross-attention cache of ``memory`` (B, Ts, E): k/v (B, H, Ts, D)."""
+    def _memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """``memory`` (B, Ts, E) → cross-attention keys, values (B, H, Ts, D)."""
         kv = self.cross_kv(memory.to(self.cross_kv.packed.dtype))  # (B, Ts, 2E)
         k, v = self._heads(kv.to(memory.dtype), 2)  # 2 x (B, H, Ts, D)
+        return k, v
+
+    def static_kv(self, memory: Tensor) -> KVCache:
+        """The filled static cross-attention cache of ``memory`` (B, Ts, E): k/v (B, H, Ts, D)."""
+        k, v = self._memory_kv(memory)
         return KVCache(k, v, static=True)
 
     def _ff_hidden(self, x: Tensor) -> Tensor:
@@ -141,11 +146,9 @@ class FusedDecoderBlock(nn.Module):
                     "FusedDecoderBlock: cross attention needs memory (B, Ts, E) or a filled "
                     "cross_cache"
                 )
-            filled = self.static_kv(memory)
-            k, v = filled.k, filled.v
+            k, v = self._memory_kv(memory)
             if cache is not None:
                 cache.k, cache.v = k, v
-        assert k is not None and v is not None
         if k.size(0) != b:
             raise ValueError(f"FusedDecoderBlock: cached keys have batch {k.size(0)}, query {b}")
         out, w = scaled_dot_product(q, k, v, mask, need_weights=need_weights)
