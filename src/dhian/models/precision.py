@@ -18,7 +18,7 @@ of this docstring is about the other families.
   inside the model: LayerNorm and softmax on CPU accumulate in float32 internally and round
   their outputs, which the tests bound (``tests/models/test_precision.py``). What must stay
   exact is done by the callers: greedy, beam search and sampling cast the logits to float32
-  before ``log_softmax``, so hypothesis scores accumulate in float32. BERT encoders on a CPU
+  before ``log_softmax``, so hypothesis scores accumulate in float32. BERT encoders (and seq2seq transformers, below) on a CPU
   with bf16 instructions (AVX512_BF16 / AMX) then become bf16
   :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` s: weights prepacked once for oneDNN,
   GELU and residual adds fused into the GEMMs (1.17x less CPU work than plain bf16 on
@@ -30,6 +30,14 @@ of this docstring is about the other families.
   into the GEMMs; attention, LayerNorms and the residual stream stay float32. The rest of the
   model (pooler, heads) is quantized as below. ``apply_precision(..., fused=False)`` keeps the
   generic path for BERT too (the benchmark's comparison).
+- ``int8`` and (on a CPU with bf16 instructions) ``bf16``, seq2seq transformers
+  (:class:`~dhian.models.transformer.model.TransformerSeq2Seq`): the encoder layers become
+  :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` s as for BERT, the decoder layers
+  :class:`~dhian.nn.fused_decoder.FusedDecoderBlock` s (fused q/k/v, residual adds and the
+  feed-forward activation fused into the GEMMs, cross-attention keys/values projected once per
+  sentence) and the output layer (E → V, the largest GEMM of a decoding step) one ``mode``
+  :class:`~dhian.nn.fused_linear.FusedLinear` (float32 logits from int8; the searches take the
+  log-softmax in float32). ``fused=False`` keeps dynamic quantization / the plain cast.
 - ``int8``, everything else: dynamic quantization (``torch.ao.quantization.quantize_dynamic``,
   the fbgemm/onednn ``x86`` engine, VNNI where the CPU has it): every ``nn.Linear`` and the
   recurrent layers
@@ -47,7 +55,7 @@ works; its deprecation warnings are silenced here). If a later torch drops it, `
 :class:`~dhian.errors.ConfigError` saying so.
 
 Notation: B batch, T length, E model dim.
-Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.models` (bert, llama), :mod:`dhian.errors`.
+Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.models` (bert, llama, transformer), :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
