@@ -8,8 +8,10 @@ so both run the very same weights. 16 source sentences of 30 tokens (no padding)
 translated into exactly 30 output tokens each (29 + a forced EOS) by both: dhian forbids EOS
 before the last step (:class:`MinLength`) and its ``max_len`` forces EOS at the end; HF gets
 ``min_new_tokens=29, max_new_tokens=30`` and its ``forced_eos_token_id``. fp32 and bf16
-(weights cast, ``dtype=torch.bfloat16`` for HF) are timed, dhian also in int8
-(:func:`dhian.models.precision.apply_precision`), and CTranslate2 int8 on the same weights
+(``dtype=torch.bfloat16`` for HF) are timed, dhian also in int8
+(:func:`dhian.models.precision.apply_precision`: fused oneDNN layers for int8 and, on a CPU
+with bf16 instructions, bf16; ``dhian-int8-dynamic`` / ``dhian-bf16-plain`` are the unfused
+paths, ``fused=False``: dynamic quantization and a plain bf16 cast), and CTranslate2 int8 on the same weights
 (:mod:`bench.ct2`, optional; ``dhian-best`` = the fastest of dhian's three); throughput =
 output tokens / s of the best hypotheses (B x 30 per run). As in real Marian checkpoints, PAD
 is the last id (V - 1, never generated, never in a source) and the decoder starts from a zero
@@ -259,9 +261,11 @@ def build(quick: bool, beam: int) -> Setup:
     model, hf, folder = build_pair(s)
     import transformers
 
-    model16 = copy.deepcopy(model).to(torch.bfloat16)
+    model16 = apply_precision(copy.deepcopy(model), "bf16")  # fused oneDNN layers (AMX)
+    model16p = apply_precision(copy.deepcopy(model), "bf16", fused=False)  # the plain cast
     hf16 = transformers.MarianMTModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
-    model8 = apply_precision(copy.deepcopy(model), "int8")
+    model8 = apply_precision(copy.deepcopy(model), "int8")  # fused oneDNN int8 layers
+    model8d = apply_precision(copy.deepcopy(model), "int8", fused=False)  # dynamic quantization
     flops = decode_flops(s, s.batch * beam)
     mode = "greedy" if beam == 1 else f"beam {beam}"
     notes = []
@@ -269,7 +273,12 @@ def build(quick: bool, beam: int) -> Setup:
         same = _same(dhian_decode(ours, s, beam), hf_decode(theirs, s, beam))
         notes.append(f"{tag} {mode}: dhian and HF outputs identical for {same}")
     reference = dhian_decode(model, s, beam)
-    for tag, low in (("bf16", model16), ("int8", model8)):
+    for tag, low in (
+        ("bf16", model16),
+        ("bf16-plain", model16p),
+        ("int8", model8),
+        ("int8-dynamic", model8d),
+    ):
         same = _same(reference, dhian_decode(low, s, beam))
         notes.append(f"dhian {tag} vs dhian fp32: identical for {same}")
     decoder, why = _ct2_peer(folder, model, s, beam, notes)
@@ -296,6 +305,8 @@ def build(quick: bool, beam: int) -> Setup:
         contender("dhian-bf16", model16, dhian_decode, "bf16"),
         contender("hf-bf16", hf16, hf_decode, "bf16"),
         contender("dhian-int8", model8, dhian_decode, "fp32"),
+        contender("dhian-bf16-plain", model16p, dhian_decode, "bf16"),
+        contender("dhian-int8-dynamic", model8d, dhian_decode, "fp32"),
     ]
     if decoder is not None:
         contenders.append(contender("ct2-int8", decoder, ct2_decode, "fp32"))
@@ -306,6 +317,8 @@ def build(quick: bool, beam: int) -> Setup:
             ("dhian-bf16", "hf-bf16"),
             ("dhian-int8", "ct2-int8"),
             ("dhian-best", "ct2-int8"),
+            ("dhian-int8", "dhian-int8-dynamic"),
+            ("dhian-bf16", "dhian-bf16-plain"),
         ],
         f"{mode} decoding, {s.batch} sentences x {s.src_len} source tokens -> exactly "
         f"{s.out_len} output tokens each; Marian-shaped transformer {s.layers}+{s.layers} "

@@ -23,12 +23,24 @@ import torch
 from bench.decode import FULL, QUICK, build_pair, dhian_decode
 from dhian.models.precision import apply_precision
 
+#: the GEMM operators of the three paths: fp32 eager, dynamic int8, fused oneDNN int8 / bf16
+LINEAR_OPS = (
+    "quantized::linear_dynamic",
+    "aten::addmm",
+    "aten::mm",
+    "onednn::qlinear_pointwise",
+    "onednn::qlinear_pointwise.binary",
+    "mkldnn::_linear_pointwise",
+    "mkldnn::_linear_pointwise.binary",
+)
+
 CATEGORIES = (
     "output layer (E -> V)",
     "other linear layers",
+    "quantizing activations (aminmax / quantize)",
     "vocabulary-sized softmax / top-k / add",
     "attention (SDPA)",
-    "KV cache copies (index_select / cat)",
+    "KV cache copies (index_select / cat / copy_)",
     "layer norm, activations, residual adds",
     "everything else",
 )
@@ -38,8 +50,10 @@ def category(name: str, shapes: Sequence[Any], vocab: int) -> str:
     """The :data:`CATEGORIES` entry of one profiler event (operator ``name``, input shapes)."""
     first = list(shapes[0]) if shapes and isinstance(shapes[0], list) else []
     wide = any(isinstance(x, list) and x and x[-1] >= vocab // 2 for x in shapes)
-    if name in ("quantized::linear_dynamic", "aten::addmm", "aten::mm"):
+    if name in LINEAR_OPS:
         return CATEGORIES[0] if _is_output(name, first, shapes, vocab) else CATEGORIES[1]
+    if name in ("aten::aminmax", "aten::quantize_per_tensor", "aten::_local_scalar_dense"):
+        return CATEGORIES[2]
     if wide and name in (
         "aten::_log_softmax",
         "aten::topk",
@@ -47,32 +61,33 @@ def category(name: str, shapes: Sequence[Any], vocab: int) -> str:
         "aten::sort",
         "aten::max",
     ):
-        return CATEGORIES[2]
-    if "scaled_dot_product" in name or name in ("aten::bmm", "aten::_softmax"):
         return CATEGORIES[3]
-    if name in ("aten::index_select", "aten::cat"):
+    if "scaled_dot_product" in name or name in ("aten::bmm", "aten::_softmax"):
         return CATEGORIES[4]
-    if name in ("aten::native_layer_norm", "aten::silu", "aten::relu", "aten::add", "aten::gelu"):
+    if name in ("aten::index_select", "aten::cat", "aten::copy_"):
         return CATEGORIES[5]
-    return CATEGORIES[6]
+    if name in ("aten::native_layer_norm", "aten::silu", "aten::relu", "aten::add", "aten::gelu"):
+        return CATEGORIES[6]
+    return CATEGORIES[7]
 
 
 def _is_output(name: str, first: list[int], shapes: Sequence[Any], vocab: int) -> bool:
-    """The output layer: fp32 ``addmm``/``mm`` show its (E, V) weight; the int8 op hides its
-    packed weight, but it is the only linear called on 2-D (N, E) rows while decoding (the
-    decoder layers see (N, 1, E), the encoder (B, Ts, E))."""
+    """The output layer: fp32 ``addmm``/``mm`` and the fused oneDNN ops show its (E, V) or
+    (V, E) weight; the dynamic int8 op hides its packed weight, but it is the only linear
+    called on 2-D (N, E) rows while decoding (the decoder layers see (N, 1, E), the encoder
+    (B, Ts, E))."""
     if name == "quantized::linear_dynamic":
         return len(first) == 2
     return any(isinstance(s, list) and vocab in s for s in shapes[1:])
 
 
-def profile(beam: int, dtype: str, threads: int, quick: bool) -> str:
+def profile(beam: int, dtype: str, threads: int, quick: bool, fused: bool = True) -> str:
     """The Markdown report of one profiled decoding run."""
     torch.set_num_threads(threads)
     s = QUICK if quick else FULL
     model, _, _ = build_pair(s)
     if dtype != "fp32":
-        model = apply_precision(copy.deepcopy(model), dtype)
+        model = apply_precision(copy.deepcopy(model), dtype, fused=fused)
     dhian_decode(model, s, beam)  # warm-up
     t0 = time.perf_counter()
     dhian_decode(model, s, beam)
@@ -93,7 +108,7 @@ def profile(beam: int, dtype: str, threads: int, quick: bool) -> str:
     total = sum(per_cat.values())
     mode = "greedy" if beam == 1 else f"beam {beam}"
     out = [
-        f"### {dtype} {mode}, {threads} thread(s)",
+        f"### {dtype}{'' if fused else ' (unfused)'} {mode}, {threads} thread(s)",
         "",
         f"Unprofiled run: {wall:.2f} s = {s.batch * s.out_len / wall:.1f} tok/s; profiled self "
         f"CPU time {total / 1e6:.2f} s.",
@@ -122,8 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", default="int8", choices=("fp32", "bf16", "int8"), help="(int8)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     p.add_argument("--quick", action="store_true", help="tiny shape (a smoke run)")
+    p.add_argument(
+        "--unfused", action="store_true", help="int8/bf16 without the fused oneDNN layers"
+    )
     args = p.parse_args(argv)
-    print(profile(args.beam, args.dtype, args.threads, args.quick))
+    print(profile(args.beam, args.dtype, args.threads, args.quick, not args.unfused))
     return 0
 
 

@@ -26,7 +26,9 @@ def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 CONTENDERS = {"dhian-fp32", "hf-fp32", "dhian-bf16", "hf-bf16", "dhian-int8"}
+CONTENDERS |= {"dhian-int8-dynamic", "dhian-bf16-plain"}
 RATIOS = {"dhian-fp32/hf-fp32", "dhian-bf16/hf-bf16", "dhian-int8/ct2-int8", "dhian-best/ct2-int8"}
+RATIOS |= {"dhian-int8/dhian-int8-dynamic", "dhian-bf16/dhian-bf16-plain"}
 KEYS = ["scenario", "unit", "median", "minmax", "ratio", "runs", "threads", "peak_gflops"]
 KEYS += ["command", "date", "cpu", "best", "unavailable"]
 

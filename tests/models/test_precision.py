@@ -37,9 +37,10 @@ from dhian.models.precision import (
 )
 from dhian.models.rnn.config import RNNSeq2SeqConfig
 from dhian.models.transformer.config import TransformerConfig
-from dhian.nn import EncoderBlock, MultiHeadAttention
+from dhian.nn import DecoderBlock, EncoderBlock, MultiHeadAttention
+from dhian.nn.fused_decoder import FusedDecoderBlock
 from dhian.nn.fused_encoder import FusedEncoderBlock
-from dhian.nn.fused_linear import fused_linear_available
+from dhian.nn.fused_linear import FusedLinear, fused_linear_available
 from helpers.threads import one_thread  # noqa: F401
 
 V = 50
@@ -200,18 +201,24 @@ def test_int8_quantizes_every_linear_recurrent_and_attention_layer() -> None:
         n_lin = sum(isinstance(m, nn.Linear) for m in model.modules())
         n_rnn = sum(isinstance(m, nn.GRU | nn.LSTM) for m in model.modules())
         n_mha = sum(isinstance(m, MultiHeadAttention) for m in model.modules())
-        # BERT's encoder layers become fused int8 blocks (their 3 linears and attention inside)
-        fuses = family.startswith("bert") and fused_linear_available("int8")
+        # BERT's and the transformer's encoder layers become fused int8 blocks (their 3 linears
+        # and attention inside); the transformer's decoder layers (5 linears: out_proj x 2,
+        # linear1, linear2, output is counted below; 2 attentions) and its output layer too
+        fuses = family.startswith(("bert", "transformer")) and fused_linear_available("int8")
         n_fused = sum(isinstance(m, EncoderBlock) for m in model.modules()) if fuses else 0
+        n_dec = sum(isinstance(m, DecoderBlock) for m in model.modules()) if fuses else 0
+        out = int(fuses and family == "transformer")  # the output layer: one FusedLinear
         q = apply_precision(model, "int8")
         kinds = [type(m).__name__ for m in q.modules()]
         assert not any(isinstance(m, nn.Linear | nn.GRU | nn.LSTM) for m in q.modules()), family
         # every other float linear became one int8 linear; each attention adds 5 in-projection
         # slices
-        assert kinds.count("Linear") == n_lin - 3 * n_fused + 5 * (n_mha - n_fused), family
+        n_int8_mha = n_mha - n_fused - 2 * n_dec
+        assert kinds.count("Linear") == n_lin - 3 * n_fused - 4 * n_dec - out + 5 * n_int8_mha
+        assert sum(isinstance(m, FusedDecoderBlock) for m in q.modules()) == n_dec, family
         assert sum(k in ("GRU", "LSTM") for k in kinds) == n_rnn, family
         assert sum(isinstance(m, FusedEncoderBlock) for m in q.modules()) == n_fused, family
-        assert sum(isinstance(m, Int8MultiHeadAttention) for m in q.modules()) == n_mha - n_fused
+        assert sum(isinstance(m, Int8MultiHeadAttention) for m in q.modules()) == n_int8_mha
         assert apply_precision(q, "int8") is q and not q.training
 
 
@@ -283,7 +290,8 @@ def test_unknown_dtype_and_impossible_conversions_are_one_line_errors() -> None:
 def test_bf16_then_int8_quantizes_from_float32() -> None:
     model = make("transformer")
     ref = logits_of("transformer", model, model)
-    both = apply_precision(apply_precision(copy.deepcopy(model), "bf16"), "int8")
+    plain = apply_precision(copy.deepcopy(model), "bf16", fused=False)  # fused: a new load
+    both = apply_precision(plain, "int8")
     got = logits_of("transformer", both, model)
     assert model_precision(both) == "int8"
     assert float((got - ref).norm() / ref.norm()) <= REL["int8"]
@@ -298,3 +306,26 @@ def test_precision_changes_the_same_object() -> None:
     for fn in fns:
         model = make("keras")
         assert fn(model) is model
+
+
+@pytest.mark.skipif(not fused_linear_available("int8"), reason="no oneDNN operators")
+@torch.no_grad()
+def test_fused_transformer_steps_agree_with_its_teacher_forced_logits() -> None:
+    """The fused int8 decoder (cross keys/values from ``start``, self-attention caches grown
+    step by step) computes what its teacher-forced pass computes, up to the per-call
+    activation scales; the output layer is fused too and gives float32 logits."""
+    model = apply_precision(make("transformer", seed=5), "int8")
+    assert isinstance(model.output, FusedLinear) and model.output.mode == "int8"
+    assert all(isinstance(layer, FusedDecoderBlock) for layer in model.decoder)
+    src, lengths = batch(seed=6, b=4, t=9)
+    tgt = torch.randint(4, V, (4, 6), generator=torch.Generator().manual_seed(7))
+    tgt[:, 0] = model.bos_id
+    full = model(src, lengths, tgt).logits  # (B, Tt, V)
+    state = model.start(src, lengths)
+    steps = []
+    for t in range(tgt.size(1)):
+        logits, state, _ = model.step(tgt[:, t], state)  # (B, V)
+        steps.append(logits)
+    got = torch.stack(steps, dim=1)  # (B, Tt, V)
+    assert got.dtype == torch.float32
+    assert float((got - full).norm() / full.norm()) < 0.03

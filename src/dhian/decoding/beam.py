@@ -32,6 +32,7 @@ from dhian.decoding.base import (
     force_eos,
     length_limits,
     mask_specials,
+    row_topk,
     validate_inputs,
 )
 from dhian.decoding.base import length_penalty as gnmt_penalty
@@ -111,7 +112,7 @@ def beam_search(
         # The 2k best of a sentence's k x V continuations are among its rows' 2k best each
         # (a beam's score shifts its whole row), so rank k x 2k candidates, not k x V.
         per_row = min(2 * k, vocab)
-        row_lp, row_tok = lp.topk(per_row, dim=1)  # (N, w)
+        row_lp, row_tok = row_topk(lp, per_row)  # (N, w)
         cand = (beam_lp.view(-1, 1) + row_lp).view(n, k * per_row)  # (n, k*w)
         width = min(2 * k, k * per_row)
         top_lp, top_idx = cand.topk(width, dim=1)  # (n, 2k)

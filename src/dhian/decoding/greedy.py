@@ -20,6 +20,7 @@ from dhian.decoding.base import (
     force_eos,
     length_limits,
     mask_specials,
+    row_topk,
     validate_inputs,
 )
 from dhian.decoding.cancel import ShouldStop, check_cancel
@@ -75,7 +76,7 @@ def greedy_decode(
         mask_specials(lp, model.pad_id, model.bos_id, model.eos_id)
         ban_repeated_ngrams(lp, tokens[alive_dev, :t], no_repeat_ngram)
         force_eos(lp, row_limits <= t, model.eos_id)
-        best, tok = lp.max(dim=-1)  # (N,), (N,)
+        best, tok = (x[:, 0] for x in row_topk(lp, 1))  # (N,), (N,)
         tokens[alive_dev, t] = tok
         log_prob[alive_dev] += best
         if have_weights:

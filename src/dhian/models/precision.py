@@ -18,7 +18,7 @@ of this docstring is about the other families.
   inside the model: LayerNorm and softmax on CPU accumulate in float32 internally and round
   their outputs, which the tests bound (``tests/models/test_precision.py``). What must stay
   exact is done by the callers: greedy, beam search and sampling cast the logits to float32
-  before ``log_softmax``, so hypothesis scores accumulate in float32. BERT encoders on a CPU
+  before ``log_softmax``, so hypothesis scores accumulate in float32. BERT encoders (and seq2seq transformers, below) on a CPU
   with bf16 instructions (AVX512_BF16 / AMX) then become bf16
   :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` s: weights prepacked once for oneDNN,
   GELU and residual adds fused into the GEMMs (1.17x less CPU work than plain bf16 on
@@ -30,6 +30,14 @@ of this docstring is about the other families.
   into the GEMMs; attention, LayerNorms and the residual stream stay float32. The rest of the
   model (pooler, heads) is quantized as below. ``apply_precision(..., fused=False)`` keeps the
   generic path for BERT too (the benchmark's comparison).
+- ``int8`` and (on a CPU with bf16 instructions) ``bf16``, seq2seq transformers
+  (:class:`~dhian.models.transformer.model.TransformerSeq2Seq`): the encoder layers become
+  :class:`~dhian.nn.fused_encoder.FusedEncoderBlock` s as for BERT, the decoder layers
+  :class:`~dhian.nn.fused_decoder.FusedDecoderBlock` s (fused q/k/v, residual adds and the
+  feed-forward activation fused into the GEMMs, cross-attention keys/values projected once per
+  sentence) and the output layer (E → V, the largest GEMM of a decoding step) one ``mode``
+  :class:`~dhian.nn.fused_linear.FusedLinear` (float32 logits from int8; the searches take the
+  log-softmax in float32). ``fused=False`` keeps dynamic quantization / the plain cast.
 - ``int8``, everything else: dynamic quantization (``torch.ao.quantization.quantize_dynamic``,
   the fbgemm/onednn ``x86`` engine, VNNI where the CPU has it): every ``nn.Linear`` and the
   recurrent layers
@@ -47,7 +55,7 @@ works; its deprecation warnings are silenced here). If a later torch drops it, `
 :class:`~dhian.errors.ConfigError` saying so.
 
 Notation: B batch, T length, E model dim.
-Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.models` (bert, llama), :mod:`dhian.errors`.
+Imports: stdlib, torch, :mod:`dhian.nn`, :mod:`dhian.models` (bert, llama, transformer), :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -62,10 +70,12 @@ from dhian.errors import ConfigError, nearest
 from dhian.models.bert.model import BertBackbone
 from dhian.models.llama.model import LlamaModel
 from dhian.models.llama.quantize import quantize_llama
-from dhian.nn import EncoderBlock, MultiHeadAttention
+from dhian.models.transformer.model import TransformerSeq2Seq
+from dhian.nn import DecoderBlock, EncoderBlock, MultiHeadAttention
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
+from dhian.nn.fused_decoder import FusedDecoderBlock
 from dhian.nn.fused_encoder import FusedEncoderBlock
-from dhian.nn.fused_linear import bf16_native, fused_linear_available
+from dhian.nn.fused_linear import FusedLinear, bf16_native, fused_linear_available
 from dhian.nn.quantized_embedding import BlockInt8Embedding
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
@@ -200,20 +210,46 @@ def _swap_attention(model: nn.Module) -> None:
                 setattr(parent, name, Int8MultiHeadAttention.from_float(child))
 
 
-def _fuse_bert_layers(model: nn.Module, mode: str) -> None:
-    """Replace the encoder layers of every BERT backbone under ``model`` by their fused
-    ``mode`` form (in place); a no-op where torch lacks the oneDNN operators, and for bf16 on
-    a CPU without bf16 instructions (emulated bf16 GEMMs gain nothing from fusion)."""
+def _fuse_layers(model: nn.Module, mode: str) -> None:
+    """Replace the layers of every BERT backbone and seq2seq transformer under ``model`` by
+    their fused ``mode`` form (in place); a no-op where torch lacks the oneDNN operators, and
+    for bf16 on a CPU without bf16 instructions (emulated bf16 GEMMs gain nothing from fusion).
+
+    BERT: encoder layers → :class:`FusedEncoderBlock`. Seq2seq transformer: encoder layers →
+    :class:`FusedEncoderBlock`, decoder layers → :class:`FusedDecoderBlock`, and the output
+    layer (E → V, the largest GEMM of every decoding step) → a ``mode``
+    :class:`FusedLinear` (float32 logits for int8, bf16 for bf16; the searches take the
+    log-softmax in float32)."""
     if not fused_linear_available(mode) or (mode == "bf16" and not bf16_native()):
         return
     if _devices(model) - {"cpu"}:
         return
     for module in list(model.modules()):
         if isinstance(module, BertBackbone):
-            module.layers = nn.ModuleList(
-                FusedEncoderBlock(block, mode) if isinstance(block, EncoderBlock) else block
-                for block in module.layers
+            module.layers = _fused_encoder(module.layers, mode)
+        if isinstance(module, TransformerSeq2Seq):
+            module.encoder = _fused_encoder(module.encoder, mode)
+            module.decoder = nn.ModuleList(
+                FusedDecoderBlock(block, mode)
+                if isinstance(block, DecoderBlock)
+                and block.cross_attn is not None
+                and block.self_attn.rotary is None
+                else block
+                for block in module.decoder
             )
+            if isinstance(module.output, nn.Linear):
+                # typed nn.Linear in the model (its float form); same call signature
+                cast(Any, module).output = FusedLinear.from_float(module.output, mode)
+
+
+def _fused_encoder(layers: nn.ModuleList, mode: str) -> nn.ModuleList:
+    """``layers`` with every (non-rotary) :class:`EncoderBlock` made a FusedEncoderBlock."""
+    return nn.ModuleList(
+        FusedEncoderBlock(block, mode)
+        if isinstance(block, EncoderBlock) and block.self_attn.rotary is None
+        else block
+        for block in layers
+    )
 
 
 def _devices(model: nn.Module) -> set[str]:
@@ -257,10 +293,12 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
         raise ConfigError(
             f"this model is already quantized to int8 and cannot become {dtype}; load it again"
         )
-    fused_as = {m.mode for m in model.modules() if isinstance(m, FusedEncoderBlock)}
+    fused_as = {
+        m.mode for m in model.modules() if isinstance(m, FusedEncoderBlock | FusedDecoderBlock)
+    }
     if fused_as and dtype not in fused_as:
         raise ConfigError(
-            f"this model's encoder layers are fused for {fused_as.pop()} and cannot become "
+            f"this model's layers are fused for {fused_as.pop()} and cannot become "
             f"{dtype}; load it again"
         )
     if dtype == "fp32":
@@ -268,7 +306,7 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
     if dtype == "bf16":
         model.to(torch.bfloat16)
         if fused and not fused_as:
-            _fuse_bert_layers(model, "bf16")
+            _fuse_layers(model, "bf16")
         return model
     if _devices(model) - {"cpu"}:
         raise ConfigError("--dtype int8 runs on the CPU only; use --device cpu (or --dtype bf16)")
@@ -276,7 +314,7 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
         return model
     model.float().eval()
     if fused:
-        _fuse_bert_layers(model, "int8")
+        _fuse_layers(model, "int8")
     _swap_attention(model)
     # in place (children swapped); a bare Linear/GRU/LSTM root comes back as a new module
     return cast(ModuleT, _quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}))
@@ -292,7 +330,7 @@ def model_precision(model: nn.Module) -> str:
             return "int4-fp32"
         if isinstance(module, Int8Linear | Int8MultiHeadAttention):
             return "int8"
-        if isinstance(module, FusedEncoderBlock) and module.mode == "int8":
+        if isinstance(module, FusedEncoderBlock | FusedDecoderBlock) and module.mode == "int8":
             return "int8"
         if "quantized" in type(module).__module__ and not isinstance(
             module, BlockInt8Embedding | BlockQ8Embedding | BlockQ8Head

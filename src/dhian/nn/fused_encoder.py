@@ -3,7 +3,7 @@
 Owns :class:`FusedEncoderBlock`: built from a float encoder block (post-norm as in BERT, or
 pre-norm), it computes the same function with four :class:`~dhian.nn.fused_linear.FusedLinear`
 calls per layer — the fused q/k/v projection, the output projection with the residual add
-fused in, the first feed-forward linear with its GELU/ReLU fused in, the second with the
+fused in, the first feed-forward linear with its GELU/ReLU/SiLU fused in, the second with the
 residual add fused in — plus attention (:func:`~dhian.nn.mha.scaled_dot_product`: one SDPA
 call, or the eager weights path when asked for weights) and the two LayerNorms.
 
@@ -31,11 +31,13 @@ __all__ = ["FusedEncoderBlock", "fusable_activation"]
 
 def fusable_activation(act: nn.Module) -> str | None:
     """The :class:`FusedLinear` post-op of a feed-forward activation module (``gelu``,
-    ``gelu_tanh``, ``relu``), or None when it has none (SiLU: applied separately)."""
+    ``gelu_tanh``, ``relu``, ``silu``), or None when it has none (applied separately)."""
     if isinstance(act, nn.GELU):
         return "gelu_tanh" if act.approximate == "tanh" else "gelu"
     if isinstance(act, nn.ReLU):
         return "relu"
+    if isinstance(act, nn.SiLU):
+        return "silu"
     return None
 
 

@@ -19,7 +19,8 @@ forms pay).
   ``torch.ops.mkldnn._linear_pointwise`` (bf16 on AMX where the CPU has it), instead of
   reordering the weight on every call as ``F.linear`` on bf16 does.
 
-Post-ops: ``activation`` ``gelu`` (erf), ``gelu_tanh``, ``relu`` (applied to x Wᵀ + b), or
+Post-ops: ``activation`` ``gelu`` (erf), ``gelu_tanh``, ``relu``, ``silu`` (oneDNN's
+``swish``; applied to x Wᵀ + b), or
 ``residual``: a tensor of the output's shape added to x Wᵀ + b (the residual connection).
 The packed weights are opaque oneDNN tensors kept as plain attributes, not buffers: the layer
 cannot be saved, moved to another device or cast (build it again from the float weights).
@@ -52,6 +53,7 @@ ACTIVATION_POST_OPS = {
     "gelu": ("gelu", "none"),
     "gelu_tanh": ("gelu", "tanh"),
     "relu": ("relu", ""),
+    "silu": ("swish", ""),
 }
 
 

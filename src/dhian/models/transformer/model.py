@@ -35,6 +35,7 @@ from dhian.models.transformer.config import TransformerConfig
 from dhian.models.transformer.state import TransformerState, reorder_state, static_kv
 from dhian.nn.attention import KVCache, MultiHeadAttention, kv_caches
 from dhian.nn.blocks import DecoderBlock, EncoderBlock, FeedForward
+from dhian.nn.fused_decoder import FusedDecoderBlock
 from dhian.nn.masks import padding_mask
 from dhian.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 
@@ -282,6 +283,9 @@ class TransformerSeq2Seq(nn.Module):
         memory, mask, _ = self.encode(src, src_lengths)
         cross: list[KVCache] = []
         for layer in self.decoder:
+            if isinstance(layer, FusedDecoderBlock):  # --dtype int8 / bf16 (precision.py)
+                cross.append(layer.static_kv(memory))
+                continue
             attn = layer.cross_attn
             assert isinstance(attn, MultiHeadAttention)  # decoder blocks have cross attention
             cross.append(static_kv(attn, memory))
