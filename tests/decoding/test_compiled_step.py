@@ -26,6 +26,7 @@ from dhian.decoding.llm_generate import llm_generate
 from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import LlamaModel
 from dhian.models.llama.quantize import quantize_llama
+from dhian.nn.packed_linear import PackedLinear, packed_linear_available
 
 CFG = LlamaConfig(
     vocab_size=96, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=512
@@ -210,6 +211,38 @@ def test_int4_fp32_step_compiles_and_equals_the_fp32_model(caches: Path) -> None
     assert [r.tokens for r in compiled] == [r.tokens for r in want]
     for a, b in zip(compiled, want, strict=True):
         assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_column_major_fp32_step_compiles_and_matches_eager(caches: Path) -> None:
+    model = quantize_llama(tiny(), "fp32")  # weights stored column-major
+    assert model.lm_head.weight.stride() == (1, CFG.vocab_size)
+    decoder = CompiledDecoder(model, "on")
+    eager = llm_generate(model, PROMPTS, max_new_tokens=8)
+    compiled = llm_generate(model, PROMPTS, max_new_tokens=8, compiled=decoder)
+    assert decoder.compiles == 1
+    assert [r.tokens for r in compiled] == [r.tokens for r in eager]
+    for a, b in zip(compiled, eager, strict=True):
+        assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not packed_linear_available(), reason="needs oneDNN bf16 on this CPU")
+def test_packed_bf16_step_compiles_matches_eager_and_is_cached(caches: Path) -> None:
+    model = quantize_llama(tiny(), "bf16")
+    assert isinstance(model.lm_head, PackedLinear)
+    decoder = CompiledDecoder(model, "on")
+    eager = llm_generate(model, PROMPTS, max_new_tokens=8)
+    compiled = llm_generate(model, PROMPTS, max_new_tokens=8, compiled=decoder)
+    assert decoder.compiles == 1
+    assert [r.tokens for r in compiled] == [r.tokens for r in eager]
+    # a new process with another model of the same shapes: the cached code, its own weights
+    torch._dynamo.reset()
+    other = quantize_llama(tiny(seed=3), "bf16")
+    again = CompiledDecoder(other, "on")
+    mine = llm_generate(other, PROMPTS, max_new_tokens=8, compiled=again)
+    assert again.compiles == 0 and again.loads == 1
+    assert [r.tokens for r in mine] == [r.tokens for r in llm_generate(other, PROMPTS, 8)]
 
 
 @pytest.mark.slow

@@ -110,7 +110,7 @@ def precision_label(model: Any) -> str:
 
 def model_signature(model: Any) -> str:
     """A 16-hex-digit hash of what a compiled step of ``model`` depends on: module types and
-    names, parameter and buffer names/shapes/dtypes/devices, the config, torch's version and
+    names, parameter and buffer names/shapes/strides/dtypes/devices, the config, torch's version and
     the machine type — not the weights' values (they are inputs of the compiled graph)."""
     h = hashlib.sha256()
     h.update(f"torch {torch.__version__} {platform.machine()} {type(model).__qualname__}".encode())
@@ -119,7 +119,7 @@ def model_signature(model: Any) -> str:
         h.update(f"{name}:{type(module).__qualname__};".encode())
     tensors = [*model.named_parameters(), *model.named_buffers()]
     for name, t in tensors:
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{t.device.type};".encode())
+        h.update(f"{name}:{tuple(t.shape)}:{t.stride()}:{t.dtype}:{t.device.type};".encode())
     return h.hexdigest()[:16]
 
 

@@ -156,13 +156,14 @@ def llm_generate(
             chosen = log_probs.gather(-1, nxt[:, None]).squeeze(-1)  # (B,)
             ids[:, s] = nxt
             mask[:, s] = True
+            picked, picked_lp = nxt.tolist(), chosen.tolist()  # one host copy each, not B
             for r in range(n):
                 if done[r]:
                     continue
-                tok = int(nxt[r])
+                tok = picked[r]
                 res = results[r]
                 res.tokens.append(tok)
-                res.log_probs.append(float(chosen[r]))
+                res.log_probs.append(picked_lp[r])
                 reason = ""
                 if on_token is not None and on_token(r, tok):
                     reason = "callback"

@@ -44,7 +44,11 @@ def test_builtin_name_and_gguf_path_load_the_same_model(smollm2: Any) -> None:
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
     ids = tok.encode("Attention is all you need.")
     assert torch.equal(_logits(by_name.model, ids), _logits(by_path.model, ids))
-    assert torch.equal(_logits(by_name.model, ids), _logits(smollm2[1], ids))
+    # load_model's fp32 weights are stored column-major (another GEMM summation order than
+    # load_gguf's plain model): the same values, logits equal up to float rounding
+    torch.testing.assert_close(
+        _logits(by_name.model, ids), _logits(smollm2[1], ids), rtol=1e-5, atol=1e-4
+    )
 
 
 def test_dhian_dir_and_hf_dir_round_trips(smollm2: Any, tmp_path: Path) -> None:
