@@ -246,6 +246,21 @@ def test_packed_bf16_step_compiles_matches_eager_and_is_cached(caches: Path) -> 
 
 
 @pytest.mark.slow
+def test_cpp_wrapper_step_matches_eager_and_reloads(caches: Path) -> None:
+    model = quantize_llama(tiny(), "fp32")
+    decoder = CompiledDecoder(model, "on", cpp_wrapper=True)
+    assert decoder.key(2, 256).startswith("fp32-cpp-b2-t256-")
+    eager = llm_generate(model, PROMPTS, max_new_tokens=8)
+    compiled = llm_generate(model, PROMPTS, max_new_tokens=8, compiled=decoder)
+    assert decoder.compiles == 1
+    assert [r.tokens for r in compiled] == [r.tokens for r in eager]
+    torch._dynamo.reset()  # a new process loads the C++-wrapped code from the cache
+    again = CompiledDecoder(model, "on", cpp_wrapper=True)
+    again.prepare(2, 256)
+    assert again.compiles == 0 and again.loads == 1
+
+
+@pytest.mark.slow
 def test_long_lived_decoder_compiles_in_the_background(caches: Path) -> None:
     from torch._dynamo.utils import counters
 

@@ -199,6 +199,10 @@ class CompiledDecoder:
     pays, see the module docstring). ``long_lived`` (a server): ``on`` and ``auto`` compile in
     a background thread and decode eagerly until the compiled step is ready. ``notice(line)``
     receives one line before each compile and after it (e.g. printed to stderr).
+    ``cpp_wrapper``: Inductor's C++ wrapper (``torch._inductor.config.cpp_wrapper``) instead
+    of its Python one, which launches the ~300 kernels and extern calls of a step from Python:
+    ~1.1x less CPU per int4 batch-1 step here, but a ~3.4x longer cold compile (contended,
+    docs/speed.md); off by default, its records carry a ``-cpp`` label.
 
     ``compiles`` / ``loads`` count the cold compiles and warm starts (cache hits) it ran.
     """
@@ -210,6 +214,7 @@ class CompiledDecoder:
         *,
         long_lived: bool = False,
         notice: Callable[[str], None] | None = None,
+        cpp_wrapper: bool = False,
     ) -> None:
         if compile not in COMPILE_CHOICES:
             raise ValueError(
@@ -225,7 +230,8 @@ class CompiledDecoder:
         self.compile = compile
         self.long_lived = long_lived
         self.notice = notice
-        self.label = precision_label(model)
+        self.cpp_wrapper = cpp_wrapper
+        self.label = precision_label(model) + ("-cpp" if cpp_wrapper else "")
         self.signature = model_signature(model)
         self.compiles = 0
         self.loads = 0
@@ -317,7 +323,10 @@ class CompiledDecoder:
 
             limit = torch._dynamo.config.recompile_limit
             torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
-            self._step = torch.compile(self.model.decode_step, dynamic=False, fullgraph=True)
+            options: dict[str, Any] | None = {"cpp_wrapper": True} if self.cpp_wrapper else None
+            self._step = torch.compile(
+                self.model.decode_step, dynamic=False, fullgraph=True, options=options
+            )
         return self._step
 
     def _inputs(self, batch: int, cache_len: int) -> tuple[Any, ...]:
