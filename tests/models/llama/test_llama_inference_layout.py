@@ -75,3 +75,10 @@ def test_bf16_projections_and_head_are_packed_with_the_same_logits() -> None:
     assert quantize_llama(model, "bf16") is model  # again: nothing changes
     with pytest.raises(ConfigError, match="load it again"):
         quantize_llama(model, "fp32")
+
+
+def test_bf16_on_the_meta_device_is_not_packed() -> None:
+    with torch.device("meta"):
+        model = LlamaModel(CFG)
+    quantize_llama(model, "bf16")  # a non-CPU model keeps nn.Linear
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())

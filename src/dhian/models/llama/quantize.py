@@ -90,7 +90,8 @@ def quantize_llama(model: LlamaModel, mode: str) -> LlamaModel:
     if mode == "fp32":
         return model.column_major_weights()
     if mode == "bf16":
-        return _pack_bf16(model) if packed_linear_available() else model
+        on_cpu = model.norm.weight.device.type == "cpu"  # oneDNN packing is CPU-only
+        return _pack_bf16(model) if on_cpu and packed_linear_available() else model
     model.float()
     for block in model.layers:
         assert isinstance(block, LlamaBlock)
