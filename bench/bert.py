@@ -189,7 +189,9 @@ def build(quick: bool) -> Setup:
         "dhian int8: fused oneDNN encoder layers (per-row int8 weights, dynamic per-tensor uint8 "
         "activations, GELU and residual adds fused into the GEMMs); dhian-int8-dynamic: "
         "torch.ao dynamic quantization of every linear incl. the fused QKV; ORT int8: "
-        "per-tensor int8 weights (quantize_dynamic defaults), QAttention."
+        "per-tensor int8 weights (quantize_dynamic defaults), QAttention. With 2+ threads every "
+        "dhian contender splits the batch across single-threaded workers "
+        "(dhian.nn.batch_parallel, as the CLI does); HF and ORT use their intra-op threads."
     )
     if not bf16_native():
         notes.append(

@@ -9,7 +9,9 @@ encodes the batch once to warm up, then once under ``torch.profiler``, and print
 table of self CPU time per category of operator (the linear layers' GEMMs, quantizing
 activations, attention, layer norm, GELU and residual adds, copies, the rest) with the top
 operators below it. Used for the profiles in ``docs/speed.md``; on a shared machine only the
-shares are meaningful (the profiler itself adds overhead).
+shares are meaningful (the profiler itself adds overhead). The batch runs as one batch on the
+intra-op threads (``batch_parallel`` off: the split forward runs the same operators per part,
+on worker threads the profile would not attribute).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def profile(dtype: str, batch: int, threads: int, quick: bool, fused: bool = Tru
     model, _, _ = build_pair(s)
     if dtype != "fp32":
         model = apply_precision(copy.deepcopy(model), dtype, fused=fused)
+    model.batch_parallel = False  # one batch on the intra-op threads: every op on this thread
     dhian_encode(model, s)  # warm-up
     t0 = time.perf_counter()
     dhian_encode(model, s)

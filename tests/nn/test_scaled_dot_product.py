@@ -213,3 +213,18 @@ def test_bf16_training_on_cpu_runs_sdpa_in_float32(monkeypatch: pytest.MonkeyPat
     with torch.no_grad():
         scaled_dot_product(q, k, v, mask)
     assert seen[-1] == torch.bfloat16
+
+
+@pytest.mark.parametrize("lengths", [[5, 2], [0, 3]], ids=["all rows kept", "a fully masked row"])
+def test_masked_fast_path_keeps_sdpa_layout_for_a_view_head_merge(lengths: list[int]) -> None:
+    """With a padding mask the output is still in SDPA's (B, Tq, H, D) memory order, so the
+    caller's head merge ``out.transpose(1, 2).reshape(B, Tq, E)`` is a view, not a copy
+    (masked_fill would have copied it into (B, H, Tq, D) order), and it still matches."""
+    qkv_ = torch.randn(2, 4, 3, 3, 8)  # (B, T, 3, H, D), as a fused projection gives it
+    q, k, v = qkv_.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
+    k, v = torch.cat([k, k[:, :, :1]], 2), torch.cat([v, v[:, :, :1]], 2)  # Tk = 5
+    mask = padding_mask(torch.tensor(lengths), max_len=5)
+    out, _ = scaled_dot_product(q, k, v, mask)
+    assert out.transpose(1, 2).is_contiguous()
+    ref, _ = reference(q, k, v, mask)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)

@@ -56,6 +56,14 @@ def _fp32_for_backward(q: Tensor, k: Tensor, v: Tensor) -> bool:
     return low and grad and q.device.type == "cpu"
 
 
+def _all_rows_kept(keep: Tensor) -> bool:
+    """Whether every query row of ``keep`` (B|1, H|1, Tq|1, 1) has an allowed key, so nothing
+    needs zeroing after SDPA. Checked on the CPU only, where reading the small bool tensor
+    costs microseconds (the usual padding mask); on an accelerator it would stall the stream,
+    so there the rows are always zeroed (``False``)."""
+    return keep.device.type == "cpu" and bool(keep.all())
+
+
 def scaled_dot_product(
     q: Tensor,
     k: Tensor,
@@ -108,9 +116,12 @@ def scaled_dot_product(
     if mask is not None:
         mask = _check_mask(mask, b, h, tq, tk)  # (B|1, H|1, Tq|1, Tk|1)
         keep = mask.any(dim=-1, keepdim=True)
-        # A row with no allowed key attends everywhere (finite, clean gradients) and is
-        # zeroed afterwards; rows with an allowed key are unchanged.
-        mask = mask | ~keep
+        if _all_rows_kept(keep):
+            keep = None
+        else:
+            # A row with no allowed key attends everywhere (finite, clean gradients) and is
+            # zeroed afterwards; rows with an allowed key are unchanged.
+            mask = mask | ~keep
     scale_ = 1.0 / math.sqrt(d) if scale is None else scale
     if not need_weights:
         if _fp32_for_backward(q, k, v):
@@ -137,7 +148,9 @@ def scaled_dot_product(
                 enable_gqa=hkv != h,
             )  # (B, H, Tq, Dv)
         if keep is not None:
-            out = out.masked_fill(~keep, 0.0)
+            # where() keeps SDPA's (B, Tq, H, Dv) memory order, so merging heads stays a view
+            # (masked_fill would copy into (B, H, Tq, Dv) order first)
+            out = torch.where(keep, out, out.new_zeros(()))
         return out, None
     g = h // hkv  # query heads per key/value head
     qg = q.view(b, hkv, g, tq, d)  # (B, Hkv, G, Tq, D): head i = (i // G, i % G)

@@ -31,6 +31,7 @@ from dhian.errors import DataError
 from dhian.models.bert.config import BertConfig
 from dhian.nn import EncoderBlock, LearnedPositionalEmbedding, MultiHeadAttention, as_key_mask
 from dhian.nn import padding_mask as _padding_mask
+from dhian.nn.batch_parallel import batch_parts, run_parts
 
 __all__ = [
     "BertBackbone",
@@ -210,6 +211,9 @@ class BertBackbone(nn.Module):
             for _ in range(layers)
         )
         self.pooler = BertPooler(embed_dim) if pooler else None
+        #: inference without autograd on the CPU splits the batch across single-threaded
+        #: workers (:mod:`dhian.nn.batch_parallel`); False runs it as one batch
+        self.batch_parallel = True
         self.apply(lambda m: init_bert_weights(m, init_std))
 
     @property
@@ -242,6 +246,36 @@ class BertBackbone(nn.Module):
             if lengths is not None:
                 lengths = lengths.clamp(max=keep)
         mask = key_mask(input_ids, lengths, attention_mask)  # (B, 1, 1, T) | None
+        if mask is not None and mask.device.type == "cpu" and bool(mask.all()):
+            mask = None  # no padding: SDPA without a mask (on the CPU the check is free)
+        b, t = input_ids.shape
+        parts = 1
+        if not (need_weights or need_hidden or self.training):
+            parts = batch_parts(b, t, input_ids.device, self.batch_parallel)
+        if parts > 1:
+
+            def encode_rows(rows: slice) -> BertOutput:
+                segments = None if token_type_ids is None else token_type_ids[rows]
+                part_mask = None if mask is None else mask[rows]  # (B', 1, 1, T)
+                return self._encode(input_ids[rows], segments, part_mask, False, False)
+
+            outs = run_parts(encode_rows, b, parts)
+            pooled = [o.pooled for o in outs if o.pooled is not None]
+            return BertOutput(
+                torch.cat([o.last_hidden for o in outs]),  # (B, T, E)
+                torch.cat(pooled) if pooled else None,  # (B, E)
+            )
+        return self._encode(input_ids, token_type_ids, mask, need_weights, need_hidden)
+
+    def _encode(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None,
+        mask: Tensor | None,
+        need_weights: bool,
+        need_hidden: bool,
+    ) -> BertOutput:
+        """The forward of checked ids (B, T) with the key mask (B, 1, 1, T) | None."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
         hidden: list[Tensor] | None = [x] if need_hidden else None
         attentions: list[Tensor] | None = [] if need_weights else None
