@@ -40,8 +40,7 @@ from torch import Tensor, nn
 from dhian.nn.blocks import DecoderBlock
 from dhian.nn.fused_encoder import fusable_activation
 from dhian.nn.fused_linear import FusedLinear
-from dhian.nn.masks import causal_mask, combine
-from dhian.nn.mha import KVCache, scaled_dot_product
+from dhian.nn.mha import KVCache, causal_attention_mask, scaled_dot_product
 
 __all__ = ["FusedDecoderBlock"]
 
@@ -117,13 +116,7 @@ class FusedDecoderBlock(nn.Module):
                 k = torch.cat([cache.k, k], dim=2)  # (B, H, T + Tq, D)
                 v = torch.cat([cache.v, v], dim=2)  # (B, H, T + Tq, D)
             cache.k, cache.v = k, v
-        tk = k.size(2)
-        is_causal = False
-        if causal and tq > 1:
-            if tq == tk and mask is None and not need_weights:
-                is_causal = True
-            else:
-                mask = combine(mask, causal_mask(tq, h.device, tk=tk))
+        mask, is_causal = causal_attention_mask(mask, tq, k.size(2), causal, need_weights, h.device)
         out, w = scaled_dot_product(q, k, v, mask, need_weights=need_weights, is_causal=is_causal)
         return out.transpose(1, 2).reshape(b, tq, e), w  # (B, Tq, H, D) -> (B, Tq, E)
 

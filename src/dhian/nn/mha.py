@@ -22,7 +22,32 @@ from torch import Tensor, nn
 from dhian.nn.masks import causal_mask, combine
 from dhian.nn.positional import RotaryEmbedding
 
-__all__ = ["KVCache", "MultiHeadAttention", "kv_caches", "scaled_dot_product"]
+__all__ = [
+    "KVCache",
+    "MultiHeadAttention",
+    "causal_attention_mask",
+    "kv_caches",
+    "scaled_dot_product",
+]
+
+
+def causal_attention_mask(
+    mask: Tensor | None,
+    tq: int,
+    tk: int,
+    causal: bool,
+    need_weights: bool,
+    device: torch.device,
+) -> tuple[Tensor | None, bool]:
+    """``(mask, is_causal)`` for :func:`scaled_dot_product` of Tq queries (the last Tq of Tk
+    keys) under an optional bool ``mask``: SDPA's own ``is_causal`` flag where it applies
+    (Tq == Tk, no other mask, no weights wanted), else the causal mask combined into ``mask``;
+    a single query (decoding) needs neither."""
+    if not causal or tq <= 1:
+        return mask, False
+    if tq == tk and mask is None and not need_weights:
+        return None, True
+    return combine(mask, causal_mask(tq, device, tk=tk)), False
 
 
 def _check_mask(mask: Tensor, b: int, h: int, tq: int, tk: int) -> Tensor:
@@ -341,13 +366,9 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(
                     f"MultiHeadAttention: cached keys have batch {k.size(0)}, query has {b}"
                 )
-        tk = k.size(2)
-        is_causal = False
-        if causal and tq > 1:
-            if tq == tk and mask is None and not need_weights:
-                is_causal = True
-            else:
-                mask = combine(mask, causal_mask(tq, query.device, tk=tk))
+        mask, is_causal = causal_attention_mask(
+            mask, tq, k.size(2), causal, need_weights, query.device
+        )
         out, weights = scaled_dot_product(
             q,
             k,
