@@ -106,7 +106,17 @@ def test_masked_accuracy_rises_and_fill_mask_works(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     assert (
         cli_main(
-            ["evaluate", "--model", str(tmp_path / "run"), "--split", "dev", "--out", str(out)]
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "run"),
+                "--split",
+                "dev",
+                "--max-examples",  # the documents the training validated on
+                str(cfg.data.max_eval_examples),
+                "--out",
+                str(out),
+            ]
         )
         == 0
     )
