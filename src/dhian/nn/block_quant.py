@@ -30,6 +30,8 @@ Imports: torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -74,6 +76,14 @@ def q8_rows(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     xb = x.reshape(-1, 1, g, BLOCK, 1)  # (M, 1, G, 32, 1)
     w = codes.float() * scales[:, :, None, :]  # (V/S, G, 32, S)
     return (xb * w).sum((2, 3)).reshape(x.shape[0], -1)  # (M, V)
+
+
+def _sliced_matmul(x: Tensor, n: int, columns: Callable[[int, int], Tensor]) -> Tensor:
+    """``x Wᵀ`` (M, n) for x (M, K), with ``columns(start, stop)`` giving Wᵀ[:, start:stop]
+    (K, stop − start) in float32, dequantised :data:`_SLICE` output features at a time."""
+    if n <= _SLICE:
+        return x @ columns(0, n)
+    return torch.cat([x @ columns(s, min(s + _SLICE, n)) for s in range(0, n, _SLICE)], dim=-1)
 
 
 def _tile(n: int) -> int:
@@ -152,16 +162,8 @@ class BlockQ4Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).float()  # (M, K)
         if flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
             y = q4_rows(flat, self.packed, self.d, self.m)
-        elif self.out_features <= _SLICE:
-            y = flat @ self._columns(0, self.out_features)
         else:
-            y = torch.cat(
-                [
-                    flat @ self._columns(s, min(s + _SLICE, self.out_features))
-                    for s in range(0, self.out_features, _SLICE)
-                ],
-                dim=-1,
-            )
+            y = _sliced_matmul(flat, self.out_features, self._columns)
         return y.reshape(*lead, self.out_features)  # (..., N)
 
     def extra_repr(self) -> str:
@@ -226,13 +228,7 @@ class BlockQ8Embedding(nn.Module):
         if flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
             y = q8_rows(flat, self.codes, self.scales)
         else:
-            y = torch.cat(
-                [
-                    flat @ self._columns(s, min(s + _SLICE, self.num_embeddings))
-                    for s in range(0, self.num_embeddings, _SLICE)
-                ],
-                dim=-1,
-            )
+            y = _sliced_matmul(flat, self.num_embeddings, self._columns)
         return y.reshape(*lead, self.num_embeddings)  # (..., V)
 
     def extra_repr(self) -> str:
