@@ -120,6 +120,40 @@ def test_wordpiece_trained_has_fixed_specials() -> None:
     assert tok.decode(tok.encode("the quick brown fox")) == "the quick brown fox"
 
 
+TRAIN_IN_A_FRESH_PROCESS = """
+import sys
+from dhian.text import train_tokenizer
+texts = [line for line in sys.stdin.read().splitlines() if line]
+print(train_tokenizer(sys.argv[1], texts, vocab_size=250, min_frequency=1).hf.to_str())
+"""
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_training_is_the_same_in_every_process(kind: str) -> None:
+    """The same text trains the same tokenizer in every process: ``tokenizers``' WordPiece
+    trainer numbers its ``##`` pieces in hash-map order, which changed the vocabulary (and the
+    model trained on it) from run to run; four processes agreed by chance 1 time in ~250."""
+    import subprocess
+    import sys
+
+    text = "\n".join(TRAIN * 2)
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", TRAIN_IN_A_FRESH_PROCESS, kind],
+            input=text, capture_output=True, text=True, check=True,
+        ).stdout
+        for _ in range(4)
+    }  # fmt: skip
+    assert len(runs) == 1
+
+
+def test_wordpiece_continuation_pieces_are_not_special() -> None:
+    tok = train_tokenizer("wordpiece", TRAIN, vocab_size=300, min_frequency=1)
+    assert tok.hf.token_to_id("##e") is not None
+    assert [t.content for t in tok.hf.get_added_tokens_decoder().values()] == list(SPECIAL_TOKENS)
+    assert tok.hf.encode("x ##e", add_special_tokens=False).tokens[-1] == "e"  # not the piece
+
+
 def test_bad_requests() -> None:
     with pytest.raises(DataError, match=r"unknown tokenizer 'bpee'.*did you mean 'bpe'"):
         train_tokenizer("bpee", TRAIN, 100)

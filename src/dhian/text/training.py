@@ -106,29 +106,73 @@ def train_tokenizer(
             show_progress=show_progress,
         )
     else:  # wordpiece trained from scratch
-        hf = HFTokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=100))
-        hf.normalizer = _normalizer(lowercase)
-        hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        hf.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=specials,
-            limit_alphabet=vocab_size - len(specials),
-            show_progress=show_progress,
-        )
+        return _train_wordpiece(texts, vocab_size, lowercase, min_frequency, show_progress)
+    _train(hf, trainer, (clean_text(t) for t in texts), kind)
+    return Tokenizer(hf, kind, TRAINED_ROLES)
+
+
+def _train(hf: HFTokenizer, trainer: trainers.Trainer, texts: Iterable[str], kind: str) -> None:
+    """Train ``hf`` on ``texts`` (already cleaned); errors on no text or moved special ids."""
     count = 0
 
     def counted() -> Iterator[str]:
         nonlocal count
         for t in texts:
             count += 1
-            yield clean_text(t)
+            yield t
 
     hf.train_from_iterator(counted(), trainer=trainer)
     if count == 0:
         raise DataError(f"cannot train a {kind} tokenizer on no text; the training split is empty")
-    for i, tok in enumerate(specials):
+    for i, tok in enumerate(SPECIAL_TOKENS):
         if hf.token_to_id(tok) != i:  # pragma: no cover - guards a tokenizers behaviour change
             raise DataError(f"special token {tok!r} did not get id {i}; report this bug")
-    return Tokenizer(hf, kind, TRAINED_ROLES)
+
+
+def _wordpiece_pipeline(hf: HFTokenizer, lowercase: bool) -> HFTokenizer:
+    """``hf`` with the BERT-style normaliser, pre-tokeniser and ``##`` decoder set."""
+    hf.normalizer = _normalizer(lowercase)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    hf.decoder = decoders.WordPiece(prefix="##")
+    return hf
+
+
+def _train_wordpiece(
+    texts: Iterable[str], vocab_size: int, lowercase: bool, min_frequency: int, show_progress: bool
+) -> Tokenizer:
+    """A WordPiece tokenizer that is the same on every run for the same text.
+
+    The ``tokenizers`` trainer (<= 0.23, huggingface/tokenizers#1794) creates the ``##c``
+    continuation pieces while iterating a hash map, so their ids, and with them the merge
+    chosen among equally frequent pairs, change from process to process: the same recipe
+    trained a different vocabulary, hence a different model, each time. Here the continuation
+    pieces of every character that continues a word are handed to the trainer up front, in
+    sorted order (the trainer then reuses them instead of numbering them as it meets them),
+    and the trained vocabulary is moved into a fresh tokenizer whose only special tokens are
+    :data:`SPECIAL_TOKENS`, so ``##c`` stays an ordinary piece.
+    """
+    cleaned = [clean_text(t) for t in texts]
+    norm, pre = _normalizer(lowercase), pre_tokenizers.BertPreTokenizer()
+    continuing: set[str] = set()
+    for text in cleaned:
+        for word, _ in pre.pre_tokenize_str(norm.normalize_str(text)):
+            continuing.update(word[1:])
+    seeded = list(SPECIAL_TOKENS) + [f"##{c}" for c in sorted(continuing)]
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=seeded,
+        limit_alphabet=vocab_size - len(SPECIAL_TOKENS),
+        show_progress=show_progress,
+    )
+    trained = _wordpiece_pipeline(
+        HFTokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=100)), lowercase
+    )
+    _train(trained, trainer, cleaned, "wordpiece")
+    vocab = trained.get_vocab(with_added_tokens=False)
+    hf = _wordpiece_pipeline(
+        HFTokenizer(models.WordPiece(vocab, unk_token=UNK, max_input_chars_per_word=100)),
+        lowercase,
+    )
+    hf.add_special_tokens(list(SPECIAL_TOKENS))
+    return Tokenizer(hf, "wordpiece", TRAINED_ROLES)
