@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench.peer_process import PeerProcess
+
 #: how to get the optional peer
 INSTALL = "pip install ctranslate2"
 
@@ -127,9 +129,11 @@ class CT2Decoder:
         return [[self.ids[t] for t in r.hypotheses[0]][: out_len - 1] for r in results]
 
 
-def setup(folder: Path, model: Any, vocab: int) -> tuple[dict[str, CT2Decoder], list[str]]:
-    """Convert ``folder`` (float32 and int8) and load both; returns ({"fp32", "int8"} →
-    decoder, token names). ``model``: the dhian model (its pad/bos/eos ids)."""
+def setup(folder: Path, model: Any, vocab: int) -> tuple[dict[str, Any], list[str]]:
+    """Convert ``folder`` (float32 and int8) and load both, each :class:`CT2Decoder` in its own
+    process (:mod:`bench.peer_process`: CTranslate2's OpenMP threads in this process would slow
+    torch's); returns ({"fp32", "int8"} → decoder, token names). ``model``: the dhian model
+    (its pad/bos/eos ids). Close a decoder (``.close()``) when done with it."""
     names = token_names(vocab, model.pad_id, model.bos_id, model.eos_id)
     write_tokenizer(folder, names)
     threads = torch.get_num_threads()
@@ -138,5 +142,5 @@ def setup(folder: Path, model: Any, vocab: int) -> tuple[dict[str, CT2Decoder], 
         path = folder.with_name(f"{folder.name}-ct2-{tag}")
         atexit.register(shutil.rmtree, path, ignore_errors=True)
         convert(folder, path, quant)
-        out[tag] = CT2Decoder(path, compute, threads, names)
+        out[tag] = PeerProcess(CT2Decoder, path, compute, threads, names)
     return out, names

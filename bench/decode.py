@@ -231,16 +231,18 @@ def _same(a: list[list[int]], b: list[list[int]]) -> str:
     return f"{rows}/{len(a)} sentences, {toks}/{sum(len(x) for x in a)} tokens"
 
 
-def ct2_decode(decoder: ct2.CT2Decoder, s: Shape, beam: int) -> list[list[int]]:
+def ct2_decode(decoder: Any, s: Shape, beam: int) -> list[list[int]]:
     """CTranslate2's first ``s.out_len - 1`` of ``s.out_len`` tokens per sentence."""
     return decoder.decode(inputs(s)[0], s.out_len, beam)
 
 
 def _ct2_peer(
     folder: Path, model: TransformerSeq2Seq, s: Shape, beam: int, notes: list[str]
-) -> tuple[ct2.CT2Decoder | None, str | None]:
+) -> tuple[Any, str | None]:
     """The timed CTranslate2 int8 decoder (or None and why), checking the float32 conversion
-    against dhian fp32 decoding the same way (:func:`dhian_decode_free`) in ``notes``."""
+    against dhian fp32 decoding the same way (:func:`dhian_decode_free`) in ``notes``. Each
+    decoder lives in its own process (:mod:`bench.peer_process`); the float32 one is closed
+    after the check."""
     why = ct2.unavailable()
     if why is not None:
         return None, why
@@ -252,6 +254,11 @@ def _ct2_peer(
     for tag, dec in decoders.items():
         same = _same(ours, ct2_decode(dec, s, beam))
         notes.append(f"ct2 {tag} vs dhian fp32 (both {s.out_len} free steps): identical for {same}")
+    decoders["fp32"].close()
+    notes.append(
+        "CTranslate2 runs in its own process (bench/peer_process.py): in this one its OpenMP "
+        "threads would join torch's libgomp and throttle every torch thread's spin-wait."
+    )
     return decoders["int8"], None
 
 

@@ -35,7 +35,9 @@ from typing import Any
 
 import torch
 
+from bench import llamacpp
 from bench.harness import Contender, Scenario, Setup, register
+from bench.peer_process import PeerProcess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +69,6 @@ LONG_TEXT = TEXT * 40  # tokenised and cut to ``long`` tokens
 def _math_dtype(mode: str) -> str:
     """The dtype a mode's products run in (for the FLOP-rate column)."""
     return "fp32" if mode in ("fp32", "int4-fp32") else "bf16"
-
-
-def _peer_llamacpp() -> tuple[Any, str | None]:
-    """``llama_cpp`` module or why it cannot run here."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        return None, f"llama-cpp-python not installed ({exc})"
-    return llama_cpp, None
 
 
 def flops_per_token(cfg: Any, keys: float) -> float:
@@ -222,32 +215,22 @@ def build(quick: bool) -> Setup:
             )
     except (ImportError, OSError, ValueError) as exc:
         unavailable["hf-fp32-b1"] = unavailable["hf-bf16-b1"] = f"transformers GGUF load: {exc}"
-    llama_cpp, why = _peer_llamacpp()
-    if llama_cpp is None:
-        unavailable["llamacpp-b1"] = unavailable["llamacpp-prefill512"] = str(why)
+    why = llamacpp.unavailable()
+    if why is not None:
+        unavailable["llamacpp-b1"] = unavailable["llamacpp-prefill512"] = why
     else:
-        llm = llama_cpp.Llama(
-            model_path=path, n_threads=2, n_threads_batch=2, n_ctx=1024, n_batch=512, verbose=False
+        cpp: Any = PeerProcess(
+            llamacpp.LlamaCpp, path, torch.get_num_threads(), prompt, long_ids, w.new
         )
-
-        def cpp_decode() -> list[list[int]]:
-            out: list[int] = []
-            for t in llm.generate(prompt, temp=0.0, reset=True):
-                out.append(int(t))
-                if len(out) == w.new:
-                    break
-            return [out]
-
-        def cpp_prefill() -> int:
-            llm.reset()
-            llm.eval(long_ids)
-            return w.long
-
-        same = sum(a == b for a, b in zip(cpp_decode()[0], reference, strict=True))
-        notes.append(f"llama.cpp Q4_1 vs dhian fp32, b1 greedy: {same}/{w.new} tokens equal")
+        same = sum(a == b for a, b in zip(cpp.decode()[0], reference, strict=True))
+        notes += [
+            f"llama.cpp Q4_1 vs dhian fp32, b1 greedy: {same}/{w.new} tokens equal",
+            "llama.cpp runs in its own process (bench/peer_process.py): in this one its OpenMP "
+            "threads would join torch's libgomp and throttle every torch thread's spin-wait.",
+        ]
         contenders += [
-            Contender("llamacpp-b1", lambda: units(cpp_decode(), "llama.cpp"), flops_dec, "fp32"),
-            Contender("llamacpp-prefill512", cpp_prefill, flops_pre, "fp32"),
+            Contender("llamacpp-b1", lambda: units(cpp.decode(), "llama.cpp"), flops_dec, "fp32"),
+            Contender("llamacpp-prefill512", cpp.prefill, flops_pre, "fp32"),
         ]
     notes += [
         "llama-cpp-python 0.3.36 here is built without AMX (its AMX build segfaults in this "

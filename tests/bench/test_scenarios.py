@@ -198,6 +198,8 @@ def test_ct2_float32_conversion_decodes_like_dhian() -> None:
             seen.update(tuple(t) for t in ours)
             got8 = ct2_decode(decoders["int8"], QUICK, beam)
             assert len(got8) == QUICK.batch and all(len(t) == QUICK.out_len - 1 for t in got8)
+        for decoder in decoders.values():
+            decoder.close()
     assert len(seen) > 4  # the outputs vary: not a degenerate constant output
 
 
