@@ -366,3 +366,29 @@ def test_token_limits_and_bad_sampling_values_are_openai_shaped_400s(
                 assert error["param"] == field.decode(), (raw, error)
         r = post(cmpl, {"model": NAME, "prompt": "a", "max_tokens": 2, "temperature": 1})
         assert r.status_code == 200  # an int where a float goes is fine (JSON has one number)
+
+
+def test_generation_steps_and_batcher_calls_run_on_the_compute_thread(
+    tiny64: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's steps (``/v1``) and the batcher's handlers (``/generate``) both hand the
+    model to the process's one compute thread (dhian.nn.compute_thread: a second libgomp team
+    master throttles every barrier), never run it on their own threads."""
+    from dhian.nn.compute_thread import COMPUTE_THREAD_NAME
+
+    threads: list[str] = []
+    step = tiny64.model.decode_step
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(tiny64.model, "decode_step", record)
+    with served(tiny64) as (url, _service):
+        body = {"model": NAME, "prompt": "Hello", "max_tokens": 3, "temperature": 0}
+        assert httpx.post(f"{url}/v1/completions", json=body, timeout=60).status_code == 200
+        v1 = len(threads)
+        body = {"prompt": "Hello", "max_new_tokens": 3, "temperature": 0}
+        assert httpx.post(f"{url}/generate", json=body, timeout=60).status_code == 200
+    assert 0 < v1 < len(threads)
+    assert {name.split("_")[0] for name in threads} == {COMPUTE_THREAD_NAME}

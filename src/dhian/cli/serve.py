@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     try:
         from dhian.inference.load import load_model  # heavy: see dhian.cli
+        from dhian.nn.compute_thread import on_compute_thread
         from dhian.serve.app import ServeSettings
         from dhian.serve.server import bind_socket, run_server
     except ImportError as exc:
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     )
     sock = bind_socket(args.host, args.port)  # a port in use: one line before the model loads
     try:
-        loaded = load_model(args.model, args.device, args.dtype)
+        loaded = on_compute_thread(load_model, args.model, args.device, args.dtype)
         run_server(
             args.model, args.host, args.port, settings, device=args.device, loaded=loaded, sock=sock
         )

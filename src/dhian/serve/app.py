@@ -23,10 +23,11 @@ Translate, classify and tag requests arriving together run as one model batch
 (:class:`dhian.serve.batching.Batcher`). A LLaMA-family LM's ``/v1`` requests run on its
 generation worker instead (:class:`dhian.serve.engine_worker.EngineWorker`: continuous
 batching, ``llm_batch`` rows); the worker's steps and the batcher's calls take turns on the
-model (``Service.model_lock``), so the model is used by one thread at a time.
+model (``Service.model_lock``), so the model is used by one thread at a time, and both hand
+their work to the process's compute thread (:mod:`dhian.nn.compute_thread`: one libgomp team).
 Imports: fastapi, starlette, :mod:`dhian.serve` (batching, engine_worker, schemas, page,
 limits, openai_api), :mod:`dhian.inference`, :mod:`dhian.models.model_dir`, :mod:`dhian.text`
-(clean_text), :mod:`dhian.errors`.
+(clean_text), :mod:`dhian.errors`, :mod:`dhian.nn.compute_thread`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from dhian.inference.tag import tag_texts
 from dhian.inference.text_engine import TextEngine, supports_engine
 from dhian.inference.translate import translate_batch
 from dhian.models.model_dir import LoadedModel
+from dhian.nn.compute_thread import on_compute_thread
 from dhian.serve import schemas
 from dhian.serve.batching import Batcher, QueueFull, ShuttingDown
 from dhian.serve.connections import ConnectionLimits, ReadDeadline
@@ -205,7 +207,7 @@ class Service:
     def _locked(self, fn: Callable[[Any, list[Any]], list[Any]]) -> Callable[..., list[Any]]:
         def run(params: Any, items: list[Any]) -> list[Any]:
             with self.model_lock:
-                return fn(params, items)
+                return on_compute_thread(fn, params, items)  # one torch thread: see there
 
         return run
 

@@ -16,7 +16,8 @@ taken after :meth:`EngineWorker.stop` (:class:`~dhian.serve.batching.ShuttingDow
 lets the running and waiting ones finish. A step that raises fails the requests in the engine
 (their futures get the exception) and the engine starts again empty. ``lock`` (shared with the
 batcher's handlers when both use the model) is held for every step.
-Imports: the standard library, :mod:`dhian.inference.text_engine`, :mod:`dhian.serve.batching`.
+Imports: the standard library, :mod:`dhian.inference.text_engine`, :mod:`dhian.serve.batching`,
+:mod:`dhian.nn.compute_thread` (every engine step runs on the process's compute thread).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 from dhian.errors import DhianError
 from dhian.inference.generate import Completion
 from dhian.inference.text_engine import TextEngine, TextJob
+from dhian.nn.compute_thread import on_compute_thread
 from dhian.serve.batching import QueueFull, ShuttingDown
 
 __all__ = ["EngineStats", "EngineWorker"]
@@ -214,7 +216,7 @@ class EngineWorker:
     def _step(self) -> None:
         try:
             with self._lock:
-                finished = self.engine.step()
+                finished = on_compute_thread(self.engine.step)  # one torch thread: see there
         except Exception as exc:  # a model failure: fail what is in the engine, start afresh
             log.exception("generation step failed; failing the %d requests in it", self._active)
             owners = [self._owner.get(id(job)) for job in self.engine.reset()]

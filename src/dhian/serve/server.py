@@ -8,7 +8,8 @@ before the model server starts), not uvicorn's log and exit 3. Shutdown is grace
 Ctrl-C uvicorn stops accepting connections, lets the requests in flight finish (up to
 ``timeout + 5`` seconds), then the app's lifespan stops the batcher after the queued work.
 Imports: uvicorn (lazily: an optional dependency), :mod:`dhian.inference.load`, :mod:`dhian.serve.app`,
-:mod:`dhian.serve.connections`, :mod:`dhian.errors`.
+:mod:`dhian.serve.connections`, :mod:`dhian.errors`, :mod:`dhian.nn.compute_thread` (loads and builds
+the model on the thread that will run it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from dhian.errors import ConfigError
 from dhian.inference.load import load_model, model_name
 from dhian.models.model_dir import LoadedModel
+from dhian.nn.compute_thread import on_compute_thread
 from dhian.serve.app import ServeSettings, create_app
 from dhian.serve.connections import guarded_protocol
 
@@ -44,8 +46,9 @@ def run_server(
 
     settings = settings or ServeSettings()
     sock = sock or bind_socket(host, port)
-    model = loaded if loaded is not None else load_model(model_dir, device)
-    app = create_app(model, settings, name=model_name(model_dir))
+    # the model is loaded, built and run on one thread (dhian.nn.compute_thread says why)
+    model = loaded if loaded is not None else on_compute_thread(load_model, model_dir, device)
+    app = on_compute_thread(create_app, model, settings, name=model_name(model_dir))
     config: Any = uvicorn.Config(
         app,
         host=host,
