@@ -7,12 +7,25 @@ from __future__ import annotations
 import collections
 import importlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from bench.peer_process import PeerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``bench`` is a top-level folder of the checkout, not part of the installed package (the
+    spawned child inherits this path)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    yield
 
 
 def test_calls_run_in_another_process_and_errors_come_back() -> None:
+    from bench.peer_process import PeerProcess
+
     peer = PeerProcess(collections.Counter, "abracadabra")
     try:
         assert peer.most_common(2) == [("a", 5), ("b", 2)]
@@ -31,5 +44,7 @@ def test_calls_run_in_another_process_and_errors_come_back() -> None:
 
 
 def test_a_failing_build_is_an_error_naming_the_factory() -> None:
+    from bench.peer_process import PeerProcess
+
     with pytest.raises(RuntimeError, match=r"building int[\s\S]*ValueError"):
         PeerProcess(int, "not a number")
