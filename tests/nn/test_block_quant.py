@@ -44,6 +44,23 @@ def test_q4_weight_is_exact_and_every_path_is_float32_matmul(n: int) -> None:
     torch.testing.assert_close(fused.view(1, n), eager, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [64, 96])  # blocks summed in two runs side by side, and in one
+def test_q4_fused_loop_after_a_norm_is_float32_matmul(k: int) -> None:
+    """The fused loop's input made by an RMSNorm in the same graph (computed into its own
+    buffer before the loop, not recomputed inside it) and an odd block count (one run)."""
+    q, d, m = _q4(32, k, seed=3)
+    layer = BlockQ4Linear.from_codes(q, d, m)
+    w = _exact(q, d, m)
+
+    def normed(h: torch.Tensor) -> torch.Tensor:
+        return layer(h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5))
+
+    h = torch.randn(1, k)
+    fused = torch.compile(normed, dynamic=False, fullgraph=True)(h)
+    x = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(fused, x @ w.T, rtol=1e-5, atol=1e-5)
+
+
 def test_q4_slices_wide_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(block_quant, "_SLICE", 32)
     q, d, m = _q4(80, 32, seed=1)
