@@ -71,7 +71,7 @@ def _in_own_buffer(x: Tensor) -> Tensor:
     division per 32 weights read (the compiled int4-fp32 step at batch 1: 45 → 47 tok/s with it). The
     prim (Inductor's own) makes its lowering realise the input; it is a no-op on a tensor
     that already has the strides asked for."""
-    import torch._inductor.inductor_prims  # noqa: F401  (registers prims.inductor_force_stride_order)
+    import torch._inductor.inductor_prims  # registers prims.inductor_force_stride_order
 
     return torch.ops.prims.inductor_force_stride_order(x, x.stride())
 
