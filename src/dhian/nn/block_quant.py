@@ -30,7 +30,9 @@ Imports: torch.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
+from functools import reduce
 
 import torch
 from torch import Tensor, nn
@@ -76,9 +78,11 @@ def _in_own_buffer(x: Tensor) -> Tensor:
     return torch.ops.prims.inductor_force_stride_order(x, x.stride())
 
 
-def _parts(g: int) -> int:
-    """How many runs of blocks a fused loop reads side by side (see :func:`q4_rows`)."""
-    return STREAMS if g % STREAMS == 0 else 1
+def _runs(g: int) -> list[slice]:
+    """The equal runs of a tile's G blocks that a fused loop reads side by side: STREAMS of
+    them where G divides, else one."""
+    n = g // STREAMS if g % STREAMS == 0 else g
+    return [slice(start, start + n) for start in range(0, g, n)]
 
 
 def q4_rows(x: Tensor, packed: Tensor, d: Tensor, m: Tensor) -> Tensor:
@@ -89,17 +93,14 @@ def q4_rows(x: Tensor, packed: Tensor, d: Tensor, m: Tensor) -> Tensor:
     g = packed.shape[1]
     x = _in_own_buffer(x)
     xb = x.reshape(-1, 1, g, 2, BLOCK // 2, 1)  # (M, 1, G, 2, 16, 1)
-    gp = g // _parts(g)
-    y: Tensor | float = 0.0
-    for start in range(0, g, gp):
-        blocks = slice(start, start + gp)
+    sums = []
+    for blocks in _runs(g):
         dp, mp = d[:, blocks, None, :], m[:, blocks, None, :]  # (N/S, G/P, 1, S)
         codes = packed[:, blocks]  # (N/S, G/P, 16, S)
         lo = (codes & 15).float() * dp + mp  # (N/S, G/P, 16, S)
         hi = (codes >> 4).float() * dp + mp
-        y = y + (xb[:, :, blocks, 0] * lo).sum((2, 3)) + (xb[:, :, blocks, 1] * hi).sum((2, 3))
-    assert isinstance(y, Tensor)
-    return y.reshape(x.shape[0], -1)  # (M, N)
+        sums += [(xb[:, :, blocks, 0] * lo).sum((2, 3)), (xb[:, :, blocks, 1] * hi).sum((2, 3))]
+    return reduce(operator.add, sums).reshape(x.shape[0], -1)  # (M, N/S, S) → (M, N)
 
 
 def q8_rows(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
@@ -108,14 +109,11 @@ def q8_rows(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     g = codes.shape[1]
     x = _in_own_buffer(x)
     xb = x.reshape(-1, 1, g, BLOCK, 1)  # (M, 1, G, 32, 1)
-    gp = g // _parts(g)
-    y: Tensor | float = 0.0
-    for start in range(0, g, gp):
-        blocks = slice(start, start + gp)
+    sums = []
+    for blocks in _runs(g):
         w = codes[:, blocks].float() * scales[:, blocks, None, :]  # (V/S, G/P, 32, S)
-        y = y + (xb[:, :, blocks] * w).sum((2, 3))  # (M, V/S, S)
-    assert isinstance(y, Tensor)
-    return y.reshape(x.shape[0], -1)  # (M, V)
+        sums.append((xb[:, :, blocks] * w).sum((2, 3)))  # (M, V/S, S)
+    return reduce(operator.add, sums).reshape(x.shape[0], -1)  # (M, V)
 
 
 def _sliced_matmul(x: Tensor, n: int, columns: Callable[[int, int], Tensor]) -> Tensor:
