@@ -1,8 +1,9 @@
 """BlockQ4Linear / BlockQ8Embedding / BlockQ8Head: the file's block values used as they are,
 with float32 math. Their dequantised weights are exactly ``q·d + m`` (``q·s``); every product
-path (the fused one-row loop inside a compiled graph, the sliced dequantise-and-matmul path)
-equals float32 matmul with those weights to float32 rounding; an output count that is not a
-multiple of the tile works; bad shapes are refused."""
+path (the fused one-row loop inside a compiled graph — tested here with dhian's C++ kernel
+switched off, which tests/nn/test_block_quant_kernel.py covers — and the sliced
+dequantise-and-matmul path) equals float32 matmul with those weights to float32 rounding; an
+output count that is not a multiple of the tile works; bad shapes are refused."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import torch
 
 from dhian.nn import block_quant
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head, q4_rows
+
+
+@pytest.fixture
+def no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few-row products take the pure-PyTorch paths (as on a CPU without the kernel)."""
+    monkeypatch.setattr(block_quant, "_kernel_takes", lambda x, codes: False)
 
 
 def _q4(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -27,6 +34,7 @@ def _exact(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("n", [48, 40])  # a multiple of the tile, and not
+@pytest.mark.usefixtures("no_kernel")
 def test_q4_weight_is_exact_and_every_path_is_float32_matmul(n: int) -> None:
     q, d, m = _q4(n, 64)
     layer = BlockQ4Linear.from_codes(q, d, m)
@@ -45,6 +53,7 @@ def test_q4_weight_is_exact_and_every_path_is_float32_matmul(n: int) -> None:
 
 
 @pytest.mark.parametrize("k", [64, 96])  # blocks summed in two runs side by side, and in one
+@pytest.mark.usefixtures("no_kernel")
 def test_q4_fused_loop_after_a_norm_is_float32_matmul(k: int) -> None:
     """The fused loop's input made by an RMSNorm in the same graph (computed into its own
     buffer before the loop, not recomputed inside it) and an odd block count (one run)."""
@@ -61,6 +70,7 @@ def test_q4_fused_loop_after_a_norm_is_float32_matmul(k: int) -> None:
     torch.testing.assert_close(fused, x @ w.T, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("no_kernel")
 def test_q4_slices_wide_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(block_quant, "_SLICE", 32)
     q, d, m = _q4(80, 32, seed=1)
@@ -69,6 +79,7 @@ def test_q4_slices_wide_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.testing.assert_close(layer(x), x @ _exact(q, d, m).T, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("no_kernel")
 def test_q8_table_lookup_and_tied_logits() -> None:
     g = torch.Generator().manual_seed(2)
     codes = torch.randint(-127, 128, (64, 96), generator=g, dtype=torch.int8)

@@ -51,7 +51,8 @@ import torch
 from torch import Tensor
 
 from dhian.data.fetch import cache_dir
-from dhian.nn.block_quant import BlockQ4Linear
+from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding
+from dhian.nn.block_quant_kernel import kernel_available
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
 __all__ = [
@@ -111,7 +112,8 @@ def precision_label(model: Any) -> str:
 def model_signature(model: Any) -> str:
     """A 16-hex-digit hash of what a compiled step of ``model`` depends on: module types and
     names, parameter and buffer names/shapes/strides/dtypes/devices, the config, torch's version and
-    the machine type — not the weights' values (they are inputs of the compiled graph)."""
+    the machine type, whether dhian's block-quant kernel is in use — not the weights' values
+    (they are inputs of the compiled graph)."""
     h = hashlib.sha256()
     h.update(f"torch {torch.__version__} {platform.machine()} {type(model).__qualname__}".encode())
     h.update(repr(getattr(model, "cfg", "")).encode())
@@ -120,6 +122,10 @@ def model_signature(model: Any) -> str:
     tensors = [*model.named_parameters(), *model.named_buffers()]
     for name, t in tensors:
         h.update(f"{name}:{tuple(t.shape)}:{t.stride()}:{t.dtype}:{t.device.type};".encode())
+    if any(isinstance(m, BlockQ4Linear | BlockQ8Embedding) for m in model.modules()):
+        # builds or loads dhian's kernel before anything is traced; a step with it and one
+        # without are different programs with different timings
+        h.update(f"block-quant kernel {kernel_available()};".encode())
     return h.hexdigest()[:16]
 
 

@@ -7,7 +7,9 @@ summation order), while holding the file's bytes: 4.5–5 bits a weight instead 
 Owns :class:`BlockQ4Linear`, :class:`BlockQ8Embedding` (+ :class:`BlockQ8Head`, its tied
 output layer) and the fused few-row products :func:`q4_rows` / :func:`q8_rows`.
 
-How it is fast: with one row to multiply (a decoding step at batch 1) inside a compiled graph
+How it is fast: up to 8 rows (a decoding step at batch 1–8, eager or compiled) go to dhian's
+C++ kernel (:mod:`dhian.nn.block_quant_kernel`, AVX-512, built on first use) where it is
+available. Without it, with one row to multiply inside a compiled graph
 (``torch.compile``, CPU Inductor: the compiled decoding step), the product is written as
 unpack → scale → multiply → sum, which Inductor turns into one vectorised loop that reads each
 weight's 4 (or 8) bits once and never materialises a float32 weight. The weights are stored in
@@ -25,7 +27,7 @@ S = TILE output features per tile, or 1 when N is not a multiple of TILE):
   ``d``, ``m`` (N/S, G, S) float32, weight ``w = q·d + m`` (Q4_0: ``m = −8·d``).
 - Q8: ``codes`` (V/S, G, 32, S) int8 and ``scales`` (V/S, G, S) float32, ``w = q·s``.
 Inference only (buffers, no gradient).
-Imports: torch.
+Imports: torch, :mod:`dhian.nn.block_quant_kernel`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from functools import reduce
 
 import torch
 from torch import Tensor, nn
+
+from dhian.nn import block_quant_kernel
 
 __all__ = [
     "BLOCK",
@@ -124,6 +128,17 @@ def _sliced_matmul(x: Tensor, n: int, columns: Callable[[int, int], Tensor]) -> 
     return torch.cat([x @ columns(s, min(s + _SLICE, n)) for s in range(0, n, _SLICE)], dim=-1)
 
 
+def _kernel_takes(x: Tensor, codes: Tensor) -> bool:
+    """Whether :mod:`dhian.nn.block_quant_kernel` computes ``x Wᵀ`` for x (M, K) and these
+    tiled codes: few enough rows, whole tiles of :data:`TILE`, and the kernel built (in a
+    compiled graph: built before tracing, see :func:`~dhian.nn.block_quant_kernel.kernel_ready`)."""
+    if x.shape[0] > block_quant_kernel.KERNEL_ROWS or codes.shape[-1] != TILE:
+        return False
+    if torch.compiler.is_compiling():
+        return block_quant_kernel.kernel_ready()
+    return block_quant_kernel.kernel_available()
+
+
 def _tile(n: int) -> int:
     return TILE if n % TILE == 0 else 1
 
@@ -198,7 +213,9 @@ class BlockQ4Linear(nn.Module):
         """x (..., K) float32 → (..., N) float32."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).float()  # (M, K)
-        if flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
+        if _kernel_takes(flat, self.packed):
+            y = block_quant_kernel.q4_mm(flat.contiguous(), self.packed, self.d, self.m)
+        elif flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
             y = q4_rows(flat, self.packed, self.d, self.m)
         else:
             y = _sliced_matmul(flat, self.out_features, self._columns)
@@ -263,7 +280,9 @@ class BlockQ8Embedding(nn.Module):
         """The tied output layer: x (..., E) → (..., V) float32, ``x Wᵀ``."""
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.embedding_dim).float()  # (M, E)
-        if flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
+        if _kernel_takes(flat, self.codes):
+            y = block_quant_kernel.q8_mm(flat.contiguous(), self.codes, self.scales)
+        elif flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
             y = q8_rows(flat, self.codes, self.scales)
         else:
             y = _sliced_matmul(flat, self.num_embeddings, self._columns)
