@@ -1,7 +1,7 @@
 """BlockQ4Linear / BlockQ8Embedding / BlockQ8Head: the file's block values used as they are,
 with float32 math. Their dequantised weights are exactly ``q·d + m`` (``q·s``); every product
 path (the fused one-row loop inside a compiled graph — tested here with dhian's C++ kernel
-switched off, which tests/nn/test_block_quant_kernel.py covers — and the sliced
+switched off, which tests/nn/test_cpu_kernels.py covers — and the sliced
 dequantise-and-matmul path) equals float32 matmul with those weights to float32 rounding; an
 output count that is not a multiple of the tile works; bad shapes are refused."""
 

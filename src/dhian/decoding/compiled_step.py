@@ -52,7 +52,7 @@ from torch import Tensor
 
 from dhian.data.fetch import cache_dir
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding
-from dhian.nn.block_quant_kernel import kernel_available
+from dhian.nn.cpu_kernels import kernel_available
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
 __all__ = [

@@ -7,8 +7,8 @@ summation order), while holding the file's bytes: 4.5–5 bits a weight instead 
 Owns :class:`BlockQ4Linear`, :class:`BlockQ8Embedding` (+ :class:`BlockQ8Head`, its tied
 output layer) and the fused few-row products :func:`q4_rows` / :func:`q8_rows`.
 
-How it is fast: up to 8 rows (a decoding step at batch 1–8, eager or compiled) go to dhian's
-C++ kernel (:mod:`dhian.nn.block_quant_kernel`, AVX-512, built on first use) where it is
+How it is fast: up to 192 rows (decoding steps, short prompts; eager or compiled) go to dhian's
+C++ kernel (:mod:`dhian.nn.cpu_kernels`, AVX-512, built on first use) where it is
 available. Without it, with one row to multiply inside a compiled graph
 (``torch.compile``, CPU Inductor: the compiled decoding step), the product is written as
 unpack → scale → multiply → sum, which Inductor turns into one vectorised loop that reads each
@@ -27,7 +27,7 @@ S = TILE output features per tile, or 1 when N is not a multiple of TILE):
   ``d``, ``m`` (N/S, G, S) float32, weight ``w = q·d + m`` (Q4_0: ``m = −8·d``).
 - Q8: ``codes`` (V/S, G, 32, S) int8 and ``scales`` (V/S, G, S) float32, ``w = q·s``.
 Inference only (buffers, no gradient).
-Imports: torch, :mod:`dhian.nn.block_quant_kernel`.
+Imports: torch, :mod:`dhian.nn.cpu_kernels`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from functools import reduce
 import torch
 from torch import Tensor, nn
 
-from dhian.nn import block_quant_kernel
+from dhian.nn import cpu_kernels
 
 __all__ = [
     "BLOCK",
@@ -129,14 +129,14 @@ def _sliced_matmul(x: Tensor, n: int, columns: Callable[[int, int], Tensor]) -> 
 
 
 def _kernel_takes(x: Tensor, codes: Tensor) -> bool:
-    """Whether :mod:`dhian.nn.block_quant_kernel` computes ``x Wᵀ`` for x (M, K) and these
+    """Whether :mod:`dhian.nn.cpu_kernels` computes ``x Wᵀ`` for x (M, K) and these
     tiled codes: few enough rows, whole tiles of :data:`TILE`, and the kernel built (in a
-    compiled graph: built before tracing, see :func:`~dhian.nn.block_quant_kernel.kernel_ready`)."""
-    if x.shape[0] > block_quant_kernel.KERNEL_ROWS or codes.shape[-1] != TILE:
+    compiled graph: built before tracing, see :func:`~dhian.nn.cpu_kernels.kernel_ready`)."""
+    if not 1 <= x.shape[0] <= cpu_kernels.KERNEL_ROWS or codes.shape[-1] != TILE:
         return False
     if torch.compiler.is_compiling():
-        return block_quant_kernel.kernel_ready()
-    return block_quant_kernel.kernel_available()
+        return cpu_kernels.kernel_ready()
+    return cpu_kernels.kernel_available()
 
 
 def _tile(n: int) -> int:
@@ -214,7 +214,7 @@ class BlockQ4Linear(nn.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).float()  # (M, K)
         if _kernel_takes(flat, self.packed):
-            y = block_quant_kernel.q4_mm(flat.contiguous(), self.packed, self.d, self.m)
+            y = cpu_kernels.q4_mm(flat.contiguous(), self.packed, self.d, self.m)
         elif flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
             y = q4_rows(flat, self.packed, self.d, self.m)
         else:
@@ -281,7 +281,7 @@ class BlockQ8Embedding(nn.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.embedding_dim).float()  # (M, E)
         if _kernel_takes(flat, self.codes):
-            y = block_quant_kernel.q8_mm(flat.contiguous(), self.codes, self.scales)
+            y = cpu_kernels.q8_mm(flat.contiguous(), self.codes, self.scales)
         elif flat.shape[0] <= FUSED_ROWS and torch.compiler.is_compiling():
             y = q8_rows(flat, self.codes, self.scales)
         else:

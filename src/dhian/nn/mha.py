@@ -1,13 +1,13 @@
 """Scaled dot-product attention and multi-head attention with a KV cache.
 
 Owns :func:`scaled_dot_product` (one SDPA call on the fast path, an eager path that returns the
-weights), :class:`MultiHeadAttention` — the only place heads are split and merged — and
+weights), :func:`decode_step_attention` (a decoding step over a static cache), :class:`MultiHeadAttention` — the only place heads are split and merged — and
 :class:`KVCache` for incremental decoding. Re-exported by :mod:`dhian.nn.attention`.
 
 Notation: B batch, H heads, Tq/Tk query/key lengths, D head dim, E model dim.
 Masks follow :mod:`dhian.nn.masks`: bool, True = may attend, broadcastable to (B, H, Tq, Tk);
 a fully masked query row gives zero weights and a zero output (never NaN).
-Imports: torch, :mod:`dhian.nn.masks`, :mod:`dhian.nn.positional`.
+Imports: torch, :mod:`dhian.nn.cpu_kernels`, :mod:`dhian.nn.masks`, :mod:`dhian.nn.positional`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dhian.nn import cpu_kernels
 from dhian.nn.masks import causal_mask, combine
 from dhian.nn.positional import RotaryEmbedding
 
@@ -26,6 +27,7 @@ __all__ = [
     "KVCache",
     "MultiHeadAttention",
     "causal_attention_mask",
+    "decode_step_attention",
     "kv_caches",
     "scaled_dot_product",
 ]
@@ -189,6 +191,47 @@ def scaled_dot_product(
     dropped = F.dropout(weights, p=dropout) if dropout > 0.0 else weights
     out = torch.matmul(dropped.view(b, hkv, g, tq, tk), v.unsqueeze(2))  # (B, Hkv, G, Tq, Dv)
     return out.reshape(b, h, tq, v.size(-1)), weights  # (B, H, Tq, Dv)
+
+
+def decode_step_attention(
+    qg: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor
+) -> tuple[Tensor, None]:
+    """One decoding step's attention over a static KV cache: ``qg`` (B, Hkv, G, D) — the G
+    query heads of each key/value head as G query rows (GQA without repeating K/V) —
+    ``k_buf``/``v_buf`` (B, Hkv, Tmax, D), ``mask`` (B, 1, 1, Tmax) bool (True = attend).
+    Returns ``(out (B, Hkv, G, D), None)``: no weights on this path (the LLaMA step's
+    :meth:`decode`; weights come from :func:`scaled_dot_product`).
+
+    float32 on the CPU with dhian's kernel (:func:`dhian.nn.cpu_kernels.decode_attention`):
+    reads only the slots up to each row's last allowed one; otherwise one SDPA call over the
+    whole cache. Both compute softmax(q kᵀ/√D) v over the allowed slots (tested to agree)."""
+    b, tmax = k_buf.shape[0], k_buf.shape[2]
+    if _decode_kernel_takes(qg, k_buf, v_buf, mask):
+        keep = mask.reshape(b, tmax)  # (B, Tmax)
+        out = cpu_kernels.decode_attention(qg.contiguous(), k_buf, v_buf, keep.contiguous())
+        return out, None
+    return F.scaled_dot_product_attention(qg, k_buf, v_buf, attn_mask=mask), None
+
+
+def _decode_kernel_takes(qg: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor) -> bool:
+    b, hkv, tmax, d = k_buf.shape
+    if not (
+        qg.dtype == k_buf.dtype == v_buf.dtype == torch.float32
+        and qg.device.type == "cpu"
+        and k_buf.is_contiguous()
+        and v_buf.is_contiguous()
+        and v_buf.shape == k_buf.shape
+        and qg.shape[:2] == (b, hkv)
+        and qg.shape[3] == d
+        and d % 16 == 0
+        and mask.dtype == torch.bool
+        and mask.shape == (b, 1, 1, tmax)
+        and not (torch.is_grad_enabled() and (qg.requires_grad or k_buf.requires_grad))
+    ):
+        return False
+    if torch.compiler.is_compiling():
+        return cpu_kernels.kernel_ready()
+    return cpu_kernels.kernel_available()
 
 
 @dataclasses.dataclass

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from dhian.errors import ConfigError
 from dhian.models.llama.config import LlamaConfig
-from dhian.nn.mha import scaled_dot_product
+from dhian.nn.mha import decode_step_attention, scaled_dot_product
 from dhian.nn.positional import RotaryEmbedding
 
 __all__ = ["LlamaAttention", "LlamaBlock", "LlamaKVCache", "LlamaMLP", "LlamaModel", "build_llama"]
@@ -190,7 +190,7 @@ class LlamaAttention(nn.Module):
         v_buf[rows, :, slots] = v[:, :, 0].to(v_buf.dtype)
         g = self.n_heads // self.n_kv_heads
         qg = q.reshape(b, self.n_kv_heads, g, self.head_dim).to(k_buf.dtype)  # (B, Hkv, G, D)
-        out = F.scaled_dot_product_attention(qg, k_buf, v_buf, attn_mask=mask)  # (B, Hkv, G, D)
+        out, _ = decode_step_attention(qg, k_buf, v_buf, mask)  # (B, Hkv, G, D)
         out = out.reshape(b, 1, self.n_heads * self.head_dim).to(x.dtype)  # (B, 1, H·D)
         return self.o_proj(out)
 

@@ -1,6 +1,6 @@
 // Few-row products with llama.cpp's block-quantised weights, float32 math (AVX-512).
 //
-// The C++ side of dhian.nn.block_quant_kernel: y (M, N) = x (M, K) · Wᵀ for M ≤ MAX_ROWS rows
+// The C++ side of dhian.nn.cpu_kernels: y (M, N) = x (M, K) · Wᵀ for a few rows
 // of float32 activations and a weight held in dhian.nn.block_quant's tiled layouts (S = 16
 // output features per tile, one AVX-512 vector of float32; G = K / 32 blocks):
 //   q4_mm: packed (N/S, G, 16, S) uint8 — byte j of block g holds the code of input 32g + j in
@@ -25,12 +25,14 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace {
 
 constexpr int64_t BLOCK = 32;
 constexpr int64_t TILE = 16;
+// rows register-blocked together (more rows are taken in chunks of this many)
 constexpr int64_t MAX_ROWS = 8;
 // bytes ahead of the current block that a tile's stream asks the cache for
 #ifndef DHIAN_PREFETCH
@@ -107,8 +109,7 @@ void check(const at::Tensor& x, int64_t k, const at::Tensor& w, at::ScalarType c
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), name,
               ": x must be a contiguous (M, K) float32 tensor, received ", x.sizes(), " ",
               x.scalar_type());
-  TORCH_CHECK(x.size(0) >= 1 && x.size(0) <= MAX_ROWS, name, ": at most ", MAX_ROWS,
-              " rows, received ", x.size(0));
+  TORCH_CHECK(x.size(0) >= 1, name, ": x needs at least one row, received ", x.sizes());
   TORCH_CHECK(w.dim() == 4 && w.scalar_type() == code_type && w.is_contiguous() &&
                   w.size(2) == block_rows && w.size(3) == TILE && w.size(1) * BLOCK == k,
               name, ": weight codes must be contiguous (N/16, K/32, ", block_rows,
@@ -122,39 +123,10 @@ void check_maps(const at::Tensor& w, const at::Tensor& map, const char* name) {
               map.sizes(), " ", map.scalar_type());
 }
 
-template <int M>
-void q4_rows(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& d,
-             const at::Tensor& m, at::Tensor& y) {
-  const int64_t k = x.size(1), tiles = packed.size(0), g_count = packed.size(1);
-  const int64_t n = tiles * TILE;
-  const float* xp = x.data_ptr<float>();
-  const uint8_t* pp = packed.data_ptr<uint8_t>();
-  const float* dp = d.data_ptr<float>();
-  const float* mp = m.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, tiles, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile)
-      q4_tile<M>(xp, k, pp, dp, mp, g_count, tile, yp, n);
-  });
-}
-
-template <int M>
-void q8_rows(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales,
-             at::Tensor& y) {
-  const int64_t k = x.size(1), tiles = codes.size(0), g_count = codes.size(1);
-  const int64_t n = tiles * TILE;
-  const float* xp = x.data_ptr<float>();
-  const int8_t* cp = codes.data_ptr<int8_t>();
-  const float* sp = scales.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, tiles, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile)
-      q8_tile<M>(xp, k, cp, sp, g_count, tile, yp, n);
-  });
-}
-
-#define DHIAN_BY_ROWS(rows, fn, ...)  \
-  switch (rows) {                     \
+// Rows are taken in chunks of at most MAX_ROWS, each chunk one register-blocked pass over the
+// tile (its bytes stay in L1 between chunks, so the weight is read from memory once).
+#define DHIAN_BY_ROWS(rows, fn, ...)   \
+  switch (rows) {                      \
     case 1: fn<1>(__VA_ARGS__); break; \
     case 2: fn<2>(__VA_ARGS__); break; \
     case 3: fn<3>(__VA_ARGS__); break; \
@@ -165,13 +137,46 @@ void q8_rows(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& sca
     default: fn<8>(__VA_ARGS__); break; \
   }
 
+void q4_rows(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& d,
+             const at::Tensor& m, at::Tensor& y) {
+  const int64_t rows = x.size(0), k = x.size(1), tiles = packed.size(0), g_count = packed.size(1);
+  const int64_t n = tiles * TILE;
+  const float* xp = x.data_ptr<float>();
+  const uint8_t* pp = packed.data_ptr<uint8_t>();
+  const float* dp = d.data_ptr<float>();
+  const float* mp = m.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, tiles, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t tile = begin; tile < end; ++tile)
+      for (int64_t r = 0; r < rows; r += MAX_ROWS)
+        DHIAN_BY_ROWS(std::min(MAX_ROWS, rows - r), q4_tile, xp + r * k, k, pp, dp, mp, g_count,
+                      tile, yp + r * n, n);
+  });
+}
+
+void q8_rows(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales,
+             at::Tensor& y) {
+  const int64_t rows = x.size(0), k = x.size(1), tiles = codes.size(0), g_count = codes.size(1);
+  const int64_t n = tiles * TILE;
+  const float* xp = x.data_ptr<float>();
+  const int8_t* cp = codes.data_ptr<int8_t>();
+  const float* sp = scales.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, tiles, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t tile = begin; tile < end; ++tile)
+      for (int64_t r = 0; r < rows; r += MAX_ROWS)
+        DHIAN_BY_ROWS(std::min(MAX_ROWS, rows - r), q8_tile, xp + r * k, k, cp, sp, g_count, tile,
+                      yp + r * n, n);
+  });
+}
+
 at::Tensor q4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& d,
                  const at::Tensor& m) {
   check(x, x.size(-1), packed, at::kByte, BLOCK / 2, "q4_mm");
   check_maps(packed, d, "q4_mm");
   check_maps(packed, m, "q4_mm");
   at::Tensor y = at::empty({x.size(0), packed.size(0) * TILE}, x.options());
-  DHIAN_BY_ROWS(x.size(0), q4_rows, x, packed, d, m, y);
+  q4_rows(x, packed, d, m, y);
   return y;
 }
 
@@ -179,7 +184,7 @@ at::Tensor q8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor&
   check(x, x.size(-1), codes, at::kChar, BLOCK, "q8_mm");
   check_maps(codes, scales, "q8_mm");
   at::Tensor y = at::empty({x.size(0), codes.size(0) * TILE}, x.options());
-  DHIAN_BY_ROWS(x.size(0), q8_rows, x, codes, scales, y);
+  q8_rows(x, codes, scales, y);
   return y;
 }
 

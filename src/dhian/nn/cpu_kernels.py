@@ -1,23 +1,26 @@
-"""dhian's own C++ kernel for few-row products with block-quantised weights (float32 math):
-built on first use, cached, and used by :mod:`dhian.nn.block_quant` where it is available.
+"""dhian's own C++ kernels for the CPU: built on first use, cached, and used where available.
 
-Owns :func:`kernel_available` (builds or loads it once per process) and :func:`q4_mm` /
-:func:`q8_mm` (``y (M, N) = x (M, K) · Wᵀ`` for M ≤ :data:`KERNEL_ROWS` rows, the weight in
-:mod:`dhian.nn.block_quant`'s tiled layouts). The source is ``kernels/block_quant.cpp`` next to
-this file (AVX-512 intrinsics; its header says how it works). It computes exactly what
-:func:`dhian.nn.block_quant.q4_rows` / ``q8_rows`` compute — the file's float32 weights
-``q·d + m`` times float32 activations — up to summation order, 2× faster than Inductor's loop
-for one row and 2–3× faster than a float32 matmul for 8 (docs/speed.md).
+Owns :func:`kernel_available` (builds or loads them once per process), :func:`kernel_ready`,
+and the ops:
+- :func:`q4_mm` / :func:`q8_mm`: ``y (M, N) = x (M, K) · Wᵀ`` for a few rows (up to :data:`KERNEL_ROWS`),
+  the weight in :mod:`dhian.nn.block_quant`'s tiled layouts (``kernels/block_quant.cpp``). They
+  compute what :func:`dhian.nn.block_quant.q4_rows` / ``q8_rows`` compute — the file's float32
+  weights ``q·d + m`` times float32 activations — up to summation order; for SmolLM2's 120
+  projections at one row 4.1 ms against ~7 for Inductor's fused loop (docs/speed.md).
+- :func:`decode_attention`: one decoding step's attention over a static KV cache, reading only
+  the slots up to each row's last allowed one (``kernels/decode_attention.cpp``); SDPA's flash
+  kernel reads and masks the whole cache.
+Both sources say how they work in their headers (AVX-512 intrinsics).
 
 Built with ``torch.utils.cpp_extension.load`` (``ninja`` and the C++ compiler Inductor also
-needs) into ``$DHIAN_CACHE/kernels`` (default ``~/.cache/dhian/kernels``): about 10 s the
+needs) into ``$DHIAN_CACHE/kernels`` (default ``~/.cache/dhian/kernels``): about 15 s the
 first time on a machine, a fraction of a second to load afterwards (ninja sees it is up to
-date; a changed source is rebuilt). The ops are ``torch.ops.dhian_kernels.q4_mm`` /
-``q8_mm`` with fake kernels registered here, so ``torch.compile`` places them in a compiled
-graph as calls. Not available — and :mod:`dhian.nn.block_quant` falls back to its own paths —
-on a CPU without AVX-512, when the build fails (a warning says why, once), or when
-``DHIAN_KERNELS=0``.
-Notation: M rows, K inputs, N outputs.
+date; a changed source is rebuilt). The ops are ``torch.ops.dhian_kernels.*`` with fake
+kernels registered here, so ``torch.compile`` places them in a compiled graph as calls. Not
+available — and callers fall back to their PyTorch paths — on a CPU without AVX-512, when the
+build fails (a warning says why, once), or when ``DHIAN_KERNELS=0``.
+Notation: M rows, K inputs, N outputs; B batch, Hkv key/value heads, G query heads per
+key/value head, D head dim, Tmax cache slots.
 Imports: stdlib, torch.
 """
 
@@ -32,13 +35,25 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["KERNEL_ROWS", "kernel_available", "kernel_ready", "q4_mm", "q8_mm"]
+__all__ = [
+    "KERNEL_ROWS",
+    "decode_attention",
+    "kernel_available",
+    "kernel_ready",
+    "q4_mm",
+    "q8_mm",
+]
 
-#: the most rows one kernel call takes (its register blocking; MAX_ROWS in the C++ source)
-KERNEL_ROWS = 8
+#: products with at most this many rows take the block-quant kernel (8 rows at a time, each tile
+#: read once from memory); above it dequantising to float32 once and a float32 matmul is
+#: faster (SmolLM2's 120 projections: kernel 10 / 17 / 60 / 119 ms at 8 / 16 / 64 / 128 rows,
+#: dequantise-and-matmul 98 / 98 / 129 / 172 ms; about even near 200)
+KERNEL_ROWS = 192
 #: the extension's name (the library the ops are registered under is ``dhian_kernels``)
-_NAME = "dhian_block_quant"
-_SOURCE = Path(__file__).parent / "kernels" / "block_quant.cpp"
+_NAME = "dhian_cpu_kernels"
+_SOURCES = [
+    Path(__file__).parent / "kernels" / f for f in ("block_quant.cpp", "decode_attention.cpp")
+]
 _FLAGS = [
     "-O3",
     "-mavx512f",
@@ -71,14 +86,14 @@ def _build() -> bool:
     build_dir = _build_dir()
     if not any(build_dir.glob(f"{_NAME}*.so")):
         print(
-            f"[dhian] building the block-quant kernel once into {build_dir} (~10 s)",
+            f"[dhian] building dhian's CPU kernels once into {build_dir} (~15 s)",
             file=sys.stderr,
             flush=True,
         )
     try:
         cpp_extension.load(
             name=_NAME,
-            sources=[str(_SOURCE)],
+            sources=[str(p) for p in _SOURCES],
             extra_cflags=_FLAGS,
             extra_ldflags=["-fopenmp"],
             build_directory=str(build_dir),
@@ -87,9 +102,10 @@ def _build() -> bool:
         )
     except Exception as exc:  # any build failure means: use the fallback paths
         warnings.warn(
-            f"dhian's block-quant kernel could not be built ({type(exc).__name__}: "
+            f"dhian's CPU kernels could not be built ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); int4-fp32 "
-            f"models use the slower pure-PyTorch paths. Set DHIAN_KERNELS=0 to skip the build.",
+            f"models and decoding attention use the slower PyTorch paths. Set DHIAN_KERNELS=0 "
+            f"to skip the build.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -106,6 +122,10 @@ def _register_fakes() -> None:
     @torch.library.register_fake("dhian_kernels::q8_mm")
     def _q8_fake(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
         return x.new_empty(x.shape[0], codes.shape[0] * codes.shape[-1])  # (M, V)
+
+    @torch.library.register_fake("dhian_kernels::decode_attention")
+    def _attention_fake(q: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor) -> Tensor:
+        return torch.empty_like(q)  # (B, Hkv, G, D)
 
 
 def kernel_available() -> bool:
@@ -126,12 +146,20 @@ def kernel_ready() -> bool:
 
 
 def q4_mm(x: Tensor, packed: Tensor, d: Tensor, m: Tensor) -> Tensor:
-    """x (M, K) float32 contiguous, M ≤ :data:`KERNEL_ROWS`; packed (N/16, K/32, 16, 16) uint8,
+    """x (M, K) float32 contiguous; packed (N/16, K/32, 16, 16) uint8,
     d, m (N/16, K/32, 16) float32 → (M, N) float32. Call :func:`kernel_available` first."""
     return torch.ops.dhian_kernels.q4_mm(x, packed, d, m)
 
 
 def q8_mm(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
-    """x (M, E) float32 contiguous, M ≤ :data:`KERNEL_ROWS`; codes (V/16, E/32, 32, 16) int8,
+    """x (M, E) float32 contiguous; codes (V/16, E/32, 32, 16) int8,
     scales (V/16, E/32, 16) float32 → (M, V) float32. Call :func:`kernel_available` first."""
     return torch.ops.dhian_kernels.q8_mm(x, codes, scales)
+
+
+def decode_attention(q: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor) -> Tensor:
+    """q (B, Hkv, G, D), k_buf / v_buf (B, Hkv, Tmax, D) float32 contiguous, D a multiple of
+    16; mask (B, Tmax) bool contiguous (True = attend) → (B, Hkv, G, D): softmax(q kᵀ/√D) v
+    over each row's allowed slots (a row with none gives zeros). Call :func:`kernel_available`
+    first."""
+    return torch.ops.dhian_kernels.decode_attention(q, k_buf, v_buf, mask)

@@ -1,0 +1,213 @@
+"""dhian's C++ kernels (dhian.nn.cpu_kernels): built on first use. The block-quant products
+compute what float32 matmul with the file's weights computes (to float32 rounding) for 1 to
+many rows (chunks of 8 and a remainder), on one thread and two, eagerly and as a call inside a
+compiled graph; BlockQ4Linear and the Q8 head use them up to KERNEL_ROWS rows and not beyond.
+The decoding-step attention equals SDPA with the same boolean mask (left padding, slots after
+the last allowed one, GQA groups) and the LLaMA step uses it. Bad inputs are refused with the
+problem named; a failed build, a disabled kernel or a CPU without AVX-512 leaves the PyTorch
+paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from dhian.nn import block_quant, cpu_kernels
+from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
+
+needs_kernel = pytest.mark.skipif(
+    not cpu_kernels._cpu_has_avx512(), reason="the kernel needs AVX-512"
+)
+
+
+@pytest.fixture
+def kernel() -> None:
+    assert cpu_kernels.kernel_available(), "the kernel did not build on an AVX-512 CPU"
+
+
+def _q4_layer(n: int, k: int, seed: int = 0) -> tuple[BlockQ4Linear, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (n, k), generator=g)
+    d = torch.rand(n, k // 32, generator=g) * 0.02
+    m = -torch.rand(n, k // 32, generator=g) * 0.1
+    w = (q.float().view(n, k // 32, 32) * d[..., None] + m[..., None]).view(n, k)  # (N, K)
+    return BlockQ4Linear.from_codes(q, d, m), w
+
+
+def _q8_table(v: int, e: int, seed: int = 0) -> tuple[BlockQ8Embedding, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-127, 128, (v, e), generator=g, dtype=torch.int8)
+    scales = torch.rand(v, e // 32, generator=g) * 0.01
+    w = (codes.float().view(v, e // 32, 32) * scales[..., None]).view(v, e)  # (V, E)
+    return BlockQ8Embedding.from_rows(codes, scales), w
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.parametrize("rows", [1, 3, 8, 19])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_is_float32_matmul(rows: int, threads: int) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layer, w = _q4_layer(80, 96)  # 5 tiles, 3 blocks
+        x = torch.randn(rows, 96)
+        y = cpu_kernels.q4_mm(x, layer.packed, layer.d, layer.m)
+        torch.testing.assert_close(y, x @ w.T, rtol=1e-5, atol=1e-5)
+        table, wt = _q8_table(48, 64)
+        x = torch.randn(rows, 64)
+        y = cpu_kernels.q8_mm(x, table.codes, table.scales)
+        torch.testing.assert_close(y, x @ wt.T, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+def test_layers_use_the_kernel_for_few_rows_eagerly_and_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer, w = _q4_layer(48, 64, seed=1)
+    table, wt = _q8_table(32, 64, seed=2)
+    head = BlockQ8Head(table)
+    calls: list[str] = []
+    real_q4, real_q8 = cpu_kernels.q4_mm, cpu_kernels.q8_mm
+    monkeypatch.setattr(cpu_kernels, "q4_mm", lambda *a: calls.append("q4") or real_q4(*a))
+    monkeypatch.setattr(cpu_kernels, "q8_mm", lambda *a: calls.append("q8") or real_q8(*a))
+    x = torch.randn(2, 4, 64)  # 8 rows: the kernel
+    torch.testing.assert_close(layer(x), x @ w.T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(head(x), x @ wt.T, rtol=1e-5, atol=1e-5)
+    assert calls == ["q4", "q8"]
+    many = torch.randn(cpu_kernels.KERNEL_ROWS + 1, 64)  # dequantise and matmul
+    torch.testing.assert_close(layer(many), many @ w.T, rtol=1e-5, atol=1e-5)
+    assert calls == ["q4", "q8"]
+    monkeypatch.setattr(cpu_kernels, "q4_mm", real_q4)
+    one = torch.randn(1, 64)
+
+    def step(h: torch.Tensor) -> torch.Tensor:
+        return layer(torch.relu(h)) * 2  # the op between compiled kernels
+
+    compiled = torch.compile(step, dynamic=False, fullgraph=True)
+    torch.testing.assert_close(compiled(one), step(one), rtol=0, atol=0)
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+def test_bad_inputs_are_refused_with_the_limit_named() -> None:
+    layer, _ = _q4_layer(16, 64)
+    with pytest.raises(RuntimeError, match="at least one row"):
+        cpu_kernels.q4_mm(torch.randn(0, 64), layer.packed, layer.d, layer.m)
+    with pytest.raises(RuntimeError, match=r"contiguous \(N/16, K/32, 16, 16\)"):
+        cpu_kernels.q4_mm(torch.randn(1, 96), layer.packed, layer.d, layer.m)
+    with pytest.raises(RuntimeError, match="float32"):
+        cpu_kernels.q4_mm(torch.randn(1, 64), layer.packed, layer.d.double(), layer.m)
+
+
+@pytest.fixture
+def fresh_state() -> Iterator[None]:
+    saved = dict(cpu_kernels._state)
+    cpu_kernels._state.clear()
+    yield
+    cpu_kernels._state.clear()
+    cpu_kernels._state.update(saved)
+
+
+@pytest.mark.usefixtures("fresh_state")
+def test_disabled_missing_or_failed_kernel_leaves_the_pytorch_paths(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DHIAN_KERNELS", "0")
+    assert not cpu_kernels.kernel_available()
+    layer, w = _q4_layer(32, 64)
+    x = torch.randn(1, 64)
+    torch.testing.assert_close(layer(x), x @ w.T, rtol=1e-5, atol=1e-5)
+
+    cpu_kernels._state.clear()
+    monkeypatch.setenv("DHIAN_KERNELS", "1")
+    monkeypatch.setattr(cpu_kernels, "_cpu_has_avx512", lambda: False)
+    assert not cpu_kernels.kernel_available()
+
+    cpu_kernels._state.clear()
+    monkeypatch.setattr(cpu_kernels, "_cpu_has_avx512", lambda: True)
+    monkeypatch.setenv("DHIAN_CACHE", str(tmp_path))
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(cpu_kernels, "_SOURCES", [broken])
+    monkeypatch.setattr(cpu_kernels, "_NAME", "dhian_broken_kernel")
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        assert not cpu_kernels.kernel_available()
+    assert not block_quant._kernel_takes(x, layer.packed)
+
+
+def _decode_inputs(
+    b: int, hkv: int, g: int, d: int, tmax: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, hkv, g, d, generator=gen)
+    k = torch.randn(b, hkv, tmax, d, generator=gen)
+    v = torch.randn(b, hkv, tmax, d, generator=gen)
+    mask = torch.zeros(b, 1, 1, tmax, dtype=torch.bool)
+    for row in range(b):  # row r: left padding of r slots, then 5 + 7r slots in use
+        mask[row, ..., row : min(tmax, 5 + 8 * row)] = True
+    return q, k, v, mask
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.parametrize(
+    ("hkv", "g", "d", "tmax"), [(3, 3, 64, 40), (2, 1, 32, 17), (1, 4, 16, 64)]
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decode_attention_is_sdpa_over_the_allowed_slots(
+    hkv: int, g: int, d: int, tmax: int, threads: int
+) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        q, k, v, mask = _decode_inputs(4, hkv, g, d, tmax)
+        out = cpu_kernels.decode_attention(q, k, v, mask.reshape(4, tmax))
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        far = mask.clone()
+        far[2, ..., tmax - 1] = True  # the last slot allowed: every slot is read
+        out = cpu_kernels.decode_attention(q, k * 30, v, far.reshape(4, tmax))  # large scores
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k * 30, v, attn_mask=far)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+def test_decode_step_attention_takes_the_kernel_where_it_can(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dhian.nn.mha import decode_step_attention
+
+    q, k, v, mask = _decode_inputs(3, 3, 3, 64, 48, seed=1)
+    calls: list[int] = []
+    real = cpu_kernels.decode_attention
+    monkeypatch.setattr(cpu_kernels, "decode_attention", lambda *a: calls.append(1) or real(*a))
+    out, weights = decode_step_attention(q, k, v, mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert weights is None and calls == [1]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    half, _ = decode_step_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)  # SDPA
+    assert calls == [1] and half.dtype == torch.bfloat16
+    compiled = torch.compile(decode_step_attention, dynamic=False, fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, mask)[0], out, rtol=0, atol=0)
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+def test_decode_attention_refuses_bad_inputs() -> None:
+    q, k, v, mask = _decode_inputs(2, 1, 2, 16, 8)
+    with pytest.raises(RuntimeError, match=r"mask must be contiguous bool \(B, Tmax\)"):
+        cpu_kernels.decode_attention(q, k, v, mask)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        cpu_kernels.decode_attention(q[..., :8], k[..., :8], v[..., :8], mask.reshape(2, 8))
+    with pytest.raises(RuntimeError, match="does not match the cache"):
+        cpu_kernels.decode_attention(q[:1], k, v, mask.reshape(2, 8))
