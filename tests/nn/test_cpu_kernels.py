@@ -211,3 +211,35 @@ def test_decode_attention_refuses_bad_inputs() -> None:
         cpu_kernels.decode_attention(q[..., :8], k[..., :8], v[..., :8], mask.reshape(2, 8))
     with pytest.raises(RuntimeError, match="does not match the cache"):
         cpu_kernels.decode_attention(q[:1], k, v, mask.reshape(2, 8))
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_float16_maps_are_kept_as_float16_and_change_nothing(
+    use_kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Maps that float16 holds exactly (a GGUF file's always do) are stored as float16; every
+    path gives bit-for-bit what float32 maps give. Maps it does not hold stay float32."""
+    if use_kernel and not cpu_kernels.kernel_available():
+        pytest.skip("no kernel on this CPU")
+    if not use_kernel:
+        monkeypatch.setattr(block_quant, "_kernel_takes", lambda x, codes: False)
+    g = torch.Generator().manual_seed(4)
+    q = torch.randint(0, 16, (48, 64), generator=g)
+    d = (torch.rand(48, 2, generator=g) * 0.02).half().float()
+    m = (-torch.rand(48, 2, generator=g) * 0.1).half().float()
+    small, wide = BlockQ4Linear.from_codes(q, d, m), BlockQ4Linear.from_codes(q, d, m)
+    wide.d, wide.m = wide.d.float(), wide.m.float()
+    assert small.d.dtype == small.m.dtype == torch.float16
+    assert torch.equal(small.dequantized_weight(), wide.dequantized_weight())
+    for rows in (1, 5, 300):
+        x = torch.randn(rows, 64, generator=g)
+        assert torch.equal(small(x), wide(x))
+    assert BlockQ4Linear.from_codes(q, d + 1e-9, m).d.dtype == torch.float32
+    codes = torch.randint(-127, 128, (32, 64), generator=g, dtype=torch.int8)
+    scales = (torch.rand(32, 2, generator=g) * 0.01).half().float()
+    table = BlockQ8Embedding.from_rows(codes, scales)
+    assert table.scales.dtype == torch.float16
+    x = torch.randn(3, 64, generator=g)
+    w = (codes.float().view(32, 2, 32) * scales[..., None]).view(32, 64)
+    torch.testing.assert_close(table.logits(x), x @ w.T, rtol=1e-5, atol=1e-5)
+    assert torch.equal(table(torch.tensor([0, 31])), w[[0, 31]])

@@ -40,11 +40,18 @@ constexpr int64_t MAX_ROWS = 8;
 #endif
 constexpr int64_t PREFETCH = DHIAN_PREFETCH;
 
+// A tile's 16 block maps (d, m or scales) as float32: stored as float32, or as float16 (the
+// file's own precision) and widened exactly.
+inline __m512 load_map(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load_map(const at::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 // One tile of Q4 work: 16 outputs, M rows. The low and the high nibbles' products go to
 // separate accumulators (two independent FMA chains per row).
-template <int M>
-inline void q4_tile(const float* x, int64_t k, const uint8_t* packed, const float* d,
-                    const float* m, int64_t g_count, int64_t tile, float* y, int64_t n) {
+template <int M, typename Map>
+inline void q4_tile(const float* x, int64_t k, const uint8_t* packed, const Map* d, const Map* m,
+                    int64_t g_count, int64_t tile, float* y, int64_t n) {
   __m512 acc_lo[M], acc_hi[M];
   for (int r = 0; r < M; ++r) acc_lo[r] = acc_hi[r] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi32(15);
@@ -55,8 +62,8 @@ inline void q4_tile(const float* x, int64_t k, const uint8_t* packed, const floa
     _mm_prefetch(reinterpret_cast<const char*>(codes) + PREFETCH + 64, _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(codes) + PREFETCH + 128, _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(codes) + PREFETCH + 192, _MM_HINT_T0);
-    const __m512 dv = _mm512_loadu_ps(d + block * TILE);
-    const __m512 mv = _mm512_loadu_ps(m + block * TILE);
+    const __m512 dv = load_map(d + block * TILE);
+    const __m512 mv = load_map(m + block * TILE);
     const float* xb = x + g * BLOCK;
 #pragma GCC unroll 4
     for (int64_t j = 0; j < BLOCK / 2; ++j) {
@@ -77,8 +84,8 @@ inline void q4_tile(const float* x, int64_t k, const uint8_t* packed, const floa
 }
 
 // One tile of Q8 work: 16 outputs, M rows; even and odd inputs go to separate accumulators.
-template <int M>
-inline void q8_tile(const float* x, int64_t k, const int8_t* codes_all, const float* scales,
+template <int M, typename Map>
+inline void q8_tile(const float* x, int64_t k, const int8_t* codes_all, const Map* scales,
                     int64_t g_count, int64_t tile, float* y, int64_t n) {
   __m512 acc_even[M], acc_odd[M];
   for (int r = 0; r < M; ++r) acc_even[r] = acc_odd[r] = _mm512_setzero_ps();
@@ -87,7 +94,7 @@ inline void q8_tile(const float* x, int64_t k, const int8_t* codes_all, const fl
     const int8_t* codes = codes_all + block * BLOCK * TILE;  // (32, S) bytes
     for (int64_t line = 0; line < BLOCK * TILE; line += 64)
       _mm_prefetch(reinterpret_cast<const char*>(codes) + PREFETCH + line, _MM_HINT_T0);
-    const __m512 sv = _mm512_loadu_ps(scales + block * TILE);
+    const __m512 sv = load_map(scales + block * TILE);
     const float* xb = x + g * BLOCK;
 #pragma GCC unroll 2
     for (int64_t j = 0; j < BLOCK; j += 2) {
@@ -116,35 +123,39 @@ void check(const at::Tensor& x, int64_t k, const at::Tensor& w, at::ScalarType c
               ", 16), received ", w.sizes(), " ", w.scalar_type(), " for K = ", k);
 }
 
-void check_maps(const at::Tensor& w, const at::Tensor& map, const char* name) {
-  TORCH_CHECK(map.scalar_type() == at::kFloat && map.is_contiguous() && map.dim() == 3 &&
-                  map.size(0) == w.size(0) && map.size(1) == w.size(1) && map.size(2) == TILE,
-              name, ": block maps must be contiguous float32 (N/16, K/32, 16), received ",
-              map.sizes(), " ", map.scalar_type());
+void check_maps(const at::Tensor& w, const at::Tensor& map, const at::Tensor& first,
+                const char* name) {
+  TORCH_CHECK((map.scalar_type() == at::kFloat || map.scalar_type() == at::kHalf) &&
+                  map.scalar_type() == first.scalar_type() && map.is_contiguous() &&
+                  map.dim() == 3 && map.size(0) == w.size(0) && map.size(1) == w.size(1) &&
+                  map.size(2) == TILE,
+              name, ": block maps must be contiguous float32 or float16 (N/16, K/32, 16), all of one "
+              "dtype, received ", map.sizes(), " ", map.scalar_type());
 }
 
 // Rows are taken in chunks of at most MAX_ROWS, each chunk one register-blocked pass over the
 // tile (its bytes stay in L1 between chunks, so the weight is read from memory once).
 #define DHIAN_BY_ROWS(rows, fn, ...)   \
   switch (rows) {                      \
-    case 1: fn<1>(__VA_ARGS__); break; \
-    case 2: fn<2>(__VA_ARGS__); break; \
-    case 3: fn<3>(__VA_ARGS__); break; \
-    case 4: fn<4>(__VA_ARGS__); break; \
-    case 5: fn<5>(__VA_ARGS__); break; \
-    case 6: fn<6>(__VA_ARGS__); break; \
-    case 7: fn<7>(__VA_ARGS__); break; \
-    default: fn<8>(__VA_ARGS__); break; \
+    case 1: fn<1, Map>(__VA_ARGS__); break; \
+    case 2: fn<2, Map>(__VA_ARGS__); break; \
+    case 3: fn<3, Map>(__VA_ARGS__); break; \
+    case 4: fn<4, Map>(__VA_ARGS__); break; \
+    case 5: fn<5, Map>(__VA_ARGS__); break; \
+    case 6: fn<6, Map>(__VA_ARGS__); break; \
+    case 7: fn<7, Map>(__VA_ARGS__); break; \
+    default: fn<8, Map>(__VA_ARGS__); break; \
   }
 
+template <typename Map>
 void q4_rows(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& d,
              const at::Tensor& m, at::Tensor& y) {
   const int64_t rows = x.size(0), k = x.size(1), tiles = packed.size(0), g_count = packed.size(1);
   const int64_t n = tiles * TILE;
   const float* xp = x.data_ptr<float>();
   const uint8_t* pp = packed.data_ptr<uint8_t>();
-  const float* dp = d.data_ptr<float>();
-  const float* mp = m.data_ptr<float>();
+  const Map* dp = d.data_ptr<Map>();
+  const Map* mp = m.data_ptr<Map>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, tiles, 8, [&](int64_t begin, int64_t end) {
     for (int64_t tile = begin; tile < end; ++tile)
@@ -154,13 +165,14 @@ void q4_rows(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& d,
   });
 }
 
+template <typename Map>
 void q8_rows(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales,
              at::Tensor& y) {
   const int64_t rows = x.size(0), k = x.size(1), tiles = codes.size(0), g_count = codes.size(1);
   const int64_t n = tiles * TILE;
   const float* xp = x.data_ptr<float>();
   const int8_t* cp = codes.data_ptr<int8_t>();
-  const float* sp = scales.data_ptr<float>();
+  const Map* sp = scales.data_ptr<Map>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, tiles, 8, [&](int64_t begin, int64_t end) {
     for (int64_t tile = begin; tile < end; ++tile)
@@ -173,18 +185,24 @@ void q8_rows(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& sca
 at::Tensor q4_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& d,
                  const at::Tensor& m) {
   check(x, x.size(-1), packed, at::kByte, BLOCK / 2, "q4_mm");
-  check_maps(packed, d, "q4_mm");
-  check_maps(packed, m, "q4_mm");
+  check_maps(packed, d, d, "q4_mm");
+  check_maps(packed, m, d, "q4_mm");
   at::Tensor y = at::empty({x.size(0), packed.size(0) * TILE}, x.options());
-  q4_rows(x, packed, d, m, y);
+  if (d.scalar_type() == at::kHalf)
+    q4_rows<at::Half>(x, packed, d, m, y);
+  else
+    q4_rows<float>(x, packed, d, m, y);
   return y;
 }
 
 at::Tensor q8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
   check(x, x.size(-1), codes, at::kChar, BLOCK, "q8_mm");
-  check_maps(codes, scales, "q8_mm");
+  check_maps(codes, scales, scales, "q8_mm");
   at::Tensor y = at::empty({x.size(0), codes.size(0) * TILE}, x.options());
-  q8_rows(x, codes, scales, y);
+  if (scales.scalar_type() == at::kHalf)
+    q8_rows<at::Half>(x, codes, scales, y);
+  else
+    q8_rows<float>(x, codes, scales, y);
   return y;
 }
 
