@@ -150,10 +150,10 @@ def llm_generate(
         for step in range(max_new_tokens):
             check_cancel(should_stop)
             s = width + step  # slot of the token being chosen
-            log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
+            lse = torch.logsumexp(logits, dim=-1)  # (B,): log-probs without writing (B, V)
             scores = apply_repetition_penalty(logits, ids[:, :s], repetition_penalty, mask[:, :s])
             nxt = _pick(scores, temperature, top_k, top_p, gens)  # (B,)
-            chosen = log_probs.gather(-1, nxt[:, None]).squeeze(-1)  # (B,)
+            chosen = logits.gather(-1, nxt[:, None]).squeeze(-1) - lse  # (B,) log-prob
             ids[:, s] = nxt
             mask[:, s] = True
             picked, picked_lp = nxt.tolist(), chosen.tolist()  # one host copy each, not B
