@@ -43,9 +43,9 @@ def finite_float(text: str) -> float:
 
 def add_dtype_argument(p: argparse.ArgumentParser) -> None:
     """Add ``--dtype {auto,fp32,bf16,int8,int4,int4-fp32}`` (see
-    :func:`dhian.models.precision.apply_precision`; ``auto`` = the model family's
-    ``default_dtype``: the fastest mode that passes its quality bound, fp32 for every family
-    today, see docs/speed.md)."""
+    :func:`dhian.models.precision.apply_precision`; ``auto`` = the fastest mode that passes its
+    quality bound: int4-fp32 for a GGUF file of 4-bit blocks (smollm2 included) on a CPU where
+    dhian's kernels run, else fp32; see docs/speed.md)."""
     p.add_argument(
         "--dtype",
         choices=("auto", "fp32", "bf16", "int8", "int4", "int4-fp32"),
@@ -55,7 +55,8 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
         "weight-only, the GGUF file's own 4-bit blocks, bf16 math), int4-fp32 (LLaMA models: "
         "the same 4-bit blocks with float32 math, the fp32 model's results), CPU only for "
         "int8/int4/int4-fp32; "
-        "default auto = the family's fastest mode within its quality bound (fp32 today)",
+        "default auto = the fastest mode within its quality bound: int4-fp32 for a GGUF file "
+        "of 4-bit blocks (smollm2) where dhian's CPU kernels run, else fp32",
     )
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dhian.errors import ModelLoadError, nearest
 from dhian.interop.hf_dirs import hf_model_type, is_hf_dir, load_hf_dir
 from dhian.models import families, precision
@@ -87,20 +89,23 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
-def _read(source: str | Path, dtype: str, **options: Any) -> LoadedModel:
-    """The source as a LoadedModel (on CPU, before device and precision; a built-in or single
-    file is handed the resolved ``dtype`` and may already be in it)."""
+def _read(
+    source: str | Path, dtype: str, where: torch.device, **options: Any
+) -> tuple[LoadedModel, str | None]:
+    """The source as a LoadedModel (on CPU, before device and precision) and, for a built-in
+    or single file, the resolved precision it was handed (it may already be in it); None for
+    a directory (its family's default applies)."""
     path = Path(source)
     builtin = None if path.exists() else family_for_builtin(str(source))
     if builtin is not None:
-        want = precision.resolve_precision(dtype, builtin.default_dtype)
+        want = _resolve_auto(builtin, source, dtype, where)
         loaded: LoadedModel = resolve(builtin.builtins[str(source)])(dtype=want, **options)
-        return loaded
+        return loaded, want
     family = family_for_suffix(path.suffix) if path.is_file() else None
     if family is not None:
-        want = precision.resolve_precision(dtype, family.default_dtype)
+        want = _resolve_auto(family, path, dtype, where)
         loaded = resolve(family.file_import[path.suffix.lower()])(path, dtype=want, **options)
-        return loaded
+        return loaded, want
     if not path.exists() and builtin_names():
         raise ModelLoadError(
             f"{str(source)!r} does not exist and is not a built-in model"
@@ -108,28 +113,39 @@ def _read(source: str | Path, dtype: str, **options: Any) -> LoadedModel:
         )
     directory = resolve_model_dir(path)
     if is_hf_dir(directory):
-        return load_hf_dir(directory, **options)
-    return load_model_dir(directory)
+        return load_hf_dir(directory, **options), None
+    return load_model_dir(directory), None
+
+
+def _resolve_auto(
+    family: families.Family, source: str | Path, dtype: str, where: torch.device
+) -> str:
+    """``dtype`` with ``auto`` resolved for this file or built-in: the family's ``auto_dtype``
+    rule where it has one (e.g. a GGUF file's own 4-bit blocks), else its ``default_dtype``."""
+    if dtype == precision.AUTO and family.auto_dtype is not None:
+        return str(resolve(family.auto_dtype)(source, where))
+    return precision.resolve_precision(dtype, family.default_dtype)
 
 
 def load_model(
     source: str | Path, device: str = "cpu", dtype: str = "fp32", **options: Any
 ) -> LoadedModel:
     """Load any model source (see the module docstring) onto ``device`` (``auto`` = CUDA when
-    available), in eval mode, in precision ``dtype`` (fp32 | bf16 | int8 | int4 (LLaMA) | auto
-    = the family's ``default_dtype``, see :func:`dhian.models.precision.apply_precision`).
+    available), in eval mode, in precision ``dtype`` (fp32 | bf16 | int8 | int4 | int4-fp32
+    (LLaMA) | auto = the family's ``auto_dtype`` rule for a file or built-in, else its
+    ``default_dtype``; see :func:`dhian.models.precision.apply_precision`).
     ``options`` go to a foreign importer (e.g. ``task=``, ``num_labels=`` for an HF BERT dir);
     a dhian dir knows its task and ignores them."""
     precision.check_precision(dtype)
     where = choose_device(device)
-    loaded = _read(source, dtype, **options)
-    mtype = str(getattr(loaded.config.model, "type", ""))
-    default = families.family_of(mtype).default_dtype if mtype else "fp32"
+    loaded, want = _read(source, dtype, where, **options)
+    if want is None:
+        mtype = str(getattr(loaded.config.model, "type", ""))
+        default = families.family_of(mtype).default_dtype if mtype else "fp32"
+        want = precision.resolve_precision(dtype, default)
     loaded.model.to(where)
     loaded.model.eval()
-    loaded.model = precision.apply_precision(
-        loaded.model, precision.resolve_precision(dtype, default)
-    )
+    loaded.model = precision.apply_precision(loaded.model, want)
     return loaded
 
 

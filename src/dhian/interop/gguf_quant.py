@@ -61,6 +61,7 @@ from dhian.interop.hf_llama import llama_loaded
 from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import LlamaBlock, LlamaModel
 from dhian.models.model_dir import LoadedModel
+from dhian.nn import cpu_kernels
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
 from dhian.nn.positional import RotaryEmbedding
 from dhian.nn.quantized_embedding import BlockInt8Embedding
@@ -319,6 +320,25 @@ def build_inference_model(file: GGUFFile, mode: str) -> LlamaModel:
 
 
 _TOP = ("token_embd.weight", "output_norm.weight", "output.weight")
+
+
+def auto_precision(source: str | Path, device: torch.device | str = "cpu") -> str:
+    """What ``--dtype auto`` means for a llama GGUF file (``source``: its path, or ``smollm2``
+    for the built-in) on ``device``: ``int4-fp32`` — the file's own weights, float32 math, the
+    fastest mode that passes the quality bound (docs/speed.md) — where every projection of the
+    file is Q4_0/Q4_1 blocks, the device is the CPU and dhian's CPU kernels run here (without
+    them int4-fp32 decodes slower than fp32); else ``fp32``."""
+    if torch.device(device).type != "cpu" or not cpu_kernels.kernel_available():
+        return "fp32"
+    path = fetch_pretrained("smollm2", quiet=True) if str(source) == "smollm2" else Path(source)
+    file = read_gguf(path)  # the header and a mapping: no tensor data is read here
+    names = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    four_bit = all(
+        file.tensors[f"blk.{b}.{n}.weight"].type_name in ("Q4_0", "Q4_1")
+        for b in range(llama_config_from_gguf(file).n_layers)
+        for n in names
+    )
+    return "int4-fp32" if four_bit else "fp32"
 
 
 def load_gguf_model(path: str | Path, dtype: str = "fp32", **_options: Any) -> LoadedModel:

@@ -92,7 +92,10 @@ class Family:
     built-in model name → loader (``fn(**options) -> LoadedModel``); the single-file and
     built-in loaders also receive ``dtype=`` (a resolved precision) and may build the model in
     it directly. ``default_dtype``: the precision ``--dtype auto`` means for this family (the
-    fastest that passes its quality bound, docs/speed.md).
+    fastest that passes its quality bound, docs/speed.md); ``auto_dtype`` (``"module:function"``,
+    ``fn(source, device) -> str``), where set, decides it instead for a single file or a
+    built-in (``source``: its path or name), which may hold weights that a faster mode keeps
+    exactly.
     """
 
     name: str
@@ -110,6 +113,7 @@ class Family:
     file_import: Mapping[str, str] = dataclasses.field(default_factory=dict)
     builtins: Mapping[str, str] = dataclasses.field(default_factory=dict)
     default_dtype: str = "fp32"
+    auto_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -191,8 +195,11 @@ FAMILIES: tuple[Family, ...] = (
         hf_export="dhian.interop.hf_llama:export_loaded_llama",
         file_import={".gguf": "dhian.interop.gguf_quant:load_gguf_model"},
         builtins={"smollm2": "dhian.interop.gguf_quant:load_smollm2"},
-        # int4/int8/bf16 pass the ppl bound but not "greedy = fp32 on >= 15/20" (docs/speed.md)
+        # int4/int8/bf16 pass the ppl bound but not "greedy = fp32 on >= 15/20" (docs/speed.md);
+        # a GGUF file's own 4-bit blocks with float32 math (int4-fp32) pass it and are the
+        # fastest where dhian's CPU kernels run
         default_dtype="fp32",
+        auto_dtype="dhian.interop.gguf_quant:auto_precision",
     ),
 )
 
