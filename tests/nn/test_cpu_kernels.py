@@ -243,3 +243,71 @@ def test_float16_maps_are_kept_as_float16_and_change_nothing(
     w = (codes.float().view(32, 2, 32) * scales[..., None]).view(32, 64)
     torch.testing.assert_close(table.logits(x), x @ w.T, rtol=1e-5, atol=1e-5)
     assert torch.equal(table(torch.tensor([0, 31])), w[[0, 31]])
+
+
+def _rotate_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rope_cache_write_is_bit_identical_to_the_pytorch_ops(per_row: bool) -> None:
+    b, h, hkv, d, tmax = 3, 6, 2, 16, 10
+    g = torch.Generator().manual_seed(5)
+    qkv = torch.randn(b, (h + 2 * hkv) * d, generator=g)
+    cos, sin = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+    slot = torch.tensor([4, 7, 0]) if per_row else torch.tensor([6])
+    k_buf, v_buf = torch.zeros(b, hkv, tmax, d), torch.zeros(b, hkv, tmax, d)
+    q = cpu_kernels.rope_cache_write(qkv, cos, sin, slot, k_buf, v_buf, h)
+    qr, kr, vr = qkv.split([h * d, hkv * d, hkv * d], dim=-1)
+    c, s = cos[:, None, :], sin[:, None, :]  # (B, 1, D)
+    assert torch.equal(q, _rotate_ref(qr.view(b, h, d), c, s).view(b, h * d))
+    k_ref, v_ref = torch.zeros_like(k_buf), torch.zeros_like(v_buf)
+    rows = torch.arange(b)
+    k_ref[rows, :, slot.expand(b)] = _rotate_ref(kr.view(b, hkv, d), c, s)
+    v_ref[rows, :, slot.expand(b)] = vr.view(b, hkv, d)
+    assert torch.equal(k_buf, k_ref) and torch.equal(v_buf, v_ref)
+    one = cpu_kernels.rope_cache_write(qkv, cos[:1], sin[:1], slot, k_buf, v_buf, h)  # shared
+    assert torch.equal(one, _rotate_ref(qr.view(b, h, d), cos[:1], sin[:1]).view(b, h * d))
+    with pytest.raises(RuntimeError, match="outside the cache's 10 slots"):
+        cpu_kernels.rope_cache_write(qkv, cos, sin, torch.tensor([10]), k_buf, v_buf, h)
+    with pytest.raises(RuntimeError, match=r"qkv must be contiguous float32 \(B, \(H \+ 2·Hkv\)"):
+        cpu_kernels.rope_cache_write(qkv[:, :-1], cos, sin, slot, k_buf, v_buf, h)
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+def test_llama_decode_step_with_the_fused_rope_write_is_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tiny float32 LLaMA's eager decoding steps give the same logits and cache with dhian's
+    one-call RoPE + cache write as with the PyTorch ops (left-padded rows, per-row slots)."""
+    from dhian.models.llama.config import LlamaConfig
+    from dhian.models.llama.model import LlamaAttention, LlamaModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96)
+    model = LlamaModel(cfg).eval()
+    model.fuse_projections()
+    token = torch.tensor([[3], [7]])
+    positions = torch.tensor([[2], [5]])
+    mask = torch.zeros(2, 8, dtype=torch.bool)
+    mask[0, 3:6], mask[1, :6] = True, True
+
+    def step(fused: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if not fused:
+            monkeypatch.setattr(LlamaAttention, "_fused_rope_write", lambda self, x, k: False)
+        cache = model.new_cache(2, 8)
+        for buf in (*cache.k, *cache.v):
+            buf.copy_(torch.randn(buf.shape, generator=torch.Generator().manual_seed(1)))
+        with torch.no_grad():
+            logits = model.decode_step(token, positions, torch.tensor([5, 5]), mask, cache)
+        monkeypatch.undo()
+        return logits, [*cache.k, *cache.v]
+
+    fused_logits, fused_cache = step(True)
+    plain_logits, plain_cache = step(False)
+    assert torch.equal(fused_logits, plain_logits)
+    assert all(torch.equal(a, b) for a, b in zip(fused_cache, plain_cache, strict=True))

@@ -10,7 +10,10 @@ and the ops:
 - :func:`decode_attention`: one decoding step's attention over a static KV cache, reading only
   the slots up to each row's last allowed one (``kernels/decode_attention.cpp``); SDPA's flash
   kernel reads and masks the whole cache.
-Both sources say how they work in their headers (AVX-512 intrinsics).
+- :func:`rope_cache_write`: one decoding step's RoPE of q and k and the write of k, v into the
+  cache, from the fused q|k|v projection, in one call (``kernels/rope_cache.cpp``): the same
+  bits as the ~25 small PyTorch ops it replaces per layer in eager decoding.
+The sources say how they work in their headers.
 
 Built with ``torch.utils.cpp_extension.load`` (``ninja`` and the C++ compiler Inductor also
 needs) into ``$DHIAN_CACHE/kernels`` (default ``~/.cache/dhian/kernels``): about 15 s the
@@ -42,6 +45,7 @@ __all__ = [
     "kernel_ready",
     "q4_mm",
     "q8_mm",
+    "rope_cache_write",
 ]
 
 #: products with at most this many rows take the block-quant kernel (8 rows at a time, each tile
@@ -52,7 +56,8 @@ KERNEL_ROWS = 192
 #: the extension's name (the library the ops are registered under is ``dhian_kernels``)
 _NAME = "dhian_cpu_kernels"
 _SOURCES = [
-    Path(__file__).parent / "kernels" / f for f in ("block_quant.cpp", "decode_attention.cpp")
+    Path(__file__).parent / "kernels" / f
+    for f in ("block_quant.cpp", "decode_attention.cpp", "rope_cache.cpp")
 ]
 _FLAGS = [
     "-O3",
@@ -123,6 +128,18 @@ def _register_fakes() -> None:
     def _q8_fake(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
         return x.new_empty(x.shape[0], codes.shape[0] * codes.shape[-1])  # (M, V)
 
+    @torch.library.register_fake("dhian_kernels::rope_cache_write")
+    def _rope_fake(
+        qkv: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        slot: Tensor,
+        k_buf: Tensor,
+        v_buf: Tensor,
+        heads: int,
+    ) -> Tensor:
+        return qkv.new_empty(qkv.shape[0], heads * k_buf.shape[-1])  # (B, H·D)
+
     @torch.library.register_fake("dhian_kernels::decode_attention")
     def _attention_fake(q: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor) -> Tensor:
         return torch.empty_like(q)  # (B, Hkv, G, D)
@@ -163,3 +180,13 @@ def decode_attention(q: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor) -> T
     over each row's allowed slots (a row with none gives zeros). Call :func:`kernel_available`
     first."""
     return torch.ops.dhian_kernels.decode_attention(q, k_buf, v_buf, mask)
+
+
+def rope_cache_write(
+    qkv: Tensor, cos: Tensor, sin: Tensor, slot: Tensor, k_buf: Tensor, v_buf: Tensor, heads: int
+) -> Tensor:
+    """qkv (B, (H + 2·Hkv)·D) float32 contiguous (one new token per row), cos / sin (B or 1, D)
+    float32 contiguous, slot (1,) or (B,) long; k_buf / v_buf (B, Hkv, Tmax, D) float32
+    contiguous, written in place at each row's slot (k rotated, v as is) → q rotated (B, H·D)
+    (= (B, Hkv, G, D)). RoPE in the half-split layout. Call :func:`kernel_available` first."""
+    return torch.ops.dhian_kernels.rope_cache_write(qkv, cos, sin, slot, k_buf, v_buf, heads)

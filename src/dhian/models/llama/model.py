@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from dhian.errors import ConfigError
 from dhian.models.llama.config import LlamaConfig
+from dhian.nn import cpu_kernels
 from dhian.nn.mha import decode_step_attention, scaled_dot_product
 from dhian.nn.positional import RotaryEmbedding
 
@@ -167,6 +168,20 @@ class LlamaAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)  # (B, T, H·D)
         return self.o_proj(out), weights
 
+    def _fused_rope_write(self, x: Tensor, k_buf: Tensor) -> bool:
+        """Whether :meth:`decode` takes dhian's one-call RoPE + cache write: eager (a compiled
+        step fuses those ops itself), float32 on the CPU, q/k/v fused, no gradient, kernels
+        built."""
+        return (
+            not torch.compiler.is_compiling()
+            and self.qkv_proj is not None
+            and x.dtype == k_buf.dtype == torch.float32
+            and x.device.type == "cpu"
+            and k_buf.is_contiguous()
+            and not torch.is_grad_enabled()
+            and cpu_kernels.kernel_available()
+        )
+
     def decode(
         self,
         x: Tensor,
@@ -183,13 +198,22 @@ class LlamaAttention(nn.Module):
         The G = H/Hkv query heads of each key/value head are attended as G query rows of that
         head (no repeated K/V). Returns (B, 1, E)."""
         b = x.size(0)
-        q, k, v = self._project(x)  # (B, H, 1, D), (B, Hkv, 1, D) x 2
-        q, k = _rotate(q, *rope), _rotate(k, *rope)
-        rows, slots = torch.arange(b, device=x.device), slot.expand(b)  # (B,) x 2
-        k_buf[rows, :, slots] = k[:, :, 0].to(k_buf.dtype)  # (B, Hkv, D) in place
-        v_buf[rows, :, slots] = v[:, :, 0].to(v_buf.dtype)
         g = self.n_heads // self.n_kv_heads
-        qg = q.reshape(b, self.n_kv_heads, g, self.head_dim).to(k_buf.dtype)  # (B, Hkv, G, D)
+        if self._fused_rope_write(x, k_buf):  # eager float32: one call for RoPE + cache write
+            assert self.qkv_proj is not None
+            qkv = self.qkv_proj(x).view(b, -1)  # (B, (H + 2·Hkv)·D)
+            cos, sin = (t.reshape(t.size(0), -1).contiguous() for t in rope)  # (B|1, D) x 2
+            q_rot = cpu_kernels.rope_cache_write(
+                qkv, cos, sin, slot.contiguous(), k_buf, v_buf, self.n_heads
+            )  # (B, H·D); k_buf, v_buf written at the slot
+            qg = q_rot.view(b, self.n_kv_heads, g, self.head_dim)  # (B, Hkv, G, D)
+        else:
+            q, k, v = self._project(x)  # (B, H, 1, D), (B, Hkv, 1, D) x 2
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
+            rows, slots = torch.arange(b, device=x.device), slot.expand(b)  # (B,) x 2
+            k_buf[rows, :, slots] = k[:, :, 0].to(k_buf.dtype)  # (B, Hkv, D) in place
+            v_buf[rows, :, slots] = v[:, :, 0].to(v_buf.dtype)
+            qg = q.reshape(b, self.n_kv_heads, g, self.head_dim).to(k_buf.dtype)  # (B, Hkv, G, D)
         out, _ = decode_step_attention(qg, k_buf, v_buf, mask)  # (B, Hkv, G, D)
         out = out.reshape(b, 1, self.n_heads * self.head_dim).to(x.dtype)  # (B, 1, H·D)
         return self.o_proj(out)
@@ -252,6 +276,20 @@ class LlamaBlock(nn.Module):
         a, weights = self.self_attn(self.input_layernorm(x), rope, mask, cache, layer, need_weights)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), weights
+
+    def _fused_rope_write(self, x: Tensor, k_buf: Tensor) -> bool:
+        """Whether :meth:`decode` takes dhian's one-call RoPE + cache write: eager (a compiled
+        step fuses those ops itself), float32 on the CPU, q/k/v fused, no gradient, kernels
+        built."""
+        return (
+            not torch.compiler.is_compiling()
+            and self.qkv_proj is not None
+            and x.dtype == k_buf.dtype == torch.float32
+            and x.device.type == "cpu"
+            and k_buf.is_contiguous()
+            and not torch.is_grad_enabled()
+            and cpu_kernels.kernel_available()
+        )
 
     def decode(
         self,
