@@ -148,6 +148,8 @@ def _kernel_takes(x: Tensor, codes: Tensor) -> bool:
     compiled graph: built before tracing, see :func:`~dhian.nn.cpu_kernels.kernel_ready`)."""
     if not 1 <= x.shape[0] <= cpu_kernels.KERNEL_ROWS or codes.shape[-1] != TILE:
         return False
+    if x.device.type != "cpu" or codes.device.type != "cpu":
+        return False
     if torch.compiler.is_compiling():
         return cpu_kernels.kernel_ready()
     return cpu_kernels.kernel_available()
