@@ -277,20 +277,6 @@ class LlamaBlock(nn.Module):
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), weights
 
-    def _fused_rope_write(self, x: Tensor, k_buf: Tensor) -> bool:
-        """Whether :meth:`decode` takes dhian's one-call RoPE + cache write: eager (a compiled
-        step fuses those ops itself), float32 on the CPU, q/k/v fused, no gradient, kernels
-        built."""
-        return (
-            not torch.compiler.is_compiling()
-            and self.qkv_proj is not None
-            and x.dtype == k_buf.dtype == torch.float32
-            and x.device.type == "cpu"
-            and k_buf.is_contiguous()
-            and not torch.is_grad_enabled()
-            and cpu_kernels.kernel_available()
-        )
-
     def decode(
         self,
         x: Tensor,

@@ -15,7 +15,8 @@
 // and nibble; the two nibbles' (Q8: even and odd inputs') products go to separate accumulators,
 // so each row has two independent FMA chains (one chain was latency-bound: 5.7 → 4.1 ms for
 // SmolLM2's 120 projections at one row).
-// Experiments build variants with -DDHIAN_PREFETCH=… and -DDHIAN_LIB=<another op namespace>.
+// Experiments build variants with -DDHIAN_PREFETCH=… and -DDHIAN_LIB=<another op namespace>
+// (this file alone: two variants side by side in one process).
 // Registered as torch ops dhian_kernels::q4_mm / q8_mm (the Python side adds their fake
 // kernels so torch.compile can place them in a graph).
 

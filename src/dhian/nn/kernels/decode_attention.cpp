@@ -139,14 +139,9 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_buf, const 
 
 }  // namespace
 
-#ifndef DHIAN_LIB
-#define DHIAN_LIB dhian_kernels
-#endif
-#define DHIAN_LIBRARY_FRAGMENT(ns, lib) TORCH_LIBRARY_FRAGMENT(ns, lib)
-#define DHIAN_LIBRARY_IMPL(ns, lib) TORCH_LIBRARY_IMPL(ns, CPU, lib)
-
-DHIAN_LIBRARY_FRAGMENT(DHIAN_LIB, lib) {
+// block_quant.cpp defines the library; this file adds its op to it
+TORCH_LIBRARY_FRAGMENT(dhian_kernels, lib) {
   lib.def("decode_attention(Tensor q, Tensor k_buf, Tensor v_buf, Tensor mask) -> Tensor");
 }
 
-DHIAN_LIBRARY_IMPL(DHIAN_LIB, lib) { lib.impl("decode_attention", &decode_attention); }
+TORCH_LIBRARY_IMPL(dhian_kernels, CPU, lib) { lib.impl("decode_attention", &decode_attention); }

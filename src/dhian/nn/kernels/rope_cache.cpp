@@ -90,16 +90,11 @@ at::Tensor rope_cache_write(const at::Tensor& qkv, const at::Tensor& cos, const 
 
 }  // namespace
 
-#ifndef DHIAN_LIB
-#define DHIAN_LIB dhian_kernels
-#endif
-#define DHIAN_LIBRARY_FRAGMENT(ns, lib) TORCH_LIBRARY_FRAGMENT(ns, lib)
-#define DHIAN_LIBRARY_IMPL(ns, lib) TORCH_LIBRARY_IMPL(ns, CPU, lib)
-
-DHIAN_LIBRARY_FRAGMENT(DHIAN_LIB, lib) {
+// block_quant.cpp defines the library; this file adds its op to it
+TORCH_LIBRARY_FRAGMENT(dhian_kernels, lib) {
   lib.def(
       "rope_cache_write(Tensor qkv, Tensor cos, Tensor sin, Tensor slot, Tensor(a!) k_buf, "
       "Tensor(b!) v_buf, int heads) -> Tensor");
 }
 
-DHIAN_LIBRARY_IMPL(DHIAN_LIB, lib) { lib.impl("rope_cache_write", &rope_cache_write); }
+TORCH_LIBRARY_IMPL(dhian_kernels, CPU, lib) { lib.impl("rope_cache_write", &rope_cache_write); }
