@@ -144,15 +144,13 @@ def _as_maps(*maps: Tensor) -> list[Tensor]:
 
 def _kernel_takes(x: Tensor, codes: Tensor) -> bool:
     """Whether :mod:`dhian.nn.cpu_kernels` computes ``x Wᵀ`` for x (M, K) and these
-    tiled codes: few enough rows, whole tiles of :data:`TILE`, and the kernel built (in a
-    compiled graph: built before tracing, see :func:`~dhian.nn.cpu_kernels.kernel_ready`)."""
+    tiled codes: few enough rows, whole tiles of :data:`TILE`, CPU tensors, and the kernels
+    usable (:func:`~dhian.nn.cpu_kernels.usable`)."""
     if not 1 <= x.shape[0] <= cpu_kernels.KERNEL_ROWS or codes.shape[-1] != TILE:
         return False
     if x.device.type != "cpu" or codes.device.type != "cpu":
         return False
-    if torch.compiler.is_compiling():
-        return cpu_kernels.kernel_ready()
-    return cpu_kernels.kernel_available()
+    return cpu_kernels.usable()
 
 
 def _tile(n: int) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "q4_mm",
     "q8_mm",
     "rope_cache_write",
+    "usable",
 ]
 
 #: products with at most this many rows take the block-quant kernel (8 rows at a time, each tile
@@ -146,7 +147,7 @@ def _register_fakes() -> None:
 
 
 def kernel_available() -> bool:
-    """Whether the kernel can be used in this process (built or loaded on the first call)."""
+    """Whether the kernels can be used in this process (built or loaded on the first call)."""
     if "ok" not in _state:
         with _lock:
             if "ok" not in _state:
@@ -156,21 +157,32 @@ def kernel_available() -> bool:
 
 
 def kernel_ready() -> bool:
-    """Whether the kernel is already loaded in this process (no build; safe to call while
+    """Whether the kernels are already loaded in this process (no build; safe to call while
     ``torch.compile`` traces, where a build must not start: code that compiles a step calls
     :func:`kernel_available` eagerly first — running the step eagerly once does)."""
     return _state.get("ok", False)
 
 
+def usable() -> bool:
+    """Whether a caller may take the kernels now: while ``torch.compile`` traces, only if they
+    are already loaded (:func:`kernel_ready`; a build must not start inside tracing), else
+    :func:`kernel_available` (builds or loads them on first use)."""
+    if torch.compiler.is_compiling():
+        return kernel_ready()
+    return kernel_available()
+
+
 def q4_mm(x: Tensor, packed: Tensor, d: Tensor, m: Tensor) -> Tensor:
     """x (M, K) float32 contiguous; packed (N/16, K/32, 16, 16) uint8,
-    d, m (N/16, K/32, 16) float32 → (M, N) float32. Call :func:`kernel_available` first."""
+    d, m (N/16, K/32, 16) float32 or float16 (one dtype) → (M, N) float32. Call
+    :func:`kernel_available` first."""
     return torch.ops.dhian_kernels.q4_mm(x, packed, d, m)
 
 
 def q8_mm(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     """x (M, E) float32 contiguous; codes (V/16, E/32, 32, 16) int8,
-    scales (V/16, E/32, 16) float32 → (M, V) float32. Call :func:`kernel_available` first."""
+    scales (V/16, E/32, 16) float32 or float16 → (M, V) float32. Call :func:`kernel_available`
+    first."""
     return torch.ops.dhian_kernels.q8_mm(x, codes, scales)
 
 

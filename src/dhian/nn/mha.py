@@ -1,7 +1,8 @@
 """Scaled dot-product attention and multi-head attention with a KV cache.
 
 Owns :func:`scaled_dot_product` (one SDPA call on the fast path, an eager path that returns the
-weights), :func:`decode_step_attention` (a decoding step over a static cache), :class:`MultiHeadAttention` — the only place heads are split and merged — and
+weights), :func:`decode_step_attention` (a decoding step over a static cache),
+:class:`MultiHeadAttention` — the only place heads are split and merged — and
 :class:`KVCache` for incremental decoding. Re-exported by :mod:`dhian.nn.attention`.
 
 Notation: B batch, H heads, Tq/Tk query/key lengths, D head dim, E model dim.
@@ -229,9 +230,7 @@ def _decode_kernel_takes(qg: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor)
         and not (torch.is_grad_enabled() and (qg.requires_grad or k_buf.requires_grad))
     ):
         return False
-    if torch.compiler.is_compiling():
-        return cpu_kernels.kernel_ready()
-    return cpu_kernels.kernel_available()
+    return cpu_kernels.usable()
 
 
 @dataclasses.dataclass
