@@ -4,10 +4,11 @@
 // of float32 activations and a weight held in dhian.nn.block_quant's tiled layouts (S = 16
 // output features per tile, one AVX-512 vector of float32; G = K / 32 blocks):
 //   q4_mm: packed (N/S, G, 16, S) uint8 — byte j of block g holds the code of input 32g + j in
-//          its low nibble and of 32g + 16 + j in its high nibble — and d, m (N/S, G, S) float32;
+//          its low nibble and of 32g + 16 + j in its high nibble — and d, m (N/S, G, S) float32
+//          or float16 (widened exactly in registers);
 //          weight w = q·d + m, computed as a rounded product plus a rounded sum (exactly the
 //          file's float32 dequantisation; this file is built with -ffp-contract=off).
-//   q8_mm: codes (V/S, G, 32, S) int8 and scales (V/S, G, S) float32; w = q·s.
+//   q8_mm: codes (V/S, G, 32, S) int8 and scales (V/S, G, S) float32 or float16; w = q·s.
 // Each thread takes a run of whole tiles; a tile's bytes are contiguous, so a thread reads its
 // share of the weight once, in order (with software prefetch PREFETCH bytes ahead), and the
 // vector lanes run over the tile's 16 outputs (no horizontal sums). Per 32 weights: one 16-byte
