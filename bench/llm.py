@@ -68,7 +68,7 @@ LONG_TEXT = TEXT * 40  # tokenised and cut to ``long`` tokens
 
 def _math_dtype(mode: str) -> str:
     """The dtype a mode's products run in (for the FLOP-rate column)."""
-    return "fp32" if mode in ("fp32", "int4-fp32") else "bf16"
+    return "fp32" if mode in ("fp32", "bf16", "int4-fp32") else "bf16"  # bf16: bf16 weights, float32 math
 
 
 def flops_per_token(cfg: Any, keys: float) -> float:

@@ -2,6 +2,7 @@
 compute what float32 matmul with the file's weights computes (to float32 rounding) for 1 to
 many rows (chunks of 8 and a remainder), on one thread and two, eagerly and as a call inside a
 compiled graph; BlockQ4Linear and the Q8 head use them up to KERNEL_ROWS rows and not beyond.
+The one-call RMSNorm equals nn.RMSNorm and the eager LLaMA step takes it for every norm.
 The decoding-step attention equals SDPA with the same boolean mask (left padding, slots after
 the last allowed one, GQA groups) and the LLaMA step uses it. Bad inputs are refused with the
 problem named; a failed build, a disabled kernel or a CPU without AVX-512 leaves the PyTorch
@@ -311,3 +312,67 @@ def test_llama_decode_step_with_the_fused_rope_write_is_unchanged(
     plain_logits, plain_cache = step(False)
     assert torch.equal(fused_logits, plain_logits)
     assert all(torch.equal(a, b) for a, b in zip(fused_cache, plain_cache, strict=True))
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.parametrize("width", [576, 37])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_rms_norm_is_nn_rmsnorm(width: int, rows: int) -> None:
+    torch.manual_seed(0)
+    norm = torch.nn.RMSNorm(width, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        x = torch.randn(rows, width) * 3
+        torch.testing.assert_close(
+            cpu_kernels.rms_norm(x, norm.weight, 1e-5), norm(x), rtol=1e-6, atol=1e-6
+        )
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+def test_rms_norm_refuses_bad_inputs() -> None:
+    with pytest.raises(RuntimeError, match="float32"):
+        cpu_kernels.rms_norm(torch.randn(2, 8, dtype=torch.float64), torch.ones(8), 1e-5)
+    with pytest.raises(RuntimeError, match="E = 8"):
+        cpu_kernels.rms_norm(torch.randn(2, 8), torch.ones(7), 1e-5)
+
+
+@needs_kernel
+@pytest.mark.usefixtures("kernel")
+def test_llama_decode_step_takes_the_norm_kernel_with_the_same_logits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eager float32 decoding steps normalise through the kernel (every norm of the step), and
+    their logits are those of nn.RMSNorm's to float32 rounding."""
+    from dhian.models.llama import model as llama_model
+    from dhian.models.llama.config import LlamaConfig
+    from dhian.models.llama.model import LlamaModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96)
+    model = LlamaModel(cfg).eval().fuse_projections()
+    for name, p in model.named_parameters():
+        if "norm" in name:
+            p.data.uniform_(0.5, 2.0)
+    mask = torch.zeros(1, 8, dtype=torch.bool)
+    mask[0, :4] = True
+    calls: list[int] = []
+    kernel = cpu_kernels.rms_norm
+
+    def counted(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        calls.append(1)
+        return kernel(x, w, eps)
+
+    def step() -> torch.Tensor:
+        cache = model.new_cache(1, 8)
+        with torch.no_grad():
+            return model.decode_step(
+                torch.tensor([[3]]), torch.tensor([[3]]), torch.tensor([3]), mask, cache
+            )
+
+    monkeypatch.setattr(llama_model.cpu_kernels, "rms_norm", counted)
+    fused = step()
+    assert len(calls) == 2 * cfg.n_layers + 1
+    monkeypatch.setattr(llama_model, "_decode_norm", lambda norm, x: norm(x))
+    torch.testing.assert_close(fused, step(), rtol=1e-5, atol=1e-5)

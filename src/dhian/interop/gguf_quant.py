@@ -25,9 +25,11 @@ the file; peak memory ≈ the final model + one tensor):
   (:class:`~dhian.nn.block_quant.BlockQ8Head`, float32 math: the exact logits of the file's
   head, one copy of the table). Other embeddings become symmetric int8 blocks
   (:class:`~dhian.nn.quantized_embedding.BlockInt8Embedding`, int8/int4) with a per-row
-  :class:`Int8Linear` head, or stay float32 (int4-fp32). Norms and the residual stream stay
-  float32.
-- ``bf16`` / ``fp32``: dequantised float weights in that dtype.
+  :class:`Int8Linear` head, or stay float32 (int4-fp32).
+- ``fp32``: dequantised float32 weights. ``bf16``: the dequantised weights rounded to bf16,
+  held as :class:`~dhian.nn.bf16_linear.Bf16Linear` / ``Bf16Embedding`` (float32 math; a
+  tied head reads the embedding's tiles).
+- Norms and the residual stream are float32 in every mode.
 
 In every mode q/k/v and gate/up are fused (:meth:`LlamaModel.fuse_projections`) and the Q/K
 rows are put back into HF's half-split rope layout (:func:`dhian.interop.gguf.reverse_rope_permute`
@@ -35,7 +37,7 @@ on the codes and their block maps alike).
 Shapes: a matrix (N, K) = (out, in); G = K / 32 blocks per row.
 Imports: numpy, torch, ``gguf``, :mod:`dhian.interop.gguf`, :mod:`dhian.models.llama`,
 :mod:`dhian.nn.quantized_linear`, :mod:`dhian.nn.quantized_embedding`, :mod:`dhian.nn.block_quant`,
-:mod:`dhian.errors`.
+:mod:`dhian.nn.bf16_linear`, :mod:`dhian.errors`.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from dhian.models.llama.config import LlamaConfig
 from dhian.models.llama.model import LlamaBlock, LlamaModel
 from dhian.models.model_dir import LoadedModel
 from dhian.nn import cpu_kernels
+from dhian.nn.bf16_linear import Bf16Embedding, Bf16Head, Bf16Linear
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
 from dhian.nn.positional import RotaryEmbedding
 from dhian.nn.quantized_embedding import BlockInt8Embedding
@@ -199,14 +202,17 @@ def _linear(file: GGUFFile, names: list[str], cfg: LlamaConfig, block: int, mode
     w = _float(file, names, cfg, block)
     if mode == "int8":
         return Int8Linear.from_float(w)
+    if mode == "bf16":
+        return Bf16Linear(w)
     lin = nn.Linear(w.size(1), w.size(0), bias=False, device="meta")
-    lin.weight = nn.Parameter(w.to(torch.bfloat16 if mode == "bf16" else torch.float32), False)
+    lin.weight = nn.Parameter(w, False)
     return lin
 
 
-def _norm(file: GGUFFile, name: str, cfg: LlamaConfig, dtype: torch.dtype) -> nn.RMSNorm:
+def _norm(file: GGUFFile, name: str, cfg: LlamaConfig) -> nn.RMSNorm:
+    """A float32 RMSNorm (norms and the residual stream are float32 in every mode)."""
     norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
-    norm.weight = nn.Parameter(dequantize(file.tensors[name]).to(dtype), requires_grad=False)
+    norm.weight = nn.Parameter(dequantize(file.tensors[name]).float(), requires_grad=False)
     return norm
 
 
@@ -220,15 +226,17 @@ def _embedding(file: GGUFFile, cfg: LlamaConfig, mode: str) -> tuple[nn.Module, 
         table = BlockQ8Embedding.from_rows(codes, scales)
         del codes, scales
         return table, BlockQ8Head(table)
-    if mode in ("fp32", "bf16", "int4-fp32"):
-        dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+    if mode == "bf16":
+        rows = Bf16Embedding(dequantize(emb_t))
+        return rows, Bf16Head(rows) if head_t is emb_t else Bf16Linear(dequantize(head_t))
+    if mode in ("fp32", "int4-fp32"):
         emb = nn.Embedding(cfg.vocab_size, cfg.dim, device="meta")
-        emb.weight = nn.Parameter(dequantize(emb_t).to(dtype), requires_grad=False)
+        emb.weight = nn.Parameter(dequantize(emb_t).float(), requires_grad=False)
         head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False, device="meta")
         head.weight = (
             emb.weight
             if head_t is emb_t
-            else nn.Parameter(dequantize(head_t).to(dtype), requires_grad=False)
+            else nn.Parameter(dequantize(head_t).float(), requires_grad=False)
         )
         return emb, head
     if emb_t.type_name == "Q8_0":
@@ -298,14 +306,13 @@ def build_inference_model(file: GGUFFile, mode: str) -> LlamaModel:
     rotary = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, float32_angles=True)
     with torch.device("meta"):
         model = LlamaModel(cfg, rotary)
-    float_dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     model.embed_tokens, model.lm_head = _embedding(file, cfg, mode)
     _release(file)
-    model.norm = _norm(file, "output_norm.weight", cfg, float_dtype)
+    model.norm = _norm(file, "output_norm.weight", cfg)
     for i, block in enumerate(model.layers):
         assert isinstance(block, LlamaBlock)
-        block.input_layernorm = _norm(file, f"blk.{i}.attn_norm.weight", cfg, float_dtype)
-        block.post_attention_layernorm = _norm(file, f"blk.{i}.ffn_norm.weight", cfg, float_dtype)
+        block.input_layernorm = _norm(file, f"blk.{i}.attn_norm.weight", cfg)
+        block.post_attention_layernorm = _norm(file, f"blk.{i}.ffn_norm.weight", cfg)
         attn, mlp = block.self_attn, block.mlp
         attn.rotary = [model.rotary]
         attn.fuse(_linear(file, ["attn_q", "attn_k", "attn_v"], cfg, i, mode))

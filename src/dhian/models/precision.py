@@ -9,8 +9,9 @@ LLaMA-family models (:class:`dhian.models.llama.LlamaModel`) take another road, 
 quantisation on PyTorch's CPU kernels (:func:`dhian.models.llama.quantize.quantize_llama`;
 from a GGUF file :mod:`dhian.interop.gguf_quant` builds it from the file's own blocks):
 ``int8`` = per-row int8 projections, ``int4`` = group-32 int4 projections; both keep float32
-norms and residual stream, an exact block-int8 embedding and a per-row int8 LM head. The rest
-of this docstring is about the other families.
+norms and residual stream, an exact block-int8 embedding and a per-row int8 LM head;
+``bf16`` = bf16 weights with float32 math (:mod:`dhian.nn.bf16_linear`). The rest of this
+docstring is about the other families.
 
 - ``fp32``: parameters and buffers as float32 (a no-op for a freshly loaded model).
 - ``bf16``: every parameter and floating buffer cast to bfloat16 (weights *and* activations:
@@ -72,10 +73,12 @@ from dhian.models.llama.model import LlamaModel
 from dhian.models.llama.quantize import quantize_llama
 from dhian.models.transformer.model import TransformerSeq2Seq
 from dhian.nn import DecoderBlock, EncoderBlock, MultiHeadAttention
+from dhian.nn.bf16_linear import Bf16Embedding, Bf16Linear
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
 from dhian.nn.fused_decoder import FusedDecoderBlock
 from dhian.nn.fused_encoder import FusedEncoderBlock
 from dhian.nn.fused_linear import FusedLinear, bf16_native, fused_linear_available
+from dhian.nn.huge_pages import in_huge_pages
 from dhian.nn.quantized_embedding import BlockInt8Embedding
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
 
@@ -275,16 +278,17 @@ def apply_precision(model: ModuleT, dtype: str = "fp32", fused: bool = True) -> 
         raise ConfigError("apply_precision: resolve 'auto' first (resolve_precision)")
     current = model_precision(model)
     if isinstance(model, LlamaModel):
-        if current == dtype and dtype in _LLAMA_QUANT:
-            return model
-        if current in _LLAMA_QUANT:
-            raise ConfigError(
-                f"this model is already quantized to {current} and cannot become {dtype}; "
-                "load it again"
-            )
-        if dtype in _LLAMA_QUANT and _devices(model) - {"cpu"}:
-            raise ConfigError(f"--dtype {dtype} runs on the CPU only; use --device cpu")
-        return cast(ModuleT, quantize_llama(model, dtype))
+        if current != dtype or dtype not in _LLAMA_QUANT:
+            if current in _LLAMA_QUANT:
+                raise ConfigError(
+                    f"this model is already quantized to {current} and cannot become {dtype}; "
+                    "load it again"
+                )
+            if dtype in _LLAMA_QUANT and _devices(model) - {"cpu"}:
+                raise ConfigError(f"--dtype {dtype} runs on the CPU only; use --device cpu")
+            quantize_llama(model, dtype)
+        # decoding streams every weight once per token: 2 MiB pages read it faster
+        return cast(ModuleT, in_huge_pages(model))
     if dtype in ("int4", "int4-fp32"):
         raise ConfigError(
             f"--dtype {dtype} is for LLaMA-family models (smollm2, GGUF, HF llama); use int8"
@@ -328,6 +332,8 @@ def model_precision(model: nn.Module) -> str:
             return "int4"
         if isinstance(module, BlockQ4Linear):
             return "int4-fp32"
+        if isinstance(module, Bf16Linear | Bf16Embedding):
+            return "bf16"
         if isinstance(module, Int8Linear | Int8MultiHeadAttention):
             return "int8"
         if isinstance(module, FusedEncoderBlock | FusedDecoderBlock) and module.mode == "int8":

@@ -7,12 +7,17 @@ and the ops:
   compute what :func:`dhian.nn.block_quant.q4_rows` / ``q8_rows`` compute — the file's float32
   weights ``q·d + m`` times float32 activations — up to summation order; for SmolLM2's 120
   projections at one row 4.1 ms against ~7 for Inductor's fused loop (docs/speed.md).
+- :func:`bf16_mm`: the same few-row product with a bf16 weight in :mod:`dhian.nn.bf16_linear`'s
+  tiled layout, float32 activations and sums (``kernels/bf16_mm.cpp``): float32 matmul with
+  the bf16 weights widened exactly, reading 2 bytes a weight.
 - :func:`decode_attention`: one decoding step's attention over a static KV cache, reading only
   the slots up to each row's last allowed one (``kernels/decode_attention.cpp``); SDPA's flash
   kernel reads and masks the whole cache.
 - :func:`rope_cache_write`: one decoding step's RoPE of q and k and the write of k, v into the
   cache, from the fused q|k|v projection, in one call (``kernels/rope_cache.cpp``): the same
   bits as the ~25 small PyTorch ops it replaces per layer in eager decoding.
+- :func:`rms_norm`: RMSNorm of a few float32 rows in one call (``kernels/rms_norm.cpp``; eager
+  decoding: PyTorch's is six small ops).
 The sources say how they work in their headers.
 
 Built with ``torch.utils.cpp_extension.load`` (``ninja`` and the C++ compiler Inductor also
@@ -40,11 +45,13 @@ from torch import Tensor
 
 __all__ = [
     "KERNEL_ROWS",
+    "bf16_mm",
     "decode_attention",
     "kernel_available",
     "kernel_ready",
     "q4_mm",
     "q8_mm",
+    "rms_norm",
     "rope_cache_write",
     "usable",
 ]
@@ -58,7 +65,13 @@ KERNEL_ROWS = 192
 _NAME = "dhian_cpu_kernels"
 _SOURCES = [
     Path(__file__).parent / "kernels" / f
-    for f in ("block_quant.cpp", "decode_attention.cpp", "rope_cache.cpp")
+    for f in (
+        "block_quant.cpp",
+        "bf16_mm.cpp",
+        "decode_attention.cpp",
+        "rope_cache.cpp",
+        "rms_norm.cpp",
+    )
 ]
 _FLAGS = [
     "-O3",
@@ -129,6 +142,14 @@ def _register_fakes() -> None:
     def _q8_fake(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
         return x.new_empty(x.shape[0], codes.shape[0] * codes.shape[-1])  # (M, V)
 
+    @torch.library.register_fake("dhian_kernels::bf16_mm")
+    def _bf16_fake(x: Tensor, tiles: Tensor) -> Tensor:
+        return x.new_empty(x.shape[0], tiles.shape[0] * tiles.shape[2])  # (M, N)
+
+    @torch.library.register_fake("dhian_kernels::rms_norm")
+    def _rms_fake(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        return torch.empty_like(x)  # (M, E)
+
     @torch.library.register_fake("dhian_kernels::rope_cache_write")
     def _rope_fake(
         qkv: Tensor,
@@ -186,6 +207,13 @@ def q8_mm(x: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     return torch.ops.dhian_kernels.q8_mm(x, codes, scales)
 
 
+def bf16_mm(x: Tensor, tiles: Tensor) -> Tensor:
+    """x (M, K) float32 contiguous; tiles (N/16, K/2, 16, 2) bfloat16 (element [t, p, o, i] =
+    W[16t + o, 2p + i]) → (M, N) float32 = x · W.float()ᵀ up to summation order. Call
+    :func:`kernel_available` first."""
+    return torch.ops.dhian_kernels.bf16_mm(x, tiles)
+
+
 def decode_attention(q: Tensor, k_buf: Tensor, v_buf: Tensor, mask: Tensor) -> Tensor:
     """q (B, Hkv, G, D), k_buf / v_buf (B, Hkv, Tmax, D) float32 contiguous, D a multiple of
     16; mask (B, Tmax) bool contiguous (True = attend) → (B, Hkv, G, D): softmax(q kᵀ/√D) v
@@ -202,3 +230,10 @@ def rope_cache_write(
     contiguous, written in place at each row's slot (k rotated, v as is) → q rotated (B, H·D)
     (= (B, Hkv, G, D)). RoPE in the half-split layout. Call :func:`kernel_available` first."""
     return torch.ops.dhian_kernels.rope_cache_write(qkv, cos, sin, slot, k_buf, v_buf, heads)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """x (M, E) float32 contiguous, weight (E,) float32 → (M, E): ``x · rsqrt(mean(x²) + eps)
+    · weight`` per row, rounded as ``nn.RMSNorm`` rounds it up to the order of the sum of
+    squares. Call :func:`kernel_available` first."""
+    return torch.ops.dhian_kernels.rms_norm(x, weight, eps)

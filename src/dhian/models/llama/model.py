@@ -97,6 +97,26 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+def _decode_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(x)`` for a decoding step's x (B, 1, E): through dhian's one-call RMSNorm kernel
+    when eager, float32 on the CPU, without gradient and the kernels built (PyTorch's
+    RMSNorm is six small ops there, ~2 ms of a SmolLM2 step); else ``norm`` itself (a
+    compiled step fuses it)."""
+    if (
+        isinstance(norm, nn.RMSNorm)
+        and norm.weight is not None
+        and not torch.compiler.is_compiling()
+        and x.dtype == norm.weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and cpu_kernels.kernel_available()
+    ):
+        eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
+        rows = x.reshape(-1, x.size(-1)).contiguous()  # (B, E)
+        return cpu_kernels.rms_norm(rows, norm.weight, eps).view(x.shape)  # (B, 1, E)
+    return norm(x)
+
+
 class LlamaAttention(nn.Module):
     """Grouped-query self attention with RoPE: ``q_proj`` E→H·D, ``k_proj``/``v_proj``
     E→Hkv·D, ``o_proj`` H·D→E, no biases (HF layout); after :meth:`fuse` one ``qkv_proj``
@@ -287,8 +307,9 @@ class LlamaBlock(nn.Module):
         v_buf: Tensor,
     ) -> Tensor:
         """One token per row (see :meth:`LlamaAttention.decode`): x (B, 1, E) → (B, 1, E)."""
-        x = x + self.self_attn.decode(self.input_layernorm(x), rope, slot, mask, k_buf, v_buf)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        h = _decode_norm(self.input_layernorm, x)  # (B, 1, E)
+        x = x + self.self_attn.decode(h, rope, slot, mask, k_buf, v_buf)
+        return x + self.mlp(_decode_norm(self.post_attention_layernorm, x))
 
 
 class LlamaModel(nn.Module):
@@ -432,7 +453,7 @@ class LlamaModel(nn.Module):
         mask = key_mask[:, None, None, :]  # (B, 1, 1, Tmax)
         for i, layer in enumerate(self.layers):
             x = cast(LlamaBlock, layer).decode(x, rope, slot, mask, cache.k[i], cache.v[i])
-        logits: Tensor = self.lm_head(self.norm(x))  # (B, 1, V)
+        logits: Tensor = self.lm_head(_decode_norm(self.norm, x))  # (B, 1, V)
         return logits.view(b, -1).float()
 
     def forward(

@@ -10,12 +10,12 @@ both: the token embedding as :class:`~dhian.nn.quantized_embedding.BlockInt8Embe
 (symmetric int8 per block of 32) and the LM head as per-row int8; ``int4-fp32``: the same
 int4 codes as :class:`~dhian.nn.block_quant.BlockQ4Linear` (float32 math) and the embedding as
 a :class:`~dhian.nn.block_quant.BlockQ8Embedding` that a tied head reads too; norms and the
-residual stream stay float32. ``bf16`` casts every float tensor and, on a CPU with bf16
-instructions, packs the projections and the LM head for oneDNN
-(:class:`~dhian.nn.packed_linear.PackedLinear`: the weights reordered once, not on every
-call); ``fp32`` keeps the float32 weights, stored column-major
-(:meth:`LlamaModel.column_major_weights`: faster GEMMs).
-Imports: torch, :mod:`dhian.errors`, :mod:`dhian.nn.block_quant`, :mod:`dhian.nn.packed_linear`,
+residual stream stay float32. ``bf16``: bf16 weights with float32 math — every projection a
+:class:`~dhian.nn.bf16_linear.Bf16Linear`, the embedding a
+:class:`~dhian.nn.bf16_linear.Bf16Embedding` that a tied head reads too, norms, activations,
+the KV cache and the residual stream float32; ``fp32`` keeps the float32 weights, stored
+column-major (:meth:`LlamaModel.column_major_weights`: faster GEMMs).
+Imports: torch, :mod:`dhian.errors`, :mod:`dhian.nn.block_quant`, :mod:`dhian.nn.bf16_linear`,
 :mod:`dhian.nn.quantized_linear`, :mod:`dhian.nn.quantized_embedding`,
 :mod:`dhian.models.llama.model`.
 """
@@ -27,8 +27,8 @@ from torch import nn
 
 from dhian.errors import ConfigError
 from dhian.models.llama.model import LlamaBlock, LlamaModel
+from dhian.nn.bf16_linear import Bf16Embedding, Bf16Head, Bf16Linear
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding, BlockQ8Head
-from dhian.nn.packed_linear import PackedLinear, packed_linear_available
 from dhian.nn.quantized_embedding import BLOCK, BlockInt8Embedding
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear, quantize_int4
 
@@ -52,9 +52,10 @@ def _block_int8(w: torch.Tensor) -> BlockInt8Embedding:
     return BlockInt8Embedding(codes, scales)
 
 
-def _pack_bf16(model: LlamaModel) -> LlamaModel:
-    """Every bf16 projection and the LM head as a :class:`PackedLinear` (weights reordered
-    once for oneDNN; the same outputs, ~1.3x less CPU per decoding step, docs/speed.md)."""
+def _to_bf16(model: LlamaModel) -> LlamaModel:
+    """Every projection a :class:`Bf16Linear`, the embedding a :class:`Bf16Embedding` and the
+    LM head its tied :class:`Bf16Head` (or a :class:`Bf16Linear` of its own); layers that
+    already are stay as they are."""
     for block in model.layers:
         assert isinstance(block, LlamaBlock)
         attn, mlp = block.self_attn, block.mlp
@@ -65,34 +66,34 @@ def _pack_bf16(model: LlamaModel) -> LlamaModel:
             (mlp, "down_proj"),
         ):
             layer = getattr(owner, name)
-            if isinstance(layer, nn.Linear) and layer.bias is None:
-                setattr(owner, name, PackedLinear.from_float(layer))
-    head = model.lm_head
-    if isinstance(head, nn.Linear) and head.bias is None:
-        model.lm_head = PackedLinear.from_float(head)  # a packed copy; the embedding keeps W
+            if isinstance(layer, nn.Linear):
+                setattr(owner, name, Bf16Linear.from_float(layer))
+    emb, head = model.embed_tokens, model.lm_head
+    if isinstance(emb, nn.Embedding):
+        tied = isinstance(head, nn.Linear) and head.weight is emb.weight
+        model.embed_tokens = Bf16Embedding(emb.weight)
+        if tied:  # one copy of the table: the head reads the embedding's tiles
+            model.lm_head = Bf16Head(model.embed_tokens)
+    if isinstance(model.lm_head, nn.Linear):
+        model.lm_head = Bf16Linear.from_float(model.lm_head)
     return model
 
 
 def quantize_llama(model: LlamaModel, mode: str) -> LlamaModel:
     """``model`` (float) in ``mode`` (``fp32`` | ``bf16`` | ``int8`` | ``int4`` | ``int4-fp32``), in place,
     eval mode, projections fused; returns it."""
-    packed = any(isinstance(m, PackedLinear) for m in model.modules())
-    if packed and mode != "bf16":
+    bf16 = any(isinstance(m, Bf16Linear | Bf16Embedding) for m in model.modules())
+    if bf16 and mode != "bf16":
         raise ConfigError(
-            f"this model's bf16 weights are packed for inference and cannot become {mode}; "
-            "load it again"
+            f"this model holds bf16 weights for inference and cannot become {mode}; load it again"
         )
-    if mode == "bf16":
-        model.to(torch.bfloat16)
-    elif mode == "fp32":
-        model.float()
+    if not bf16:
+        model.float()  # float32 norms and residual stream in every mode (bf16: exact widening)
     model.eval().fuse_projections()
     if mode == "fp32":
         return model.column_major_weights()
     if mode == "bf16":
-        on_cpu = model.norm.weight.device.type == "cpu"  # oneDNN packing is CPU-only
-        return _pack_bf16(model) if on_cpu and packed_linear_available() else model
-    model.float()
+        return _to_bf16(model)
     for block in model.layers:
         assert isinstance(block, LlamaBlock)
         attn, mlp = block.self_attn, block.mlp

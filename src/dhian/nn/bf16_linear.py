@@ -1,0 +1,274 @@
+"""bf16 weights with float32 math: a linear layer, and an embedding table that is also the tied
+output layer, whose weights are held as bfloat16 (2 bytes a weight) and multiplied in float32.
+Every product is float32 matmul with the bf16 weights widened (exact), up to summation order;
+activations, norms and the residual stream stay float32 (the LLaMA family's ``--dtype bf16``
+on the CPU, issue #17).
+
+Owns :class:`Bf16Linear`, :class:`Bf16Embedding` (+ :class:`Bf16Head`, its tied output layer)
+and the tiled layout they share (:func:`to_tiles`, :func:`from_tiles`).
+
+How it is fast: up to :data:`KERNEL_ROWS` rows (decoding steps, short prompts; eager or
+compiled) go to dhian's C++ kernel (:func:`dhian.nn.cpu_kernels.bf16_mm`, AVX-512, built on
+first use), which reads each weight's 2 bytes once, in order, and widens them in registers:
+SmolLM2's 121 products at one row in ~11 ms (24 GB/s) where oneDNN's prepacked bf16 GEMM took
+~16 ms. Other products (long prompts, no kernel) widen the weight to float32
+:data:`_SLICE` output features at a time and use ``torch.matmul`` (compute-bound there, so as
+fast as the float32 model).
+
+Layout: ``tiles`` (N'/S, K'/2, S, 2) bfloat16 with S = :data:`TILE` = 16, element
+``[t, p, o, i] = W[S·t + o, 2p + i]`` (one 64-byte line holds 16 outputs' weights for two
+inputs); N' and K' are N and K rounded up to a multiple of S and of 2, the padding zeros.
+State dicts hold the plain (N, K) bf16 ``weight`` (as ``nn.Linear`` / ``nn.Embedding`` do),
+so saving and exporting work as for a plain bf16 model. Inference only (buffers, no gradient).
+Notation: M rows, K inputs, N outputs, V vocabulary, E embedding dim.
+Imports: torch, :mod:`dhian.nn.cpu_kernels`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dhian.nn import cpu_kernels
+
+__all__ = [
+    "KERNEL_ROWS",
+    "TILE",
+    "Bf16Embedding",
+    "Bf16Head",
+    "Bf16Linear",
+    "from_tiles",
+    "to_tiles",
+]
+
+#: output features per tile (one AVX-512 vector of float32)
+TILE = 16
+#: products with at most this many rows take the kernel; above it the float32 matmul of the
+#: widened weight is faster (SmolLM2's 121 products: kernel 11 / 14 / 76 ms at 1 / 8 / 64 rows,
+#: oneDNN bf16 16 / 17 / 24; the kernel's FMAs run out of compute past ~16 rows)
+KERNEL_ROWS = 16
+#: output features widened at a time on the float32 path (a 1024 x 576 slice is 2.4 MB: it
+#: stays in cache between widening and use)
+_SLICE = 1024
+
+
+def to_tiles(weight: Tensor) -> Tensor:
+    """(N, K) float → (N'/16, K'/2, 16, 2) bfloat16 tiles (see the module docstring), N' and K'
+    padded with zeros to multiples of 16 and 2."""
+    n, k = weight.shape
+    w = F.pad(weight.detach().to(torch.bfloat16), (0, -k % 2, 0, -n % TILE))  # (N', K')
+    tiles = w.reshape(w.size(0) // TILE, TILE, w.size(1) // 2, 2)  # (N'/S, S, K'/2, 2)
+    return tiles.permute(0, 2, 1, 3).contiguous()  # (N'/S, K'/2, S, 2)
+
+
+def from_tiles(tiles: Tensor, n: int, k: int) -> Tensor:
+    """The plain (n, k) weight of ``tiles`` (a copy), in the tiles' dtype."""
+    nt, pairs, s, _ = tiles.shape
+    w = tiles.permute(0, 2, 1, 3).reshape(nt * s, pairs * 2)  # (N', K')
+    return w[:n, :k].contiguous()
+
+
+def _kernel_takes(x: Tensor, tiles: Tensor) -> bool:
+    """Whether :func:`dhian.nn.cpu_kernels.bf16_mm` computes ``x Wᵀ`` for x (M, K'): few
+    enough rows, bf16 CPU tiles, and the kernels usable (:func:`~dhian.nn.cpu_kernels.usable`)."""
+    if not 1 <= x.shape[0] <= KERNEL_ROWS or tiles.dtype != torch.bfloat16:
+        return False
+    if x.device.type != "cpu" or tiles.device.type != "cpu":
+        return False
+    return cpu_kernels.usable()
+
+
+def _product(x: Tensor, tiles: Tensor, n: int, k: int) -> Tensor:
+    """``x Wᵀ`` in float32 for x (M, k) and the tiled W (n, k) → (M, n)."""
+    if k % 2:  # the tiles carry a zero input column
+        x = F.pad(x, (0, 1))  # (M, K')
+    if _kernel_takes(x, tiles):
+        y = cpu_kernels.bf16_mm(x.contiguous(), tiles)  # (M, N')
+        return y if y.shape[1] == n else y[:, :n]  # (M, N)
+    s = _SLICE // TILE  # tiles per slice
+    parts = []
+    for start in range(0, tiles.shape[0], s):
+        part = tiles[start : start + s]  # (s, K'/2, S, 2)
+        w = part.permute(0, 2, 1, 3).reshape(-1, x.shape[-1]).float()  # (s·S, K') float32
+        parts.append(x @ w.T)  # (M, s·S)
+    y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (M, N')
+    return y if y.shape[1] == n else y[:, :n]  # (M, N)
+
+
+class Bf16Linear(nn.Module):
+    """``y = x Wᵀ`` (no bias) with W (N, K) held as bf16 tiles; takes and returns float32."""
+
+    tiles: Tensor
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        if weight.dim() != 2:
+            raise ValueError(f"Bf16Linear: weight must be (N, K), received {tuple(weight.shape)}")
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("tiles", to_tiles(weight))
+
+    @classmethod
+    def from_float(cls, layer: nn.Linear) -> Bf16Linear:
+        """The bf16 form of the bias-free float ``layer`` (its weight rounded to bf16)."""
+        if layer.bias is not None:
+            raise ValueError("Bf16Linear: the layer has a bias; only bias-free layers convert")
+        return cls(layer.weight)
+
+    @property
+    def weight(self) -> Tensor:
+        """The plain (N, K) bf16 weight (a copy)."""
+        return from_tiles(self.tiles, self.out_features, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., K) → float32 (..., N)."""
+        flat = x.reshape(-1, self.in_features)  # (M, K)
+        if flat.dtype != torch.float32:
+            flat = flat.float()
+        y = _product(flat, self.tiles, self.out_features, self.in_features)  # (M, N)
+        return y.view(*x.shape[:-1], self.out_features)  # (..., N)
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight  # the plain weight, not the tiles
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        _load_plain(
+            self,
+            state_dict,
+            prefix,
+            (self.out_features, self.in_features),
+            missing_keys,
+            error_msgs,
+        )
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bf16 tiles"
+
+
+def _load_plain(
+    module: Bf16Linear | Bf16Embedding,
+    state_dict: Any,
+    prefix: str,
+    shape: tuple[int, int],
+    missing_keys: list[str],
+    error_msgs: list[str],
+) -> None:
+    """Load the plain ``weight`` of ``shape`` from ``state_dict`` into ``module.tiles``."""
+    key = prefix + "weight"
+    if key not in state_dict:
+        missing_keys.append(key)
+        return
+    w = state_dict[key]
+    if tuple(w.shape) != shape:
+        error_msgs.append(
+            f"{type(module).__name__}: {key} has shape {tuple(w.shape)}, expected {shape}"
+        )
+        return
+    module.tiles = to_tiles(w.to(module.tiles.device))
+
+
+class Bf16Embedding(nn.Module):
+    """A (V, E) bf16 table in tiles, used both for lookups (:meth:`forward`, float32 rows) and
+    as the tied output layer (:meth:`logits`)."""
+
+    tiles: Tensor
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        if weight.dim() != 2:
+            raise ValueError(
+                f"Bf16Embedding: weight must be (V, E), received {tuple(weight.shape)}"
+            )
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.register_buffer("tiles", to_tiles(weight))
+
+    @property
+    def weight(self) -> Tensor:
+        """The plain (V, E) bf16 table (a copy)."""
+        return from_tiles(self.tiles, self.num_embeddings, self.embedding_dim)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """ids (...) long → float32 (..., E)."""
+        flat = ids.reshape(-1)  # (L,)
+        rows = self.tiles[flat // TILE, :, flat % TILE]  # (L, E'/2, 2)
+        rows = rows.reshape(flat.numel(), -1)[:, : self.embedding_dim].float()  # (L, E)
+        return rows.reshape(*ids.shape, self.embedding_dim)  # (..., E)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The tied output layer: x (..., E) → float32 (..., V), ``x Wᵀ``."""
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.embedding_dim).float()  # (M, E)
+        y = _product(flat, self.tiles, self.num_embeddings, self.embedding_dim)  # (M, V)
+        return y.reshape(*lead, self.num_embeddings)  # (..., V)
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        shape = (self.num_embeddings, self.embedding_dim)
+        _load_plain(self, state_dict, prefix, shape, missing_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, bf16 tiles"
+
+
+class Bf16Head(nn.Module):
+    """The output layer tied to a :class:`Bf16Embedding`: ``x (..., E) → (..., V)`` logits
+    from the same tiles (one copy of the table serves both). Its state dict holds the table as
+    ``weight``, as a tied ``nn.Linear`` head's does; loading it leaves the table to the
+    embedding."""
+
+    def __init__(self, table: Bf16Embedding) -> None:
+        super().__init__()
+        self._table = [table]  # not a submodule: the embedding owns (and moves) the table
+        self.in_features, self.out_features = table.embedding_dim, table.num_embeddings
+
+    @property
+    def table(self) -> Bf16Embedding:
+        """The embedding whose tiles this head reads."""
+        return self._table[0]
+
+    @property
+    def weight(self) -> Tensor:
+        """The plain (V, E) bf16 table (a copy)."""
+        return self.table.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., E) → float32 (..., V)."""
+        return self.table.logits(x)
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        if prefix + "weight" not in state_dict:
+            missing_keys.append(prefix + "weight")
