@@ -1,5 +1,6 @@
 """dhian.nn.huge_pages: a module's large CPU tensors moved into one 2 MiB-aligned arena keep
-their objects, shapes, strides, values and ties (outputs unchanged), small ones stay; moving
+their objects, shapes, strides, values and ties (outputs unchanged), small ones stay, big ones
+stay where they are (collapsed in place); moving
 again is a no-op; where the OS has no transparent huge pages nothing moves."""
 
 from __future__ import annotations
@@ -74,3 +75,12 @@ def test_availability_follows_the_kernel_setting(
     assert huge_pages_available() == hasattr(huge_pages.mmap, "MADV_HUGEPAGE")
     setting.unlink()
     assert not huge_pages_available()
+
+
+@pytest.mark.skipif(not huge_pages_available(), reason="no transparent huge pages here")
+def test_big_storages_stay_where_they_are() -> None:
+    table = nn.Embedding(20_000, 64)  # 5 MB: collapsed in place, not copied
+    before = table.weight.detach().clone()
+    ptr = table.weight.data_ptr()
+    in_huge_pages(table)
+    assert table.weight.data_ptr() == ptr and torch.equal(table.weight, before)

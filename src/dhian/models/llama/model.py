@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from dhian.errors import ConfigError
 from dhian.models.llama.config import LlamaConfig
+from dhian.models.llama.kernel_step import kernel_step
 from dhian.nn import cpu_kernels
 from dhian.nn.mha import decode_step_attention, scaled_dot_product
 from dhian.nn.positional import RotaryEmbedding
@@ -447,6 +448,9 @@ class LlamaModel(nn.Module):
         (True = a real token at or before ``slot``). Attends over the whole buffer (masked),
         so no shape depends on the step. Does not advance ``cache.length`` (the caller does).
         """
+        fast = kernel_step(self, token, positions, slot, key_mask, cache)
+        if fast is not None:  # eager on the CPU kernels: the same ops, called from one loop
+            return fast
         b = token.size(0)
         x = self.embed_tokens(token).to(self.compute_dtype)  # (B, 1, E)
         rope = self.rope(positions, x.dtype)  # (B, 1, 1, D) x 2
