@@ -343,8 +343,8 @@ def test_rms_norm_refuses_bad_inputs() -> None:
 def test_llama_decode_step_takes_the_norm_kernel_with_the_same_logits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Eager float32 decoding steps normalise through the kernel (every norm of the step), and
-    their logits are those of nn.RMSNorm's to float32 rounding."""
+    """The general eager float32 decoding step normalises through the kernel (every norm of
+    the step), and its logits are those of nn.RMSNorm's to float32 rounding."""
     from dhian.models.llama import model as llama_model
     from dhian.models.llama.config import LlamaConfig
     from dhian.models.llama.model import LlamaModel
@@ -371,6 +371,7 @@ def test_llama_decode_step_takes_the_norm_kernel_with_the_same_logits(
                 torch.tensor([[3]]), torch.tensor([[3]]), torch.tensor([3]), mask, cache
             )
 
+    monkeypatch.setattr(llama_model, "kernel_step", lambda *a: None)  # the general path
     monkeypatch.setattr(llama_model.cpu_kernels, "rms_norm", counted)
     fused = step()
     assert len(calls) == 2 * cfg.n_layers + 1
