@@ -70,6 +70,8 @@ def test_signature_ignores_weights_but_not_architecture_or_precision() -> None:
     q = quantize_llama(tiny(0), "int4")
     assert precision_label(a) == "fp32" and precision_label(q) == "int4"
     assert model_signature(q) != model_signature(a)
+    half = quantize_llama(tiny(0), "bf16")  # bf16 weights, float32 math
+    assert precision_label(half) == "bf16" and model_signature(half) != model_signature(a)
 
 
 def test_bad_compile_value_and_models_without_a_static_step_are_refused() -> None:

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from dhian.data.fetch import cache_dir
+from dhian.nn.bf16_linear import Bf16Embedding, Bf16Linear
 from dhian.nn.block_quant import BlockQ4Linear, BlockQ8Embedding
 from dhian.nn.cpu_kernels import kernel_available
 from dhian.nn.quantized_linear import Int4Linear, Int8Linear
@@ -105,6 +106,8 @@ def precision_label(model: Any) -> str:
         return "int4-fp32"
     if Int8Linear in kinds:
         return "int8"
+    if Bf16Linear in kinds or Bf16Embedding in kinds:
+        return "bf16"  # bf16 weights, float32 math
     dtype = getattr(model, "compute_dtype", torch.float32)
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, str(dtype).split(".")[-1])
 
