@@ -98,7 +98,38 @@ def _product(x: Tensor, tiles: Tensor, n: int, k: int) -> Tensor:
     return y if y.shape[1] == n else y[:, :n]  # (M, N)
 
 
-class Bf16Linear(nn.Module):
+class _PlainWeightState(nn.Module):
+    """State dicts that hold the plain (N, K) bf16 ``weight`` (what ``weight`` returns), as
+    ``nn.Linear`` / ``nn.Embedding`` do; loading one hands it to :meth:`_set_weight`."""
+
+    @property
+    def weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def _set_weight(self, w: Tensor, key: str, error_msgs: list[str]) -> None:
+        raise NotImplementedError
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight  # the plain weight, not the tiles
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        key = prefix + "weight"
+        if key not in state_dict:
+            missing_keys.append(key)
+            return
+        self._set_weight(state_dict[key], key, error_msgs)
+
+
+class Bf16Linear(_PlainWeightState):
     """``y = x Wᵀ`` (no bias) with W (N, K) held as bf16 tiles; takes and returns float32."""
 
     tiles: Tensor
@@ -130,46 +161,21 @@ class Bf16Linear(nn.Module):
         y = _product(flat, self.tiles, self.out_features, self.in_features)  # (M, N)
         return y.view(*x.shape[:-1], self.out_features)  # (..., N)
 
-    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.weight  # the plain weight, not the tiles
-
-    def _load_from_state_dict(
-        self,
-        state_dict: Any,
-        prefix: str,
-        local_metadata: Any,
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        _load_plain(
-            self,
-            state_dict,
-            prefix,
-            (self.out_features, self.in_features),
-            missing_keys,
-            error_msgs,
-        )
+    def _set_weight(self, w: Tensor, key: str, error_msgs: list[str]) -> None:
+        _retile(self, w, key, (self.out_features, self.in_features), error_msgs)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bf16 tiles"
 
 
-def _load_plain(
+def _retile(
     module: Bf16Linear | Bf16Embedding,
-    state_dict: Any,
-    prefix: str,
+    w: Tensor,
+    key: str,
     shape: tuple[int, int],
-    missing_keys: list[str],
     error_msgs: list[str],
 ) -> None:
-    """Load the plain ``weight`` of ``shape`` from ``state_dict`` into ``module.tiles``."""
-    key = prefix + "weight"
-    if key not in state_dict:
-        missing_keys.append(key)
-        return
-    w = state_dict[key]
+    """Put the plain weight ``w`` (``shape``) into ``module.tiles``, or note why not."""
     if tuple(w.shape) != shape:
         error_msgs.append(
             f"{type(module).__name__}: {key} has shape {tuple(w.shape)}, expected {shape}"
@@ -178,7 +184,7 @@ def _load_plain(
     module.tiles = to_tiles(w.to(module.tiles.device))
 
 
-class Bf16Embedding(nn.Module):
+class Bf16Embedding(_PlainWeightState):
     """A (V, E) bf16 table in tiles, used both for lookups (:meth:`forward`, float32 rows) and
     as the tied output layer (:meth:`logits`)."""
 
@@ -212,27 +218,14 @@ class Bf16Embedding(nn.Module):
         y = _product(flat, self.tiles, self.num_embeddings, self.embedding_dim)  # (M, V)
         return y.reshape(*lead, self.num_embeddings)  # (..., V)
 
-    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.weight
-
-    def _load_from_state_dict(
-        self,
-        state_dict: Any,
-        prefix: str,
-        local_metadata: Any,
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        shape = (self.num_embeddings, self.embedding_dim)
-        _load_plain(self, state_dict, prefix, shape, missing_keys, error_msgs)
+    def _set_weight(self, w: Tensor, key: str, error_msgs: list[str]) -> None:
+        _retile(self, w, key, (self.num_embeddings, self.embedding_dim), error_msgs)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, bf16 tiles"
 
 
-class Bf16Head(nn.Module):
+class Bf16Head(_PlainWeightState):
     """The output layer tied to a :class:`Bf16Embedding`: ``x (..., E) → (..., V)`` logits
     from the same tiles (one copy of the table serves both). Its state dict holds the table as
     ``weight``, as a tied ``nn.Linear`` head's does; loading it leaves the table to the
@@ -257,18 +250,5 @@ class Bf16Head(nn.Module):
         """x (..., E) → float32 (..., V)."""
         return self.table.logits(x)
 
-    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.weight
-
-    def _load_from_state_dict(
-        self,
-        state_dict: Any,
-        prefix: str,
-        local_metadata: Any,
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        if prefix + "weight" not in state_dict:
-            missing_keys.append(prefix + "weight")
+    def _set_weight(self, w: Tensor, key: str, error_msgs: list[str]) -> None:
+        pass  # tied: the embedding loads the table
