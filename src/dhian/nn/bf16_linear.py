@@ -64,11 +64,15 @@ def to_tiles(weight: Tensor) -> Tensor:
     return tiles.permute(0, 2, 1, 3).contiguous()  # (N'/S, K'/2, S, 2)
 
 
+def _untiled(tiles: Tensor) -> Tensor:
+    """(T, K'/2, S, 2) tiles → the padded (T·S, K') weight (a copy), in the tiles' dtype."""
+    nt, pairs, s, _ = tiles.shape
+    return tiles.permute(0, 2, 1, 3).reshape(nt * s, pairs * 2)  # (N', K')
+
+
 def from_tiles(tiles: Tensor, n: int, k: int) -> Tensor:
     """The plain (n, k) weight of ``tiles`` (a copy), in the tiles' dtype."""
-    nt, pairs, s, _ = tiles.shape
-    w = tiles.permute(0, 2, 1, 3).reshape(nt * s, pairs * 2)  # (N', K')
-    return w[:n, :k].contiguous()
+    return _untiled(tiles)[:n, :k].contiguous()
 
 
 def _kernel_takes(x: Tensor, tiles: Tensor) -> bool:
@@ -91,8 +95,7 @@ def _product(x: Tensor, tiles: Tensor, n: int, k: int) -> Tensor:
     s = _SLICE // TILE  # tiles per slice
     parts = []
     for start in range(0, tiles.shape[0], s):
-        part = tiles[start : start + s]  # (s, K'/2, S, 2)
-        w = part.permute(0, 2, 1, 3).reshape(-1, x.shape[-1]).float()  # (s·S, K') float32
+        w = _untiled(tiles[start : start + s]).float()  # (s·S, K') float32
         parts.append(x @ w.T)  # (M, s·S)
     y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (M, N')
     return y if y.shape[1] == n else y[:, :n]  # (M, N)
@@ -129,17 +132,55 @@ class _PlainWeightState(nn.Module):
         self._set_weight(state_dict[key], key, error_msgs)
 
 
-class Bf16Linear(_PlainWeightState):
-    """``y = x Wᵀ`` (no bias) with W (N, K) held as bf16 tiles; takes and returns float32."""
+class _Bf16Tiles(_PlainWeightState):
+    """A (rows, cols) weight held as bf16 tiles: the plain ``weight``, its loading, and the
+    product ``x Wᵀ`` in float32."""
 
     tiles: Tensor
+    #: the weight's dims, as the error messages name them
+    _dims = "(rows, cols)"
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__()
         if weight.dim() != 2:
-            raise ValueError(f"Bf16Linear: weight must be (N, K), received {tuple(weight.shape)}")
-        self.out_features, self.in_features = weight.shape
+            raise ValueError(
+                f"{type(self).__name__}: weight must be {self._dims}, received "
+                f"{tuple(weight.shape)}"
+            )
+        self._rows, self._cols = weight.shape
         self.register_buffer("tiles", to_tiles(weight))
+
+    @property
+    def weight(self) -> Tensor:
+        """The plain (rows, cols) bf16 weight (a copy)."""
+        return from_tiles(self.tiles, self._rows, self._cols)
+
+    def _set_weight(self, w: Tensor, key: str, error_msgs: list[str]) -> None:
+        shape = (self._rows, self._cols)
+        if tuple(w.shape) != shape:
+            error_msgs.append(
+                f"{type(self).__name__}: {key} has shape {tuple(w.shape)}, expected {shape}"
+            )
+            return
+        self.tiles = to_tiles(w.to(self.tiles.device))
+
+    def _times_transpose(self, x: Tensor) -> Tensor:
+        """x (..., cols) → float32 (..., rows) = ``x Wᵀ``."""
+        flat = x.reshape(-1, self._cols)  # (M, cols)
+        if flat.dtype != torch.float32:
+            flat = flat.float()
+        y = _product(flat, self.tiles, self._rows, self._cols)  # (M, rows)
+        return y.view(*x.shape[:-1], self._rows)  # (..., rows)
+
+
+class Bf16Linear(_Bf16Tiles):
+    """``y = x Wᵀ`` (no bias) with W (N, K) held as bf16 tiles; takes and returns float32."""
+
+    _dims = "(N, K)"
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__(weight)
+        self.out_features, self.in_features = self._rows, self._cols
 
     @classmethod
     def from_float(cls, layer: nn.Linear) -> Bf16Linear:
@@ -148,61 +189,23 @@ class Bf16Linear(_PlainWeightState):
             raise ValueError("Bf16Linear: the layer has a bias; only bias-free layers convert")
         return cls(layer.weight)
 
-    @property
-    def weight(self) -> Tensor:
-        """The plain (N, K) bf16 weight (a copy)."""
-        return from_tiles(self.tiles, self.out_features, self.in_features)
-
     def forward(self, x: Tensor) -> Tensor:
         """x (..., K) → float32 (..., N)."""
-        flat = x.reshape(-1, self.in_features)  # (M, K)
-        if flat.dtype != torch.float32:
-            flat = flat.float()
-        y = _product(flat, self.tiles, self.out_features, self.in_features)  # (M, N)
-        return y.view(*x.shape[:-1], self.out_features)  # (..., N)
-
-    def _set_weight(self, w: Tensor, key: str, error_msgs: list[str]) -> None:
-        _retile(self, w, key, (self.out_features, self.in_features), error_msgs)
+        return self._times_transpose(x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bf16 tiles"
 
 
-def _retile(
-    module: Bf16Linear | Bf16Embedding,
-    w: Tensor,
-    key: str,
-    shape: tuple[int, int],
-    error_msgs: list[str],
-) -> None:
-    """Put the plain weight ``w`` (``shape``) into ``module.tiles``, or note why not."""
-    if tuple(w.shape) != shape:
-        error_msgs.append(
-            f"{type(module).__name__}: {key} has shape {tuple(w.shape)}, expected {shape}"
-        )
-        return
-    module.tiles = to_tiles(w.to(module.tiles.device))
-
-
-class Bf16Embedding(_PlainWeightState):
+class Bf16Embedding(_Bf16Tiles):
     """A (V, E) bf16 table in tiles, used both for lookups (:meth:`forward`, float32 rows) and
     as the tied output layer (:meth:`logits`)."""
 
-    tiles: Tensor
+    _dims = "(V, E)"
 
     def __init__(self, weight: Tensor) -> None:
-        super().__init__()
-        if weight.dim() != 2:
-            raise ValueError(
-                f"Bf16Embedding: weight must be (V, E), received {tuple(weight.shape)}"
-            )
-        self.num_embeddings, self.embedding_dim = weight.shape
-        self.register_buffer("tiles", to_tiles(weight))
-
-    @property
-    def weight(self) -> Tensor:
-        """The plain (V, E) bf16 table (a copy)."""
-        return from_tiles(self.tiles, self.num_embeddings, self.embedding_dim)
+        super().__init__(weight)
+        self.num_embeddings, self.embedding_dim = self._rows, self._cols
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids (...) long → float32 (..., E)."""
@@ -213,13 +216,7 @@ class Bf16Embedding(_PlainWeightState):
 
     def logits(self, x: Tensor) -> Tensor:
         """The tied output layer: x (..., E) → float32 (..., V), ``x Wᵀ``."""
-        lead = x.shape[:-1]
-        flat = x.reshape(-1, self.embedding_dim).float()  # (M, E)
-        y = _product(flat, self.tiles, self.num_embeddings, self.embedding_dim)  # (M, V)
-        return y.reshape(*lead, self.num_embeddings)  # (..., V)
-
-    def _set_weight(self, w: Tensor, key: str, error_msgs: list[str]) -> None:
-        _retile(self, w, key, (self.num_embeddings, self.embedding_dim), error_msgs)
+        return self._times_transpose(x)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, bf16 tiles"
