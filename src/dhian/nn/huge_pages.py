@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import sys
 import weakref
@@ -79,7 +80,9 @@ def _arena(nbytes: int) -> Tensor:
     return whole[skip : skip + nbytes]
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (``find_library`` may run ``ldconfig``)."""
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name) if name else None
@@ -152,7 +155,7 @@ def in_huge_pages(module: nn.Module) -> nn.Module:
                 offset = (base + start) // t.element_size() + t.storage_offset()
                 t.set_(new_storage, offset, t.size(), t.stride())
             freed += sizes[key]
-            del old, group
+            del old  # the last reference: the storage is freed here
             if freed >= _TRIM_EVERY:  # keeps the peak near the model plus a few MB
                 _trim(libc)
                 freed = 0
