@@ -47,6 +47,7 @@ __all__ = [
     "KERNEL_ROWS",
     "bf16_mm",
     "decode_attention",
+    "eager_float32",
     "kernel_available",
     "kernel_ready",
     "q4_mm",
@@ -190,6 +191,18 @@ def usable() -> bool:
     :func:`kernel_available` (builds or loads them on first use)."""
     if torch.compiler.is_compiling():
         return kernel_ready()
+    return kernel_available()
+
+
+def eager_float32(*tensors: Tensor) -> bool:
+    """Whether an eager-only kernel path (the decoding step's RMSNorm, RoPE + cache write, the
+    one-loop step) may run on ``tensors`` now: not while ``torch.compile`` traces (a compiled
+    step fuses those ops itself), no gradient being recorded, every tensor float32 on the CPU,
+    and the kernels available (:func:`kernel_available`: built or loaded on first use)."""
+    if torch.compiler.is_compiling() or torch.is_grad_enabled():
+        return False
+    if not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors):
+        return False
     return kernel_available()
 
 

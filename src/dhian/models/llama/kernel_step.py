@@ -152,16 +152,12 @@ def _key(model: Any, rows: int, pieces: list[tuple[nn.Module | None, ...]]) -> t
 
 
 def _applies(model: Any, token: Tensor, cache: Any) -> bool:
-    if torch.compiler.is_compiling() or torch.is_grad_enabled() or token.device.type != "cpu":
-        return False
     k0 = cache.k[0]
-    d = k0.shape[-1]
     return (
-        k0.dtype == torch.float32
+        token.device.type == "cpu"
         and k0.is_contiguous()
-        and d % 16 == 0
-        and model.norm.weight.dtype == torch.float32
-        and cpu_kernels.kernel_available()
+        and k0.shape[-1] % 16 == 0  # the attention kernel's head dims
+        and cpu_kernels.eager_float32(k0, model.norm.weight)
     )
 
 

@@ -106,11 +106,7 @@ def _decode_norm(norm: nn.Module, x: Tensor) -> Tensor:
     if (
         isinstance(norm, nn.RMSNorm)
         and norm.weight is not None
-        and not torch.compiler.is_compiling()
-        and x.dtype == norm.weight.dtype == torch.float32
-        and x.device.type == "cpu"
-        and not torch.is_grad_enabled()
-        and cpu_kernels.kernel_available()
+        and cpu_kernels.eager_float32(x, norm.weight)
     ):
         eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
         rows = x.reshape(-1, x.size(-1)).contiguous()  # (B, E)
@@ -194,13 +190,9 @@ class LlamaAttention(nn.Module):
         step fuses those ops itself), float32 on the CPU, q/k/v fused, no gradient, kernels
         built."""
         return (
-            not torch.compiler.is_compiling()
-            and self.qkv_proj is not None
-            and x.dtype == k_buf.dtype == torch.float32
-            and x.device.type == "cpu"
+            self.qkv_proj is not None
             and k_buf.is_contiguous()
-            and not torch.is_grad_enabled()
-            and cpu_kernels.kernel_available()
+            and cpu_kernels.eager_float32(x, k_buf)
         )
 
     def decode(
