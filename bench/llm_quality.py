@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bench.harness import cpu_description
+
 MODES = ("fp32", "bf16", "int8", "int4", "int4-fp32")
 BLOCK = 512
 QUESTIONS = (
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": "python -m bench.llm_quality " + " ".join(argv or sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
+        "cpu": cpu_description(),
         "threads": args.threads,
         "block_size": BLOCK,
         "results": results,
